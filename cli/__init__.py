@@ -1,0 +1,1 @@
+"""The `kimberley` command-line interface: thin, calls ledger/ and node/."""

@@ -1,0 +1,104 @@
+"""Canonical msgpack, as DESIGN §3.2 fixes it, with a strict decoder.
+
+Canonical means: maps have str keys in sorted (code point) order, no floats, no ext
+types, ints in the shortest form, bytes as bin, text as valid UTF-8 str. The decoder
+re-encodes what it read and rejects any input whose bytes differ, so two parties who
+accept the same entry always hash the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import msgpack
+
+from ledger.errors import EncodingError, EntryTooLargeError
+
+#: Largest entry a log accepts: C2SP tlog-tiles entry bundles prefix entries with a uint16.
+MAX_ENTRY_SIZE = 65_535
+
+#: Values a canonical document may hold.
+Value: TypeAlias = (
+    None | bool | int | str | bytes | Sequence["Value"] | Mapping[str, "Value"]
+)
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def canonical(value: Any, path: str = "$") -> Any:
+    """Return `value` with every map's keys sorted; raise EncodingError on a non-canonical type."""
+    if value is None or isinstance(value, bool | str | bytes):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise EncodingError(f"{path}: integer {value} outside the msgpack range")
+        return value
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise EncodingError(f"{path}: map key {key!r} is not a str")
+        return {k: canonical(value[k], f"{path}.{k}") for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float):
+        raise EncodingError(f"{path}: float {value!r} not allowed (use integer units)")
+    raise EncodingError(f"{path}: type {type(value).__name__} cannot be encoded")
+
+
+def encode(value: Any) -> bytes:
+    """Encode `value` canonically (sorting maps, refusing floats and foreign types)."""
+    return pack_canonical(canonical(value))
+
+
+def pack_canonical(value: Any) -> bytes:
+    """Pack a value already in canonical form (sorted maps, checked types): the fast path."""
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise EncodingError(f"msgpack ext type {code} not allowed")
+
+
+def decode(data: bytes, *, max_size: int | None = None) -> Any:
+    """Decode canonical msgpack; raise EncodingError naming the fault for anything else."""
+    if max_size is not None and len(data) > max_size:
+        raise EntryTooLargeError(f"{len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            ext_hook=_refuse_ext,
+            timestamp=0,
+        )
+    except EncodingError:
+        raise
+    except msgpack.ExtraData as e:
+        raise EncodingError(f"{len(data) - len(msgpack.packb(e.unpacked))} trailing bytes") from e
+    except UnicodeDecodeError as e:
+        raise EncodingError(f"str is not valid UTF-8 at byte {e.start}") from e
+    except (ValueError, msgpack.UnpackException, TypeError) as e:
+        raise EncodingError(f"malformed msgpack: {e}") from e
+    _check_types(value, "$")
+    if pack_canonical(value) != data:
+        raise EncodingError(
+            "non-canonical encoding (unsorted or duplicate map keys, or an int/str/bin "
+            "not in its shortest form)"
+        )
+    return value
+
+
+def _check_types(value: Any, path: str) -> None:
+    if isinstance(value, float):
+        raise EncodingError(f"{path}: float {value!r} not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EncodingError(f"{path}: map key {key!r} is not a str")
+            _check_types(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_types(item, f"{path}[{i}]")
