@@ -95,9 +95,13 @@ def _check_types(value: Any, path: str) -> None:
     if isinstance(value, float):
         raise EncodingError(f"{path}: float {value!r} not allowed")
     if isinstance(value, dict):
+        keys = list(value)
+        if any(not isinstance(k, str) for k in keys) or keys != sorted(keys):
+            bad = next((k for k in keys if not isinstance(k, str)), None)
+            if bad is not None:
+                raise EncodingError(f"{path}: map key {bad!r} is not a str")
+            raise EncodingError(f"{path}: map keys not in sorted order: {keys[:8]}")
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise EncodingError(f"{path}: map key {key!r} is not a str")
             _check_types(item, f"{path}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
