@@ -6,12 +6,14 @@ the boundary with ``raise ... from e``.
 
     LedgerError
     ├── EncodingError            malformed or non-canonical bytes
-    │   └── EntryTooLargeError   an entry over the 65,535-byte tile-bundle limit
+    │   ├── EntryTooLargeError   an entry over the 65,535-byte tile-bundle limit
+    │   └── RecordError          a custody record body with missing or ill-typed fields
     ├── KeyFileError             a key file or verifier-key text that cannot be used
     ├── SignatureError           a signature that does not verify
     ├── ProofError               an inclusion or consistency proof that does not verify
     │   └── RootMismatchError    the proof is well formed but leads to another root
     ├── NoteError                a signed note or checkpoint that is malformed or untrusted
+    ├── RosterError              a roster that is malformed, under-signed or out of order
     ├── StoreError               the LMDB store cannot be opened, read or written
     │   ├── NotInitialisedError  no ledger in the data directory
     │   └── AlreadyInitialisedError
@@ -33,6 +35,10 @@ class EncodingError(LedgerError):
 
 class EntryTooLargeError(EncodingError):
     """An entry larger than the tile entry-bundle limit (65,535 bytes)."""
+
+
+class RecordError(EncodingError):
+    """A custody record whose body lacks a field, has a wrong type or an impossible value."""
 
 
 class KeyFileError(LedgerError):
@@ -60,6 +66,10 @@ class RootMismatchError(ProofError):
 
 class NoteError(LedgerError):
     """A signed note, checkpoint or cosignature that is malformed or not signed by a known key."""
+
+
+class RosterError(LedgerError):
+    """A roster that is malformed, lacks the signatures its predecessor requires, or rolls back."""
 
 
 class StoreError(LedgerError):
