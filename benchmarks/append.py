@@ -1,0 +1,77 @@
+"""Append throughput: entries/s signed, chained, tiled and committed, vs raw PyNaCl sign.
+
+    python benchmarks/append.py [--scale 100000 --scale 1000000] [--batch 1000]
+
+Each scale runs in a fresh process on a fresh LMDB store; the raw single-core
+SigningKey.sign rate is measured in that same process just before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from benchmarks.common import machine, peak_rss_mib, raw_sign_rate, run_scales
+from ledger.datadir import DataDir
+
+
+def body(i: int) -> dict[str, object]:
+    """A realistic parcel.mine body."""
+    return {"parcel": f"BW-JW-2026-{i:08d}", "mine": "BW-MINE-JWANENG", "carats": 1250000 + i,
+            "value": 187500000 + i, "date": "2026-03-02", "origin": "BW"}
+
+
+def one(n: int, batch: int) -> dict[str, object]:
+    raw = raw_sign_rate()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        node = DataDir.init(Path(tmp) / "bw", "BW", "kp.example")
+        log = node.own_log()
+        start = time.perf_counter()
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"append {n:,}", total=n)
+            for first in range(0, n, batch):
+                log.append_many([("parcel.mine", body(i)) for i in range(first, min(n, first + batch))])
+                bar.update(task, completed=min(n, first + batch))
+        elapsed = time.perf_counter() - start
+        size = log.size()
+        node.close()
+    rate = size / elapsed
+    return {"entries": size, "seconds": round(elapsed, 2), "rate": round(rate),
+            "raw_sign": round(raw), "ratio": round(rate / raw, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append", help="entries (repeatable)")
+    parser.add_argument("--batch", type=int, default=1000, help="records per append_many")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.batch)))
+        return
+    scales = args.scale or [100_000, 1_000_000]
+    console = Console()
+    console.print(f"machine: {machine()}")
+    results = run_scales(__file__, scales, ["--batch", str(args.batch)])
+    table = Table(title=f"append (batches of {args.batch}), vs raw PyNaCl sign on one core")
+    for col in ("entries", "entries/s", "raw sign/s", "ratio", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(f"{r['entries']:,}", f"{r['rate']:,}", f"{r['raw_sign']:,}",
+                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

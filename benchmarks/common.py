@@ -1,0 +1,81 @@
+"""Shared benchmark plumbing: the machine, raw PyNaCl rates, peak RSS, scales in subprocesses.
+
+Every figure is printed next to the raw PyNaCl rate measured in the same run on the
+same machine, so results from different machines compare as ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import nacl
+from nacl.signing import SigningKey
+
+#: Message size close to a real parcel.mine payload, so raw and ledger sign the same bytes.
+MESSAGE = b"kimberley/entry/v1\n" + bytes(range(256))[:170]
+
+
+def machine() -> str:
+    """One line naming the CPU, cores, OS and versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, PyNaCl {nacl.__version__}")
+
+
+def raw_sign_rate(seconds: float = 2.0) -> float:
+    """Signatures per second of PyNaCl's SigningKey.sign on one core."""
+    key = SigningKey.generate()
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(200):
+            key.sign(MESSAGE)
+        count += 200
+    return count / elapsed
+
+
+def raw_verify_rate(threads: int = 1, seconds: float = 2.0) -> float:
+    """Verifications per second of PyNaCl's VerifyKey.verify over `threads` threads."""
+    key = SigningKey.generate()
+    signed = key.sign(MESSAGE)
+    verify_key = key.verify_key
+
+    def work(_: int) -> int:
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                verify_key.verify(signed)
+            count += 100
+        return count
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(work, range(threads)))
+    return total / (time.perf_counter() - start)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[str, Any]]:
+    """Run `script --one N` per scale in a fresh process (honest peak RSS) and collect JSON."""
+    results = []
+    for n in scales:
+        out = subprocess.run([sys.executable, script, "--one", str(n), *extra],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results

@@ -1,0 +1,87 @@
+"""Replay verification throughput: entries/s fully re-checked, vs raw PyNaCl verify x cores.
+
+    python benchmarks/verify.py [--scale 100000 --scale 1000000] [--threads N]
+
+Each scale's log is built by a separate process; the verifying process measures the
+raw VerifyKey.verify rate on all threads first, then replays the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from benchmarks.append import body
+from benchmarks.common import machine, peak_rss_mib, raw_verify_rate, run_scales
+from ledger.datadir import DataDir
+from ledger.verify import verify_log
+
+
+def build(path: Path, n: int, batch: int = 1000) -> None:
+    """Write an n-entry log at `path` (not timed)."""
+    node = DataDir.init(path, "BW", "kp.example")
+    log = node.own_log()
+    for first in range(0, n, batch):
+        log.append_many([("parcel.mine", body(i)) for i in range(first, min(n, first + batch))])
+    node.close()
+
+
+def one(n: int, threads: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        path = Path(tmp) / "bw"
+        subprocess.run([sys.executable, __file__, "--build", str(n), str(path)], check=True)
+        raw = raw_verify_rate(threads)
+        node = DataDir.open(path)
+        start = time.perf_counter()
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"verify {n:,}", total=n)
+            report = verify_log(node.store, node.signer.verifier, threads=threads,
+                                progress=lambda done: bar.update(task, completed=done))
+        elapsed = time.perf_counter() - start
+        node.close()
+    rate = report.size / elapsed
+    return {"entries": report.size, "seconds": round(elapsed, 2), "rate": round(rate),
+            "raw_verify": round(raw), "threads": threads, "ratio": round(rate / raw, 3),
+            "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append", help="entries (repeatable)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        build(Path(args.build[1]), int(args.build[0]))
+        return
+    if args.one:
+        print(json.dumps(one(args.one, args.threads)))
+        return
+    scales = args.scale or [100_000, 1_000_000]
+    console = Console()
+    console.print(f"machine: {machine()}")
+    results = run_scales(__file__, scales, ["--threads", str(args.threads)])
+    table = Table(title=f"verify replay, vs raw PyNaCl verify on {args.threads} threads")
+    for col in ("entries", "entries/s", "raw verify/s", "ratio", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(f"{r['entries']:,}", f"{r['rate']:,}", f"{r['raw_verify']:,}",
+                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""`kimberley log ...` and `kimberley proof ...`: the raw log, its checkpoints and proofs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.output import console, emit_json, jsonable, progress_bar
+from ledger import merkle
+from ledger.checkpoint import TlogProof, open_checkpoint
+from ledger.keys import Verifier
+from ledger.note import b64decode_strict
+from ledger.entry import parse_entry
+from ledger.errors import EncodingError, LedgerError
+from ledger.verify import verify_log
+
+log_app = typer.Typer(help="The Participant's own log: append, show, checkpoint, verify.")
+proof_app = typer.Typer(help="Inclusion and consistency proofs from the own log.")
+
+
+def _no_floats(text: str) -> Any:
+    raise EncodingError(f"float {text} in --body: use integers (hundredths of a carat, US cents)")
+
+
+def parse_body(text: str) -> dict[str, Any]:
+    """Parse a JSON object for a record body, refusing floats and non-objects."""
+    try:
+        body = json.loads(text, parse_float=_no_floats)
+    except json.JSONDecodeError as e:
+        raise EncodingError(f"--body is not valid JSON: {e.msg} at column {e.colno}") from e
+    if not isinstance(body, dict):
+        raise EncodingError("--body must be a JSON object")
+    return body
+
+
+@log_app.command("append")
+def append(
+    kind: Annotated[str, typer.Argument(help="Entry kind, e.g. parcel.mine.")],
+    body: Annotated[str, typer.Option("--body", help="The record body as a JSON object.")],
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Append one raw entry (no custody rules; the record commands apply them)."""
+    node = open_data(data)
+    done = node.own_log().append(kind, parse_body(body))
+    if as_json:
+        emit_json({"index": done.index, "leaf_hash": done.leaf_hash, "size": done.size})
+    else:
+        console.print(f"appended {kind} at index {done.index} (log size {done.size})")
+
+
+@log_app.command("show")
+def show(
+    index: Annotated[int | None, typer.Argument(help="Entry index; omit for the log summary.")] = None,
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the log summary, or one entry decoded."""
+    node = open_data(data)
+    log = node.own_log()
+    if index is None:
+        head = log.head()
+        summary = {
+            "origin": log.origin,
+            "size": head.size,
+            "root": base64.b64encode(log.root(head.size)).decode(),
+            "key": log.verifier.to_text(),
+        }
+        if as_json:
+            emit_json(summary)
+        else:
+            for name, value in summary.items():
+                console.print(f"[bold]{name:>6}[/] {value}")
+        return
+    entry = parse_entry(log.entry(index))
+    shown = {
+        "origin": entry.origin,
+        "index": entry.index,
+        "kind": entry.kind,
+        "time_ms": entry.time_ms,
+        "prev": entry.prev,
+        "body": entry.body,
+    }
+    if as_json:
+        emit_json(shown)
+        return
+    table = Table(title=f"{entry.origin} entry {entry.index}", show_header=False)
+    for name, value in jsonable(shown).items():
+        table.add_row(name, json.dumps(value, indent=1) if isinstance(value, dict) else str(value))
+    console.print(table)
+
+
+@log_app.command("checkpoint")
+def checkpoint(
+    sign: Annotated[bool, typer.Option("--sign", help="Sign a fresh checkpoint first.")] = False,
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the latest signed checkpoint (a C2SP tlog-checkpoint note)."""
+    log = open_data(data).own_log()
+    note = log.sign_checkpoint() if sign else log.checkpoint()
+    if as_json:
+        cp = log.open_checkpoint(note)
+        emit_json({"origin": cp.origin, "size": cp.size, "root": base64.b64encode(cp.root).decode(),
+                   "note": note.decode()})
+    else:
+        console.out(note.decode(), end="")
+
+
+@log_app.command("key")
+def key(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
+    """Print the log's verifier key (C2SP signed-note vkey)."""
+    text = open_data(data).signer.verifier.to_text()
+    if as_json:
+        emit_json({"key": text})
+    else:
+        console.out(text)
+
+
+@log_app.command("verify")
+def verify(
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+    threads: Annotated[int | None, typer.Option(help="Signature threads (default: cores).")] = None,
+) -> None:
+    """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint."""
+    node = open_data(data)
+    log = node.own_log()
+    size = log.size()
+    with progress_bar("verifying", size, enabled=not as_json) as bar:
+        task = bar.add_task("verifying", total=size)
+        report = verify_log(node.store, log.verifier, threads=threads,
+                            progress=lambda n: bar.update(task, completed=n))
+    result = {"origin": report.origin, "size": report.size, "ok": True,
+              "root": base64.b64encode(report.root).decode(), "checkpoints": report.checkpoints}
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"{report.origin}: {report.size} entries and {report.checkpoints} "
+                      f"checkpoints verified, root {result['root']}")
+
+
+@proof_app.command("inclusion")
+def inclusion(
+    index: Annotated[int, typer.Argument(help="Index of the entry to prove.")],
+    size: Annotated[int | None, typer.Option(help="Tree size (default: latest checkpoint).")] = None,
+    data: DataOption = DEFAULT_DATA,
+) -> None:
+    """Print a C2SP tlog-proof@v1 for one entry, with the entry in `extra`."""
+    log = open_data(data).own_log()
+    note = log.checkpoint(size)
+    cp = log.open_checkpoint(note)
+    if not 0 <= index < cp.size:
+        raise LedgerError(f"index {index} is not in the checkpoint of size {cp.size}")
+    proof = TlogProof(index=index, hashes=tuple(log.inclusion_proof(index, cp.size)),
+                      checkpoint=note, extra=log.entry(index))
+    console.out(proof.to_text(), end="")
+
+
+@proof_app.command("consistency")
+def consistency(
+    old: Annotated[int, typer.Argument(help="The older tree size.")],
+    new: Annotated[int, typer.Argument(help="The newer tree size.")],
+    data: DataOption = DEFAULT_DATA,
+) -> None:
+    """Print an RFC 9162 consistency proof, one base64 hash per line."""
+    log = open_data(data).own_log()
+    for digest in log.consistency_proof(old, new):
+        console.out(base64.b64encode(digest).decode())
+
+
+def read_key(text: str) -> Verifier:
+    """A verifier key given inline or as the path of a file holding it."""
+    path = Path(text)
+    return Verifier.from_text(path.read_text() if path.is_file() else text)
+
+
+@proof_app.command("verify")
+def verify_proof(
+    proof_file: Annotated[Path, typer.Argument(help="A tlog-proof@v1 file.")],
+    key: Annotated[str, typer.Option(help="The log's verifier key, or a file holding it.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a tlog-proof offline: the checkpoint signature and the entry's inclusion."""
+    proof = TlogProof.from_text(proof_file.read_text())
+    cp = proof.verify(read_key(key))
+    if as_json:
+        emit_json({"ok": True, "origin": cp.origin, "index": proof.index, "size": cp.size})
+    else:
+        console.print(f"ok: entry {proof.index} is in {cp.origin} at size {cp.size}")
+
+
+@proof_app.command("verify-consistency")
+def verify_consistency(
+    old: Annotated[int, typer.Argument(help="The older tree size.")],
+    old_root: Annotated[str, typer.Argument(help="Base64 root at the older size.")],
+    new_checkpoint: Annotated[Path, typer.Argument(help="The newer signed checkpoint file.")],
+    proof_file: Annotated[Path, typer.Argument(help="Consistency proof: base64 hash per line.")],
+    key: Annotated[str, typer.Option(help="The log's verifier key, or a file holding it.")],
+) -> None:
+    """Check offline that a newer checkpoint extends an older tree (the log did not fork)."""
+    cp, _ = open_checkpoint(new_checkpoint.read_bytes(), read_key(key))
+    hashes = [b64decode_strict(line, "proof hash") for line in proof_file.read_text().split()]
+    merkle.verify_consistency(old, cp.size, b64decode_strict(old_root, "old root"), cp.root, hashes)
+    console.print(f"ok: size {old} is a prefix of {cp.origin} at size {cp.size}")

@@ -1,0 +1,68 @@
+"""The `kimberley` command: one entry point that turns every LedgerError into one line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from cli.demo import demo
+from cli.log_cmd import log_app, proof_app
+from cli.options import DEFAULT_DATA, DataOption, JsonOption
+from cli.output import console, emit_json, errors
+from ledger.datadir import DataDir
+from ledger.errors import LedgerError
+
+app = typer.Typer(
+    name="kimberley",
+    help="Kimberley Ledger: signed chain-of-custody logs for rough diamonds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(log_app, name="log")
+app.add_typer(proof_app, name="proof")
+app.command("demo")(demo)
+
+
+@app.command("init")
+def init(
+    participant: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code, or EU.")],
+    network: Annotated[str, typer.Option(help="Network name, e.g. kp.example.")],
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a data directory with a new log key and an empty, checkpointed log."""
+    node = DataDir.init(data, participant.upper(), network)
+    log = node.own_log()
+    log.sign_checkpoint()
+    if as_json:
+        emit_json({"origin": node.origin, "key": node.signer.verifier.to_text(), "data": str(data)})
+    else:
+        console.print(f"initialised {node.origin} in {data}")
+        console.print(f"log key: {node.signer.verifier.to_text()}")
+
+
+def main() -> None:
+    """Run the CLI; print one readable line and exit non-zero on any error."""
+    try:
+        code = app(standalone_mode=False)
+    except LedgerError as e:
+        errors.print(f"error: {e}", markup=False, soft_wrap=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        errors.print(f"error: {e.format_message()}", markup=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except OSError as e:
+        errors.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Options shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledger.datadir import DATA_ENV, DEFAULT_DATA_DIR, DataDir
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        envvar=DATA_ENV,
+        help=f"Data directory of this node (default ./{DEFAULT_DATA_DIR} or ${DATA_ENV}).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+DEFAULT_DATA = Path(DEFAULT_DATA_DIR)
+
+
+def open_data(path: Path) -> DataDir:
+    """Open the node's data directory (errors are LedgerError, printed by main)."""
+    return DataDir.open(path)

@@ -1,0 +1,43 @@
+"""Output for people and for scripts: rich on a terminal, plain JSON with `--json`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def jsonable(value: Any) -> Any:
+    """Make a decoded record printable as JSON: bytes become lowercase hex strings."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def progress_bar(description: str, total: int, *, enabled: bool = True) -> Progress:
+    """A progress bar on stderr (silent when not a terminal or when `enabled` is false)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        disable=not enabled,
+        transient=True,
+    )

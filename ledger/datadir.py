@@ -1,0 +1,88 @@
+"""A node's data directory: its LMDB store, its log key and who it is.
+
+    <dir>/store/     the LMDB environment (every log this node holds)
+    <dir>/log.key    the Participant's Ed25519 log key, mode 0600
+
+The node's identity (network name, Participant code, origin) lives in the store's
+`meta` database, written once by `init`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ledger.errors import AlreadyInitialisedError, LedgerError, NotInitialisedError
+from ledger.keys import Signer, load_signer, save_signer
+from ledger.log import Clock, EntryHook, Log, wall_clock_ms
+from ledger.store import Store
+
+DATA_ENV = "KIMBERLEY_DATA"
+DEFAULT_DATA_DIR = "kimberley-data"
+_PARTICIPANT = re.compile(r"[A-Z]{2}")
+_NETWORK = re.compile(r"[a-z0-9][a-z0-9.\-]*[a-z0-9]")
+
+
+def default_data_dir() -> Path:
+    """``$KIMBERLEY_DATA`` if set, else ``./kimberley-data``."""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+
+
+def make_origin(network: str, participant: str) -> str:
+    """The log origin ``<network>/<participant>``, checking both parts."""
+    if not _PARTICIPANT.fullmatch(participant):
+        raise LedgerError(
+            f"participant {participant!r} must be an ISO 3166-1 alpha-2 code or EU (e.g. BW)"
+        )
+    if not _NETWORK.fullmatch(network):
+        raise LedgerError(f"network {network!r} must look like a domain name, e.g. kp.example")
+    return f"{network}/{participant}"
+
+
+class DataDir:
+    """An opened data directory: the store plus this Participant's log key."""
+
+    def __init__(self, path: Path, store: Store, signer: Signer) -> None:
+        self.path = path
+        self.store = store
+        self.signer = signer
+        self.origin = signer.name
+        self.network, _, self.participant = self.origin.partition("/")
+
+    @classmethod
+    def init(cls, path: Path, participant: str, network: str) -> DataDir:
+        """Create a new data directory with a fresh log key; refuse to reuse an existing one."""
+        origin = make_origin(network, participant)
+        key_path = path / "log.key"
+        if key_path.exists() or (path / "store" / "data.mdb").exists():
+            raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
+        path.mkdir(parents=True, exist_ok=True)
+        signer = Signer.generate(origin)
+        save_signer(key_path, signer)
+        store = Store(path / "store", create=True)
+        with store.write() as txn:
+            store.put_meta(txn, "origin", origin)
+        return cls(path, store, signer)
+
+    @classmethod
+    def open(cls, path: Path) -> DataDir:
+        """Open an initialised data directory, checking that key and store agree."""
+        if not (path / "log.key").exists():
+            raise NotInitialisedError(f"no ledger in {path} (run `kimberley init`)")
+        signer = load_signer(path / "log.key")
+        store = Store(path / "store")
+        with store.read() as txn:
+            origin = store.get_meta(txn, "origin")
+        if origin != signer.name:
+            store.close()
+            raise LedgerError(f"{path}: key is for {signer.name} but the store is {origin}")
+        return cls(path, store, signer)
+
+    def own_log(self, *, hook: EntryHook | None = None, clock: Clock = wall_clock_ms) -> Log:
+        """This Participant's own log, ready to append."""
+        return Log(self.store, self.signer.verifier, self.signer, hook=hook, clock=clock)
+
+    def close(self) -> None:
+        """Release the store."""
+        self.store.close()

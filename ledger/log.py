@@ -1,0 +1,234 @@
+"""One origin's append-only log: signed, hash-chained entries under an RFC 6962 tree.
+
+Appends happen in one LMDB write transaction per call: every entry is signed, chained
+to its predecessor's leaf hash, added to the tree's tiles, and a checkpoint for the new
+size is signed, all before the durable commit; `append` returns only after it. Reads
+open a snapshot, so they see one consistent size and never block the writer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import lmdb
+
+from ledger import merkle
+from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from ledger.entry import encode_payload, sign_entry
+from ledger.errors import LogError
+from ledger.keys import Signer, Verifier
+from ledger.store import Head, Store, checkpoint_key, entry_key
+from ledger.tiles import TileReader, TileWriter
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch, the unit of an entry's `time_ms`."""
+    return time.time_ns() // 1_000_000
+
+
+class EntryHook(Protocol):
+    """Checks and indexes each record inside the append transaction (the custody rules).
+
+    Raising aborts the whole transaction: nothing of the call is written.
+    """
+
+    def __call__(
+        self, txn: lmdb.Transaction, index: int, kind: str, body: Mapping[str, Any]
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a record landed: its index, its leaf hash, and the tree size after the commit."""
+
+    index: int
+    leaf_hash: bytes
+    size: int
+
+
+class Log:
+    """Reads any log in the store; appends when it holds the log's signer."""
+
+    def __init__(
+        self,
+        store: Store,
+        verifier: Verifier,
+        signer: Signer | None = None,
+        *,
+        clock: Clock = wall_clock_ms,
+        hook: EntryHook | None = None,
+    ) -> None:
+        if signer is not None and signer.verifier != verifier:
+            raise LogError(f"signer {signer.name} does not match the log key {verifier.name}")
+        self.store = store
+        self.verifier = verifier
+        self.origin = verifier.name
+        self.signer = signer
+        self.clock = clock
+        self.hook = hook
+        self._range: merkle.CompactRange | None = None
+        with store.write() as txn:
+            log_id = store.log_id(txn, self.origin, create=True)
+        assert log_id is not None
+        self.log_id = log_id
+
+    # -- appending -------------------------------------------------------------------
+
+    def append(self, kind: str, body: Mapping[str, Any]) -> Appended:
+        """Append one record durably; returns once it is committed."""
+        return self.append_many([(kind, body)])[0]
+
+    def append_many(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
+        """Append records in one durable transaction, signing one checkpoint for the new size."""
+        if self.signer is None:
+            raise LogError(f"{self.origin} is a replica here; only its own node appends")
+        signer, store, log_id, hook = self.signer, self.store, self.log_id, self.hook
+        entries_db = store.db("entries")
+        done: list[Appended] = []
+        with store.write() as txn:
+            head = store.head(txn, log_id)
+            rng = self._frontier(txn, head.size)
+            tiles = TileWriter(txn, store.db("tiles"), log_id)
+            index, prev = head.size, head.last_leaf
+            now = max(self.clock(), head.time_ms)
+            for kind, body in records:
+                if hook is not None:
+                    hook(txn, index, kind, body)
+                raw = sign_entry(signer, encode_payload(self.origin, index, prev, now, kind, body))
+                prev = merkle.leaf_hash(raw)
+                txn.put(entry_key(log_id, index), raw, db=entries_db)
+                rng.append(prev, tiles.add)
+                index += 1
+                done.append(Appended(index - 1, prev, 0))
+            if not done:
+                return []
+            tiles.flush()
+            store.put_head(txn, log_id, Head(index, prev, now))
+            note = sign_checkpoint(Checkpoint(self.origin, index, rng.root()), signer)
+            txn.put(checkpoint_key(log_id, index), note, db=store.db("checkpoints"))
+        self._range = rng
+        return [Appended(a.index, a.leaf_hash, index) for a in done]
+
+    def sign_checkpoint(self) -> bytes:
+        """Sign and store a fresh checkpoint of the current size (e.g. with a new timestamp)."""
+        if self.signer is None:
+            raise LogError(f"{self.origin} is a replica here; only its own node signs")
+        with self.store.write() as txn:
+            size = self.store.head(txn, self.log_id).size
+            reader = TileReader(txn, self.store.db("tiles"), self.log_id)
+            root = merkle.tree_root(size, reader.node)
+            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
+            txn.put(checkpoint_key(self.log_id, size), note, db=self.store.db("checkpoints"))
+        return note
+
+    def _frontier(self, txn: lmdb.Transaction, size: int) -> merkle.CompactRange:
+        """A private copy of the tree's right edge at `size`, reloaded if another process wrote."""
+        rng = self._range
+        if rng is None or rng.size != size:
+            reader = TileReader(txn, self.store.db("tiles"), self.log_id)
+            rng = merkle.CompactRange.from_reader(size, reader.node)
+        return merkle.CompactRange(rng.size, list(rng.hashes))
+
+    # -- reading ---------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of entries committed so far."""
+        with self.store.read() as txn:
+            return self.store.head(txn, self.log_id).size
+
+    def head(self) -> Head:
+        """Size, last leaf hash and last entry time, from one snapshot."""
+        with self.store.read() as txn:
+            return self.store.head(txn, self.log_id)
+
+    def entry(self, index: int) -> bytes:
+        """The exact bytes of entry `index`."""
+        with self.store.read() as txn:
+            raw = txn.get(entry_key(self.log_id, index), db=self.store.db("entries"))
+            if raw is None:
+                size = self.store.head(txn, self.log_id).size
+                raise LogError(f"{self.origin} has no entry {index} (size {size})")
+            return bytes(raw)
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Entry bytes from `start` up to `stop` (default: the size at the snapshot), streamed."""
+        with self.store.read() as txn:
+            size = self.store.head(txn, self.log_id).size
+            stop = size if stop is None else min(stop, size)
+            if start >= stop:
+                return
+            with txn.cursor(db=self.store.db("entries")) as cur:
+                if not cur.set_key(entry_key(self.log_id, start)):
+                    raise LogError(f"{self.origin} entry {start} is missing")
+                for _ in range(stop - start):
+                    yield bytes(cur.value())
+                    cur.next()
+
+    def root(self, size: int | None = None) -> bytes:
+        """The tree root at `size` (default: current), from O(log n) tile reads."""
+        with self.store.read() as txn:
+            size = self._check_size(txn, size)
+            return merkle.tree_root(size, self._reader(txn).node)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 inclusion proof of entry `index` in the tree of `size` entries."""
+        with self.store.read() as txn:
+            size = self._check_size(txn, size)
+            if not 0 <= index < size:
+                raise LogError(f"index {index} is outside a tree of size {size}")
+            return merkle.inclusion_proof(index, size, self._reader(txn).node)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """RFC 9162 consistency proof from `size1` to `size2` (default: current size)."""
+        with self.store.read() as txn:
+            size2 = self._check_size(txn, size2)
+            if not 0 <= size1 <= size2:
+                raise LogError(f"old size {size1} must be between 0 and {size2}")
+            return merkle.consistency_proof(size1, size2, self._reader(txn).node)
+
+    def checkpoint(self, size: int | None = None) -> bytes:
+        """The signed checkpoint at `size`, or the latest one; LogError if none is stored."""
+        db = self.store.db("checkpoints")
+        with self.store.read() as txn, txn.cursor(db=db) as cur:
+            if size is not None:
+                note = txn.get(checkpoint_key(self.log_id, size), db=db)
+                if note is None:
+                    raise LogError(f"{self.origin} has no checkpoint at size {size}")
+                return bytes(note)
+            upper = (int.from_bytes(self.log_id, "big") + 1).to_bytes(4, "big")
+            moved = cur.prev() if cur.set_range(upper) else cur.last()
+            if moved and bytes(cur.key()).startswith(self.log_id):
+                return bytes(cur.value())
+        raise LogError(f"{self.origin} has no checkpoint yet")
+
+    def checkpoints(self) -> Iterator[tuple[int, bytes]]:
+        """Every stored (size, checkpoint note), smallest size first."""
+        db = self.store.db("checkpoints")
+        with self.store.read() as txn, txn.cursor(db=db) as cur:
+            if not cur.set_range(self.log_id):
+                return
+            for key, note in cur:
+                if not bytes(key).startswith(self.log_id):
+                    return
+                yield int.from_bytes(key[4:], "big"), bytes(note)
+
+    def open_checkpoint(self, note: bytes) -> Checkpoint:
+        """Verify a checkpoint note against this log's key."""
+        return open_checkpoint(note, self.verifier)[0]
+
+    def _reader(self, txn: lmdb.Transaction) -> TileReader:
+        return TileReader(txn, self.store.db("tiles"), self.log_id)
+
+    def _check_size(self, txn: lmdb.Transaction, size: int | None) -> int:
+        current = self.store.head(txn, self.log_id).size
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise LogError(f"size {size} is outside 0..{current} of {self.origin}")
+        return size
+

@@ -1,0 +1,153 @@
+"""The node's one LMDB environment and the key layout of its named databases.
+
+LMDB gives what a log needs: durable commits (fsync before `commit()` returns), MVCC
+snapshots so readers never block the single writer, and safe sharing between the node
+and the CLI across processes. Every log, own or replica, gets a 4-byte id; its keys
+are ``id || big-endian position`` so a cursor walks them in order.
+
+    meta         b"origin", b"network", ...             -> utf-8 text
+    logs         origin (utf-8)                         -> log id (4 bytes)
+    entries      id || index (8)                        -> entry bytes
+    tiles        id || level (1) || tile number (8)     -> up to 256 x 32-byte hashes
+    checkpoints  id || size (8)                         -> signed checkpoint note
+    heads        id                                     -> size (8) || last leaf hash || time (8)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from ledger.errors import NotInitialisedError, StoreError
+
+#: Address space reserved for the map; the file only grows as data is written.
+DEFAULT_MAP_SIZE = 1 << 40
+_DB_NAMES = ("meta", "logs", "entries", "tiles", "checkpoints", "heads")
+_U64 = struct.Struct(">Q")
+_HEAD = struct.Struct(">Q32sQ")
+
+
+def u64(n: int) -> bytes:
+    """Big-endian 8-byte key part, so byte order equals numeric order."""
+    return _U64.pack(n)
+
+
+def entry_key(log_id: bytes, index: int) -> bytes:
+    """Key of entry `index` of log `log_id`."""
+    return log_id + _U64.pack(index)
+
+
+def tile_key(log_id: bytes, level: int, number: int) -> bytes:
+    """Key of tile `number` at tile level `level` of log `log_id`."""
+    return log_id + bytes([level]) + _U64.pack(number)
+
+
+def checkpoint_key(log_id: bytes, size: int) -> bytes:
+    """Key of the checkpoint signed at tree size `size`."""
+    return log_id + _U64.pack(size)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a log stands: its size, the leaf hash of its last entry and that entry's time."""
+
+    size: int
+    last_leaf: bytes
+    time_ms: int
+
+    def to_bytes(self) -> bytes:
+        """Fixed 48-byte form stored in the `heads` database."""
+        return _HEAD.pack(self.size, self.last_leaf, self.time_ms)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Head:
+        """Parse the stored form."""
+        size, last, time_ms = _HEAD.unpack(data)
+        return cls(size, last, time_ms)
+
+
+EMPTY_HEAD = Head(0, bytes(32), 0)
+
+
+class Store:
+    """One LMDB environment holding every log this node keeps."""
+
+    def __init__(self, path: Path, *, create: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+        if not create and not (path / "data.mdb").exists():
+            raise NotInitialisedError(f"no ledger store at {path} (run `kimberley init`)")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(path), map_size=map_size, max_dbs=len(_DB_NAMES), sync=True, metasync=True
+            )
+            self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
+        self.path = path
+
+    def close(self) -> None:
+        """Close the environment; further use raises."""
+        self.env.close()
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read-only snapshot: consistent for its whole life, never blocks the writer."""
+        try:
+            with self.env.begin(buffers=False) as txn:
+                yield txn
+        except lmdb.Error as e:
+            raise StoreError(f"LMDB read failed: {e}") from e
+
+    @contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        """The single write transaction; committed durably on success, aborted on any error."""
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError as e:
+            raise StoreError("LMDB map is full; raise the map size") from e
+        except lmdb.Error as e:
+            raise StoreError(f"LMDB write failed: {e}") from e
+
+    def db(self, name: str) -> lmdb._Database:
+        """A named database handle."""
+        return self.dbs[name]
+
+    def get_meta(self, txn: lmdb.Transaction, key: str) -> str | None:
+        """A metadata value such as the node's own origin."""
+        value = txn.get(key.encode(), db=self.dbs["meta"])
+        return None if value is None else bytes(value).decode()
+
+    def put_meta(self, txn: lmdb.Transaction, key: str, value: str) -> None:
+        """Set a metadata value."""
+        txn.put(key.encode(), value.encode(), db=self.dbs["meta"])
+
+    def log_id(self, txn: lmdb.Transaction, origin: str, *, create: bool = False) -> bytes | None:
+        """The 4-byte id of `origin`'s log; allocate one when `create` (needs a write txn)."""
+        found = txn.get(origin.encode(), db=self.dbs["logs"])
+        if found is not None:
+            return bytes(found)
+        if not create:
+            return None
+        log_id = struct.pack(">I", txn.stat(self.dbs["logs"])["entries"] + 1)
+        txn.put(origin.encode(), log_id, db=self.dbs["logs"])
+        return log_id
+
+    def origins(self, txn: lmdb.Transaction) -> list[str]:
+        """Every origin with a log in this store, own and replicas."""
+        with txn.cursor(db=self.dbs["logs"]) as cur:
+            return [bytes(k).decode() for k in cur.iternext(keys=True, values=False)]
+
+    def head(self, txn: lmdb.Transaction, log_id: bytes) -> Head:
+        """The log's head; the empty head for a log with no entries."""
+        data = txn.get(log_id, db=self.dbs["heads"])
+        return EMPTY_HEAD if data is None else Head.from_bytes(bytes(data))
+
+    def put_head(self, txn: lmdb.Transaction, log_id: bytes, head: Head) -> None:
+        """Record the log's new head (in the same transaction as its entries)."""
+        txn.put(log_id, head.to_bytes(), db=self.dbs["heads"])

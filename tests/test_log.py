@@ -1,0 +1,147 @@
+"""The own log: durable appends, the hash chain, tiles, checkpoints and proofs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger import merkle
+from ledger.checkpoint import open_checkpoint
+from ledger.datadir import DataDir
+from ledger.entry import ZERO_HASH, parse_entry
+from ledger.errors import AlreadyInitialisedError, LogError, NotInitialisedError
+from ledger.log import Log
+from tests.conftest import mine_body
+
+
+def test_append_chains_each_entry_to_its_predecessor(node: DataDir) -> None:
+    """Every entry names the leaf hash of the one before it; the first names zeros."""
+    log = node.own_log()
+    done = log.append_many([("parcel.mine", mine_body(i)) for i in range(5)])
+    assert [a.index for a in done] == [0, 1, 2, 3, 4]
+    assert all(a.size == 5 for a in done)
+    prev = ZERO_HASH
+    for i in range(5):
+        entry = parse_entry(log.entry(i))
+        assert (entry.index, entry.prev, entry.origin) == (i, prev, "kp.example/BW")
+        prev = merkle.leaf_hash(entry.raw)
+    assert prev == done[-1].leaf_hash
+
+
+def test_each_commit_signs_a_checkpoint_of_the_new_root(node: DataDir) -> None:
+    """After each append the latest checkpoint carries the size and root of the whole log."""
+    log = node.own_log()
+    for n in range(1, 4):
+        log.append("parcel.mine", mine_body(n))
+        cp, _ = open_checkpoint(log.checkpoint(), node.signer.verifier)
+        leaves = [merkle.leaf_hash(raw) for raw in log.entries()]
+        rng = merkle.CompactRange()
+        for leaf in leaves:
+            rng.append(leaf)
+        assert (cp.origin, cp.size, cp.root) == ("kp.example/BW", n, rng.root())
+    assert [size for size, _ in log.checkpoints()] == [1, 2, 3]
+
+
+def test_times_never_go_backwards_even_if_the_clock_does(node: DataDir) -> None:
+    """An entry's time is at least its predecessor's, whatever the wall clock says."""
+    times = iter([5_000, 1_000, 7_000])
+    log = node.own_log(clock=lambda: next(times))
+    for i in range(3):
+        log.append("parcel.mine", mine_body(i))
+    assert [parse_entry(raw).time_ms for raw in log.entries()] == [5_000, 5_000, 7_000]
+
+
+@given(batches=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=8),
+       data=st.data())
+def test_every_inclusion_and_consistency_proof_verifies(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[int], data: st.DataObject
+) -> None:
+    """For any sequence of append batches, proofs at any size verify against the stored roots."""
+    path = tmp_path_factory.mktemp("log")
+    node = DataDir.init(path / "d", "BW", "kp.example")
+    log = node.own_log()
+    sizes = [0]
+    for batch in batches:
+        log.append_many([("parcel.mine", mine_body(i)) for i in range(batch)])
+        sizes.append(log.size())
+    size = sizes[-1]
+    roots = {s: log.root(s) for s in sizes}
+    for s in sizes[1:]:
+        cp, _ = open_checkpoint(log.checkpoint(s), node.signer.verifier)
+        assert cp.root == roots[s]
+    for _ in range(10):
+        s = data.draw(st.integers(min_value=1, max_value=size))
+        i = data.draw(st.integers(min_value=0, max_value=s - 1))
+        leaf = merkle.leaf_hash(log.entry(i))
+        merkle.verify_inclusion(i, s, leaf, log.inclusion_proof(i, s), log.root(s))
+        s1 = data.draw(st.integers(min_value=1, max_value=s))
+        merkle.verify_consistency(s1, s, log.root(s1), log.root(s), log.consistency_proof(s1, s))
+    node.close()
+
+
+def test_a_snapshot_reader_keeps_its_size_while_the_writer_appends(node: DataDir) -> None:
+    """A reader iterating entries sees the size of its snapshot, not later appends."""
+    log = node.own_log()
+    log.append_many([("parcel.mine", mine_body(i)) for i in range(10)])
+    reader = log.entries()
+    first = next(reader)
+    log.append_many([("parcel.mine", mine_body(i)) for i in range(10, 20)])
+    assert len([first, *reader]) == 10
+    assert log.size() == 20
+
+
+def test_two_handles_on_one_store_keep_one_consistent_tree(node: DataDir) -> None:
+    """Appends through a second handle (another process's view) are picked up by the first."""
+    one, two = node.own_log(), node.own_log()
+    one.append("parcel.mine", mine_body(0))
+    two.append_many([("parcel.mine", mine_body(i)) for i in range(1, 300)])
+    one.append("parcel.mine", mine_body(300))
+    rng = merkle.CompactRange()
+    for raw in one.entries():
+        rng.append(merkle.leaf_hash(raw))
+    assert one.root() == rng.root() == two.root()
+
+
+def test_a_failing_record_writes_nothing_of_its_batch(node: DataDir) -> None:
+    """A batch with a record that cannot be encoded leaves the log exactly as it was."""
+    log = node.own_log()
+    log.append("parcel.mine", mine_body(0))
+    before = (log.size(), log.root(), log.checkpoint())
+    with pytest.raises(Exception, match="float"):
+        log.append_many([("parcel.mine", mine_body(1)), ("parcel.mine", {"carats": 1.5})])
+    assert (log.size(), log.root(), log.checkpoint()) == before
+    log.append("parcel.mine", mine_body(1))
+    assert log.size() == 2
+
+
+def test_out_of_range_requests_name_the_problem(node: DataDir) -> None:
+    """Asking for an entry, proof or size the log does not have is a LogError saying so."""
+    log = node.own_log()
+    log.append("parcel.mine", mine_body(0))
+    with pytest.raises(LogError, match="no entry 5"):
+        log.entry(5)
+    with pytest.raises(LogError, match="outside"):
+        log.inclusion_proof(1, 1)
+    with pytest.raises(LogError, match="size 9"):
+        log.root(9)
+
+
+def test_a_replica_cannot_be_appended_to(node: DataDir) -> None:
+    """Only the log's own signer appends; a replica handle refuses."""
+    other = DataDir.init(node.path.parent / "ru", "RU", "kp.example")
+    replica = Log(node.store, other.signer.verifier)
+    with pytest.raises(LogError, match="replica"):
+        replica.append("parcel.mine", mine_body(0))
+    other.close()
+
+
+def test_init_refuses_to_overwrite_and_open_needs_init(tmp_path: Path) -> None:
+    """init never replaces an existing ledger; open on an empty directory says to run init."""
+    DataDir.init(tmp_path / "d", "BW", "kp.example").close()
+    with pytest.raises(AlreadyInitialisedError):
+        DataDir.init(tmp_path / "d", "BW", "kp.example")
+    with pytest.raises(NotInitialisedError, match="kimberley init"):
+        DataDir.open(tmp_path / "empty")

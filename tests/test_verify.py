@@ -1,0 +1,176 @@
+"""Replay verification finds the first bad index, whatever byte was changed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.datadir import DataDir
+from ledger.entry import encode_payload, sign_entry
+from ledger.errors import IntegrityError
+from ledger.keys import Signer
+from ledger.store import Head, entry_key, tile_key
+from ledger.verify import verify_log
+from tests.conftest import mine_body
+
+SIZE = 600  # more than two full level-0 tiles, so level-1 nodes exist too
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+    """A log of SIZE entries in batches, so it has many checkpoints."""
+    node = DataDir.init(tmp_path_factory.mktemp("v") / "bw", "BW", "kp.example")
+    log = node.own_log()
+    for start in range(0, SIZE, 97):
+        log.append_many([("parcel.mine", mine_body(i)) for i in range(start, min(SIZE, start + 97))])
+    return node
+
+
+def _flip(node: DataDir, db: str, key: bytes, position: int) -> bytes:
+    """Flip one bit of a stored value; return the original so the test can restore it."""
+    with node.store.write() as txn:
+        original = bytes(txn.get(key, db=node.store.db(db)))
+        changed = bytearray(original)
+        changed[position % len(changed)] ^= 0x01
+        txn.put(key, bytes(changed), db=node.store.db(db))
+    return original
+
+
+def _restore(node: DataDir, db: str, key: bytes, value: bytes) -> None:
+    with node.store.write() as txn:
+        txn.put(key, value, db=node.store.db(db))
+
+
+def test_an_untouched_log_verifies(built: DataDir) -> None:
+    """A clean log replays with every entry and every checkpoint checked."""
+    report = verify_log(built.store, built.signer.verifier, threads=2)
+    assert report.size == SIZE
+    assert report.checkpoints == len(range(0, SIZE, 97)) + 0
+    assert report.root == built.own_log().root()
+
+
+@given(index=st.integers(min_value=0, max_value=SIZE - 1), position=st.integers(0, 10_000))
+def test_flipping_any_entry_byte_fails_at_that_index(
+    built: DataDir, index: int, position: int
+) -> None:
+    """A single flipped bit anywhere in entry i is reported at index i."""
+    log_id = built.own_log().log_id
+    key = entry_key(log_id, index)
+    original = _flip(built, "entries", key, position)
+    try:
+        with pytest.raises(IntegrityError) as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == index
+    finally:
+        _restore(built, "entries", key, original)
+
+
+@given(number=st.integers(min_value=0, max_value=2), position=st.integers(0, 256 * 32 - 1))
+def test_flipping_any_level0_tree_hash_fails_at_its_leaf(
+    built: DataDir, number: int, position: int
+) -> None:
+    """A flipped bit in a stored leaf-level tile is reported at the entry that hash belongs to."""
+    log_id = built.own_log().log_id
+    key = tile_key(log_id, 0, number)
+    with built.store.read() as txn:
+        width = len(txn.get(key, db=built.store.db("tiles")))
+    position %= width
+    original = _flip(built, "tiles", key, position)
+    try:
+        with pytest.raises(IntegrityError) as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == number * 256 + position // 32
+    finally:
+        _restore(built, "tiles", key, original)
+
+
+def test_flipping_a_level1_tree_hash_fails_where_that_node_completes(built: DataDir) -> None:
+    """A flipped bit in the level-1 tile is reported at the last leaf under the corrupted node."""
+    log_id = built.own_log().log_id
+    key = tile_key(log_id, 1, 0)
+    original = _flip(built, "tiles", key, 32 + 5)  # node 1 at level 8: leaves 256..511
+    try:
+        with pytest.raises(IntegrityError, match="tree hash") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == 511
+    finally:
+        _restore(built, "tiles", key, original)
+
+
+def test_a_corrupted_checkpoint_is_reported(built: DataDir) -> None:
+    """A stored checkpoint whose bytes changed fails verification naming its size."""
+    log = built.own_log()
+    size = [s for s, _ in log.checkpoints()][2]
+    key = log.log_id + size.to_bytes(8, "big")
+    original = _flip(built, "checkpoints", key, 20)
+    try:
+        with pytest.raises(IntegrityError, match=f"checkpoint at size {size}") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == size - 1
+    finally:
+        _restore(built, "checkpoints", key, original)
+
+
+def test_a_validly_signed_entry_with_a_broken_chain_is_found(built: DataDir) -> None:
+    """An entry re-signed with the right key but a wrong prev is caught by the chain check."""
+    log = built.own_log()
+    key = entry_key(log.log_id, 300)
+    with built.store.read() as txn:
+        original = bytes(txn.get(key, db=built.store.db("entries")))
+    forged = sign_entry(built.signer, encode_payload(log.origin, 300, bytes(32), 1, "x", {}))
+    _restore(built, "entries", key, forged)
+    try:
+        with pytest.raises(IntegrityError, match="prev") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == 300
+    finally:
+        _restore(built, "entries", key, original)
+
+
+def test_an_entry_signed_by_another_key_is_found(built: DataDir) -> None:
+    """An otherwise perfect entry signed by someone else's key fails its signature check."""
+    log = built.own_log()
+    key = entry_key(log.log_id, 0)
+    with built.store.read() as txn:
+        original = bytes(txn.get(key, db=built.store.db("entries")))
+    from ledger.entry import parse_entry
+
+    entry = parse_entry(original)
+    impostor = Signer.generate(log.origin)
+    _restore(built, "entries", key, sign_entry(impostor, entry.payload))
+    try:
+        with pytest.raises(IntegrityError, match="signature") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == 0
+    finally:
+        _restore(built, "entries", key, original)
+
+
+def test_a_missing_entry_is_reported(built: DataDir) -> None:
+    """Deleting an entry from the store is reported at its index."""
+    log = built.own_log()
+    key = entry_key(log.log_id, 450)
+    with built.store.write() as txn:
+        original = bytes(txn.pop(key, db=built.store.db("entries")))
+    try:
+        with pytest.raises(IntegrityError, match="missing") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == 450
+    finally:
+        _restore(built, "entries", key, original)
+
+
+def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> None:
+    """A head naming another last leaf than the entries produce fails at the last index."""
+    log = built.own_log()
+    head = log.head()
+    with built.store.write() as txn:
+        built.store.put_head(txn, log.log_id, Head(head.size, bytes(32), head.time_ms))
+    try:
+        with pytest.raises(IntegrityError, match="head") as caught:
+            verify_log(built.store, built.signer.verifier, threads=2)
+        assert caught.value.index == SIZE - 1
+    finally:
+        with built.store.write() as txn:
+            built.store.put_head(txn, log.log_id, head)
