@@ -28,8 +28,14 @@ from ledger.datadir import DataDir
 
 def body(i: int) -> dict[str, object]:
     """A realistic parcel.mine body."""
-    return {"parcel": f"BW-JW-2026-{i:08d}", "mine": "BW-MINE-JWANENG", "carats": 1250000 + i,
-            "value": 187500000 + i, "date": "2026-03-02", "origin": "BW"}
+    return {
+        "parcel": f"BW-JW-2026-{i:08d}",
+        "mine": "BW-MINE-JWANENG",
+        "carats": 1250000 + i,
+        "value": 187500000 + i,
+        "date": "2026-03-02",
+        "origin": "BW",
+    }
 
 
 def one(n: int, batch: int) -> dict[str, object]:
@@ -41,14 +47,22 @@ def one(n: int, batch: int) -> dict[str, object]:
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"append {n:,}", total=n)
             for first in range(0, n, batch):
-                log.append_many([("parcel.mine", body(i)) for i in range(first, min(n, first + batch))])
+                log.append_many(
+                    [("parcel.mine", body(i)) for i in range(first, min(n, first + batch))]
+                )
                 bar.update(task, completed=min(n, first + batch))
         elapsed = time.perf_counter() - start
         size = log.size()
         node.close()
     rate = size / elapsed
-    return {"entries": size, "seconds": round(elapsed, 2), "rate": round(rate),
-            "raw_sign": round(raw), "ratio": round(rate / raw, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}
+    return {
+        "entries": size,
+        "seconds": round(elapsed, 2),
+        "rate": round(rate),
+        "raw_sign": round(raw),
+        "ratio": round(rate / raw, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
 
 
 def main() -> None:
@@ -68,8 +82,13 @@ def main() -> None:
     for col in ("entries", "entries/s", "raw sign/s", "ratio", "peak RSS MiB"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(f"{r['entries']:,}", f"{r['rate']:,}", f"{r['raw_sign']:,}",
-                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']}")
+        table.add_row(
+            f"{r['entries']:,}",
+            f"{r['rate']:,}",
+            f"{r['raw_sign']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['peak_rss_mib']}",
+        )
     console.print(table)
 
 

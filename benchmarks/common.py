@@ -31,8 +31,10 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, PyNaCl {nacl.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, PyNaCl {nacl.__version__}"
+    )
 
 
 def raw_sign_rate(seconds: float = 2.0) -> float:
@@ -75,7 +77,11 @@ def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[st
     """Run `script --one N` per scale in a fresh process (honest peak RSS) and collect JSON."""
     results = []
     for n in scales:
-        out = subprocess.run([sys.executable, script, "--one", str(n), *extra],
-                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, script, "--one", str(n), *extra],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results

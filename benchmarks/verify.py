@@ -47,14 +47,24 @@ def one(n: int, threads: int) -> dict[str, object]:
         start = time.perf_counter()
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"verify {n:,}", total=n)
-            report = verify_log(node.store, node.signer.verifier, threads=threads,
-                                progress=lambda done: bar.update(task, completed=done))
+            report = verify_log(
+                node.store,
+                node.signer.verifier,
+                threads=threads,
+                progress=lambda done: bar.update(task, completed=done),
+            )
         elapsed = time.perf_counter() - start
         node.close()
     rate = report.size / elapsed
-    return {"entries": report.size, "seconds": round(elapsed, 2), "rate": round(rate),
-            "raw_verify": round(raw), "threads": threads, "ratio": round(rate / raw, 3),
-            "peak_rss_mib": round(peak_rss_mib(), 1)}
+    return {
+        "entries": report.size,
+        "seconds": round(elapsed, 2),
+        "rate": round(rate),
+        "raw_verify": round(raw),
+        "threads": threads,
+        "ratio": round(rate / raw, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
 
 
 def main() -> None:
@@ -78,8 +88,13 @@ def main() -> None:
     for col in ("entries", "entries/s", "raw verify/s", "ratio", "peak RSS MiB"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(f"{r['entries']:,}", f"{r['rate']:,}", f"{r['raw_verify']:,}",
-                      f"{r['ratio']:.2f}", f"{r['peak_rss_mib']}")
+        table.add_row(
+            f"{r['entries']:,}",
+            f"{r['rate']:,}",
+            f"{r['raw_verify']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['peak_rss_mib']}",
+        )
     console.print(table)
 
 

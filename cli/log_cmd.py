@@ -14,10 +14,10 @@ from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
 from cli.output import console, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
-from ledger.keys import Verifier
-from ledger.note import b64decode_strict
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, LedgerError
+from ledger.keys import Verifier
+from ledger.note import b64decode_strict
 from ledger.verify import verify_log
 
 log_app = typer.Typer(help="The Participant's own log: append, show, checkpoint, verify.")
@@ -57,7 +57,9 @@ def append(
 
 @log_app.command("show")
 def show(
-    index: Annotated[int | None, typer.Argument(help="Entry index; omit for the log summary.")] = None,
+    index: Annotated[
+        int | None, typer.Argument(help="Entry index; omit for the log summary.")
+    ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
@@ -107,8 +109,14 @@ def checkpoint(
     note = log.sign_checkpoint() if sign else log.checkpoint()
     if as_json:
         cp = log.open_checkpoint(note)
-        emit_json({"origin": cp.origin, "size": cp.size, "root": base64.b64encode(cp.root).decode(),
-                   "note": note.decode()})
+        emit_json(
+            {
+                "origin": cp.origin,
+                "size": cp.size,
+                "root": base64.b64encode(cp.root).decode(),
+                "note": note.decode(),
+            }
+        )
     else:
         console.out(note.decode(), end="")
 
@@ -135,21 +143,34 @@ def verify(
     size = log.size()
     with progress_bar("verifying", size, enabled=not as_json) as bar:
         task = bar.add_task("verifying", total=size)
-        report = verify_log(node.store, log.verifier, threads=threads,
-                            progress=lambda n: bar.update(task, completed=n))
-    result = {"origin": report.origin, "size": report.size, "ok": True,
-              "root": base64.b64encode(report.root).decode(), "checkpoints": report.checkpoints}
+        report = verify_log(
+            node.store,
+            log.verifier,
+            threads=threads,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    result = {
+        "origin": report.origin,
+        "size": report.size,
+        "ok": True,
+        "root": base64.b64encode(report.root).decode(),
+        "checkpoints": report.checkpoints,
+    }
     if as_json:
         emit_json(result)
     else:
-        console.print(f"{report.origin}: {report.size} entries and {report.checkpoints} "
-                      f"checkpoints verified, root {result['root']}")
+        console.print(
+            f"{report.origin}: {report.size} entries and {report.checkpoints} "
+            f"checkpoints verified, root {result['root']}"
+        )
 
 
 @proof_app.command("inclusion")
 def inclusion(
     index: Annotated[int, typer.Argument(help="Index of the entry to prove.")],
-    size: Annotated[int | None, typer.Option(help="Tree size (default: latest checkpoint).")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Tree size (default: latest checkpoint).")
+    ] = None,
     data: DataOption = DEFAULT_DATA,
 ) -> None:
     """Print a C2SP tlog-proof@v1 for one entry, with the entry in `extra`."""
@@ -158,8 +179,12 @@ def inclusion(
     cp = log.open_checkpoint(note)
     if not 0 <= index < cp.size:
         raise LedgerError(f"index {index} is not in the checkpoint of size {cp.size}")
-    proof = TlogProof(index=index, hashes=tuple(log.inclusion_proof(index, cp.size)),
-                      checkpoint=note, extra=log.entry(index))
+    proof = TlogProof(
+        index=index,
+        hashes=tuple(log.inclusion_proof(index, cp.size)),
+        checkpoint=note,
+        extra=log.entry(index),
+    )
     console.out(proof.to_text(), end="")
 
 

@@ -8,6 +8,7 @@ accept the same entry always hash the same bytes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -19,32 +20,60 @@ from ledger.errors import EncodingError, EntryTooLargeError
 MAX_ENTRY_SIZE = 65_535
 
 #: Values a canonical document may hold.
-Value: TypeAlias = (
-    None | bool | int | str | bytes | Sequence["Value"] | Mapping[str, "Value"]
-)
+Value: TypeAlias = bool | int | str | bytes | Sequence["Value"] | Mapping[str, "Value"] | None
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+_SCALARS = (str, bytes, bool, type(None))
+
+
 def canonical(value: Any, path: str = "$") -> Any:
     """Return `value` with every map's keys sorted; raise EncodingError on a non-canonical type."""
-    if value is None or isinstance(value, bool | str | bytes):
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise EncodingError(f"{path}: integer {value} outside the msgpack range")
         return value
+    if kind is dict:
+        return _canonical_map(value, path)
     if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str):
-                raise EncodingError(f"{path}: map key {key!r} is not a str")
-        return {k: canonical(value[k], f"{path}.{k}") for k in sorted(value)}
-    if isinstance(value, list | tuple):
+        return _canonical_map(dict(value), path)
+    if kind is list or kind is tuple:
         return [canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, float):
         raise EncodingError(f"{path}: float {value!r} not allowed (use integer units)")
-    raise EncodingError(f"{path}: type {type(value).__name__} cannot be encoded")
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):  # a subclass such as an IntEnum: encode its value
+        return canonical(int(value), path)
+    if isinstance(value, str):
+        return canonical(str(value), path)
+    if isinstance(value, bytes):
+        return bytes(value)
+    raise EncodingError(f"{path}: type {kind.__name__} cannot be encoded")
+
+
+def _canonical_map(value: dict[Any, Any], path: str) -> dict[str, Any]:
+    """Sorted copy of a map; scalar values are taken as they are (the common, fast case)."""
+    try:
+        keys = sorted(value)
+    except TypeError:
+        keys = list(value)
+    out: dict[str, Any] = {}
+    for key in keys:
+        if type(key) is not str:
+            raise EncodingError(f"{path}: map key {key!r} is not a str")
+        item = value[key]
+        kind = type(item)
+        if kind in _SCALARS or (kind is int and _INT_MIN <= item <= _INT_MAX):
+            out[key] = item
+        else:
+            out[key] = canonical(item, f"{path}.{key}")
+    return out
 
 
 def encode(value: Any) -> bytes:
@@ -52,9 +81,19 @@ def encode(value: Any) -> bytes:
     return pack_canonical(canonical(value))
 
 
+_local = threading.local()
+
+
 def pack_canonical(value: Any) -> bytes:
-    """Pack a value already in canonical form (sorted maps, checked types): the fast path."""
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    """Pack a value already in canonical form (sorted maps, checked types): the fast path.
+
+    One Packer per thread: building a Packer per call costs more than packing a record.
+    """
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

@@ -122,7 +122,8 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of `message`."""
-        return bindings.crypto_sign(message, self._secret)[:64]  # type: ignore[no-any-return]
+        signed: bytes = bindings.crypto_sign(message, self._secret)
+        return signed[:64]
 
     @property
     def verifier(self) -> Verifier:

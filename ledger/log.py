@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import lmdb
 
 from ledger import merkle
+from ledger.chain import ChainSigner
 from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.entry import encode_payload, sign_entry
+from ledger.encoding import canonical
 from ledger.errors import LogError
 from ledger.keys import Signer, Verifier
 from ledger.store import Head, Store, checkpoint_key, entry_key
@@ -88,31 +89,38 @@ class Log:
         if self.signer is None:
             raise LogError(f"{self.origin} is a replica here; only its own node appends")
         signer, store, log_id, hook = self.signer, self.store, self.log_id, self.hook
-        entries_db = store.db("entries")
-        done: list[Appended] = []
+        leaves: list[bytes] = []
+        puts: list[tuple[bytes, bytes]] = []
         with store.write() as txn:
             head = store.head(txn, log_id)
             rng = self._frontier(txn, head.size)
             tiles = TileWriter(txn, store.db("tiles"), log_id)
-            index, prev = head.size, head.last_leaf
+            index = head.size
             now = max(self.clock(), head.time_ms)
-            for kind, body in records:
-                if hook is not None:
-                    hook(txn, index, kind, body)
-                raw = sign_entry(signer, encode_payload(self.origin, index, prev, now, kind, body))
-                prev = merkle.leaf_hash(raw)
-                txn.put(entry_key(log_id, index), raw, db=entries_db)
-                rng.append(prev, tiles.add)
-                index += 1
-                done.append(Appended(index - 1, prev, 0))
-            if not done:
+
+            def stored(results: Iterable[tuple[bytes, bytes]]) -> None:
+                for raw, leaf in results:
+                    puts.append((entry_key(log_id, head.size + len(leaves)), raw))
+                    rng.append(leaf, tiles.add)
+                    leaves.append(leaf)
+
+            with ChainSigner(signer, self.origin, index, head.last_leaf, now) as chain:
+                for kind, body in records:
+                    if hook is not None:
+                        hook(txn, index, kind, body)
+                    stored(chain.submit(kind, canonical(body, kind)))
+                    index += 1
+                stored(chain.finish())
+            if not leaves:
                 return []
+            with txn.cursor(db=store.db("entries")) as cursor:
+                cursor.putmulti(puts)
             tiles.flush()
-            store.put_head(txn, log_id, Head(index, prev, now))
+            store.put_head(txn, log_id, Head(index, leaves[-1], now))
             note = sign_checkpoint(Checkpoint(self.origin, index, rng.root()), signer)
             txn.put(checkpoint_key(log_id, index), note, db=store.db("checkpoints"))
         self._range = rng
-        return [Appended(a.index, a.leaf_hash, index) for a in done]
+        return [Appended(head.size + i, leaf, index) for i, leaf in enumerate(leaves)]
 
     def sign_checkpoint(self) -> bytes:
         """Sign and store a fresh checkpoint of the current size (e.g. with a new timestamp)."""
@@ -231,4 +239,3 @@ class Log:
         if not 0 <= size <= current:
             raise LogError(f"size {size} is outside 0..{current} of {self.origin}")
         return size
-

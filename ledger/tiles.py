@@ -24,7 +24,9 @@ def _hash_up(hashes: bytes, levels: int) -> bytes:
     """Fold 2**levels consecutive hashes into their subtree root."""
     row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
     for _ in range(levels):
-        row = [hashlib.sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)]
+        row = [
+            hashlib.sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)
+        ]
     return row[0]
 
 
@@ -79,8 +81,10 @@ class TileWriter:
             tile = self._dirty[key] = bytearray(b"" if stored is None else stored)
         if len(tile) != (index % TILE_WIDTH) * HASH_SIZE:
             raise IntegrityError(
-                "", index << level, f"tile {key} holds {len(tile) // HASH_SIZE} hashes, "
-                f"cannot add node {index % TILE_WIDTH}"
+                "",
+                index << level,
+                f"tile {key} holds {len(tile) // HASH_SIZE} hashes, "
+                f"cannot add node {index % TILE_WIDTH}",
             )
         tile += digest
 

@@ -21,7 +21,7 @@ from nacl.exceptions import BadSignatureError
 
 from ledger import merkle
 from ledger.checkpoint import open_checkpoint
-from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_entry
+from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, Entry, parse_entry
 from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
 from ledger.store import Store, entry_key, tile_key
@@ -81,8 +81,11 @@ class _TileCheck:
         number, offset = divmod(index, TILE_WIDTH)
         tile = self.tile(level // TILE_HEIGHT, number)
         if tile[offset * HASH_SIZE : (offset + 1) * HASH_SIZE] != digest:
-            raise _Bad(((index + 1) << level) - 1, f"stored tree hash at level {level} "
-                       f"index {index} (tile {level // TILE_HEIGHT}/{number}) is wrong")
+            raise _Bad(
+                ((index + 1) << level) - 1,
+                f"stored tree hash at level {level} "
+                f"index {index} (tile {level // TILE_HEIGHT}/{number}) is wrong",
+            )
 
     def check_edges(self, size: int) -> None:
         """The right-edge partial tiles must hold exactly the nodes the size implies."""
@@ -92,13 +95,19 @@ class _TileCheck:
             number, width = divmod(count, TILE_WIDTH)
             tile = self.tile(level, number)
             if len(tile) != width * HASH_SIZE:
-                raise _Bad(size - 1, f"tile {level}/{number} holds {len(tile) // HASH_SIZE} "
-                           f"hashes, want {width}")
+                raise _Bad(
+                    size - 1,
+                    f"tile {level}/{number} holds {len(tile) // HASH_SIZE} hashes, want {width}",
+                )
             level += 1
 
 
 def verify_log(
-    store: Store, verifier: Verifier, *, threads: int | None = None, progress: Progress | None = None
+    store: Store,
+    verifier: Verifier,
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index."""
     origin = verifier.name
@@ -116,7 +125,9 @@ def verify_log(
         except _Bad as bad:
             signature_bad = [i for i in (f.result() for f in pending) if 0 <= i <= bad.index]
             if signature_bad:
-                raise IntegrityError(origin, min(signature_bad), "signature does not verify") from None
+                raise IntegrityError(
+                    origin, min(signature_bad), "signature does not verify"
+                ) from None
             raise IntegrityError(origin, bad.index, bad.reason) from None
         for fut in pending:
             if (index := fut.result()) >= 0:
@@ -153,18 +164,7 @@ def _replay(
                 if not positioned or bytes(cur.key()) != entry_key(log_id, index):
                     raise _Bad(index, "entry is missing")
                 raw = bytes(cur.value())
-                try:
-                    entry = parse_entry(raw)
-                except LedgerError as e:
-                    raise _Bad(index, str(e)) from None
-                if entry.origin != origin:
-                    raise _Bad(index, f"origin {entry.origin!r}, want {origin!r}")
-                if entry.index != index:
-                    raise _Bad(index, f"entry says index {entry.index}")
-                if entry.prev != prev:
-                    raise _Bad(index, "prev does not match the leaf hash of the previous entry")
-                if entry.time_ms < last_time:
-                    raise _Bad(index, f"time {entry.time_ms} is before the previous {last_time}")
+                entry = _check_entry(raw, origin, index, prev, last_time)
                 items.append((entry.signature, entry.payload))
                 prev, last_time = merkle.leaf_hash(raw), entry.time_ms
                 rng.append(prev, tiles)
@@ -172,7 +172,9 @@ def _replay(
                     next_cp, checkpoints, index + 1, rng, verifier, checked
                 )
                 if len(items) >= CHUNK:
-                    pending.append(pool.submit(_first_bad_signature, public_key, chunk_start, items))
+                    pending.append(
+                        pool.submit(_first_bad_signature, public_key, chunk_start, items)
+                    )
                     items, chunk_start = [], index + 1
                     _drain(pending, keep, origin)
                     if progress is not None:
@@ -185,11 +187,30 @@ def _replay(
         progress(size)
     tiles.check_edges(size)
     if next_cp is not None:
-        raise _Bad(max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size {size}")
+        raise _Bad(
+            max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size {size}"
+        )
     head = store.head(txn, log_id)
     if size and (head.last_leaf != prev or head.time_ms != last_time):
         raise _Bad(size - 1, "stored head does not match the last entry")
     return rng.root(), checked
+
+
+def _check_entry(raw: bytes, origin: str, index: int, prev: bytes, last_time: int) -> Entry:
+    """Parse one stored entry and check its place in the chain (not its signature)."""
+    try:
+        entry = parse_entry(raw)
+    except LedgerError as e:
+        raise _Bad(index, str(e)) from None
+    if entry.origin != origin:
+        raise _Bad(index, f"origin {entry.origin!r}, want {origin!r}")
+    if entry.index != index:
+        raise _Bad(index, f"entry says index {entry.index}")
+    if entry.prev != prev:
+        raise _Bad(index, "prev does not match the leaf hash of the previous entry")
+    if entry.time_ms < last_time:
+        raise _Bad(index, f"time {entry.time_ms} is before the previous {last_time}")
+    return entry
 
 
 def _drain(pending: deque[Future[int]], keep: int, origin: str) -> None:
@@ -199,7 +220,9 @@ def _drain(pending: deque[Future[int]], keep: int, origin: str) -> None:
             raise IntegrityError(origin, index, "signature does not verify")
 
 
-def _stored_checkpoints(txn: lmdb.Transaction, store: Store, log_id: bytes) -> Iterator[tuple[int, bytes]]:
+def _stored_checkpoints(
+    txn: lmdb.Transaction, store: Store, log_id: bytes
+) -> Iterator[tuple[int, bytes]]:
     with txn.cursor(db=store.db("checkpoints")) as cur:
         if not cur.set_range(log_id):
             return

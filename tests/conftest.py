@@ -28,5 +28,11 @@ def node(tmp_path: Path) -> Iterator[DataDir]:
 
 def mine_body(n: int, carats: int = 1_000_00) -> dict[str, object]:
     """A plausible production record body for parcel number `n`."""
-    return {"parcel": f"BW-P-{n:06d}", "mine": "BW-MINE-1", "carats": carats,
-            "value": carats * 150, "date": "2026-03-02", "origin": "BW"}
+    return {
+        "parcel": f"BW-P-{n:06d}",
+        "mine": "BW-MINE-1",
+        "carats": carats,
+        "value": carats * 150,
+        "date": "2026-03-02",
+        "origin": "BW",
+    }

@@ -54,8 +54,9 @@ def test_times_never_go_backwards_even_if_the_clock_does(node: DataDir) -> None:
     assert [parse_entry(raw).time_ms for raw in log.entries()] == [5_000, 5_000, 7_000]
 
 
-@given(batches=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=8),
-       data=st.data())
+@given(
+    batches=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=8), data=st.data()
+)
 def test_every_inclusion_and_consistency_proof_verifies(
     tmp_path_factory: pytest.TempPathFactory, batches: list[int], data: st.DataObject
 ) -> None:

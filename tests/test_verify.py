@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.datadir import DataDir
-from ledger.entry import encode_payload, sign_entry
+from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
 from ledger.store import Head, entry_key, tile_key
@@ -23,7 +23,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
     node = DataDir.init(tmp_path_factory.mktemp("v") / "bw", "BW", "kp.example")
     log = node.own_log()
     for start in range(0, SIZE, 97):
-        log.append_many([("parcel.mine", mine_body(i)) for i in range(start, min(SIZE, start + 97))])
+        log.append_many(
+            [("parcel.mine", mine_body(i)) for i in range(start, min(SIZE, start + 97))]
+        )
     return node
 
 
@@ -134,8 +136,6 @@ def test_an_entry_signed_by_another_key_is_found(built: DataDir) -> None:
     key = entry_key(log.log_id, 0)
     with built.store.read() as txn:
         original = bytes(txn.get(key, db=built.store.db("entries")))
-    from ledger.entry import parse_entry
-
     entry = parse_entry(original)
     impostor = Signer.generate(log.origin)
     _restore(built, "entries", key, sign_entry(impostor, entry.payload))
