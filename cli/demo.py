@@ -58,7 +58,8 @@ def demo(
         )
         console.print(f"[bold]2. append[/]  {records} parcel.mine records in two durable batches")
         note = log.checkpoint()
-        console.print("[bold]3. checkpoint[/]\n" + note.decode())
+        console.print("[bold]3. checkpoint[/]")
+        console.out(note.decode(), end="")
         key = Verifier.from_text(node.signer.verifier.to_text())
         cp = log.open_checkpoint(note)
         index = records // 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from cli.demo import demo
@@ -52,12 +51,18 @@ def main() -> None:
     except LedgerError as e:
         errors.print(f"error: {e}", markup=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         errors.print("aborted")
         sys.exit(130)
-    except click.ClickException as e:
-        errors.print(f"error: {e.format_message()}", markup=False, soft_wrap=True)
+    except typer.Exit as e:
         sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: unknown command, bad option value, ...
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        errors.print(f"error: {' '.join(message.split())}", markup=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
     except OSError as e:
         errors.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
         sys.exit(1)
