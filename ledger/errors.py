@@ -59,9 +59,7 @@ class RootMismatchError(ProofError):
     def __init__(self, expected: bytes, calculated: bytes) -> None:
         self.expected = expected
         self.calculated = calculated
-        super().__init__(
-            f"root mismatch: calculated {calculated.hex()}, expected {expected.hex()}"
-        )
+        super().__init__(f"root mismatch: calculated {calculated.hex()}, expected {expected.hex()}")
 
 
 class NoteError(LedgerError):

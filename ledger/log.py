@@ -8,6 +8,7 @@ open a snapshot, so they see one consistent size and never block the writer.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from typing import Any, Protocol
 import lmdb
 
 from ledger import merkle
-from ledger.chain import ChainSigner
 from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.encoding import canonical
+from ledger.encoding import canonical, pack_canonical
+from ledger.entry import ENTRY_CONTEXT, VERSION, seal
 from ledger.errors import LogError
 from ledger.keys import Signer, Verifier
 from ledger.store import Head, Store, checkpoint_key, entry_key
@@ -88,39 +89,45 @@ class Log:
         """Append records in one durable transaction, signing one checkpoint for the new size."""
         if self.signer is None:
             raise LogError(f"{self.origin} is a replica here; only its own node appends")
-        signer, store, log_id, hook = self.signer, self.store, self.log_id, self.hook
+        signer, store, log_id, hook, origin = (
+            self.signer,
+            self.store,
+            self.log_id,
+            self.hook,
+            self.origin,
+        )
+        sign, sha256 = signer.sign, hashlib.sha256
         leaves: list[bytes] = []
         puts: list[tuple[bytes, bytes]] = []
         with store.write() as txn:
             head = store.head(txn, log_id)
             rng = self._frontier(txn, head.size)
             tiles = TileWriter(txn, store.db("tiles"), log_id)
-            index = head.size
+            index, prev = head.size, head.last_leaf
             now = max(self.clock(), head.time_ms)
-
-            def stored(results: Iterable[tuple[bytes, bytes]]) -> None:
-                for raw, leaf in results:
-                    puts.append((entry_key(log_id, head.size + len(leaves)), raw))
-                    rng.append(leaf, tiles.add)
-                    leaves.append(leaf)
-
-            with ChainSigner(signer, self.origin, index, head.last_leaf, now) as chain:
-                for kind, body in records:
-                    if hook is not None:
-                        hook(txn, index, kind, body)
-                    stored(chain.submit(kind, canonical(body, kind)))
-                    index += 1
-                stored(chain.finish())
+            for kind, body in records:
+                if hook is not None:
+                    hook(txn, index, kind, body)
+                payload = pack_canonical(
+                    [VERSION, origin, index, prev, now, kind, canonical(body, kind)]
+                )
+                raw = seal(payload, sign(ENTRY_CONTEXT + payload))
+                prev = sha256(b"\x00" + raw).digest()
+                puts.append((entry_key(log_id, index), raw))
+                rng.append(prev, tiles.add)
+                leaves.append(prev)
+                index += 1
             if not leaves:
                 return []
             with txn.cursor(db=store.db("entries")) as cursor:
                 cursor.putmulti(puts)
             tiles.flush()
-            store.put_head(txn, log_id, Head(index, leaves[-1], now))
-            note = sign_checkpoint(Checkpoint(self.origin, index, rng.root()), signer)
+            store.put_head(txn, log_id, Head(index, prev, now))
+            note = sign_checkpoint(Checkpoint(origin, index, rng.root()), signer)
             txn.put(checkpoint_key(log_id, index), note, db=store.db("checkpoints"))
         self._range = rng
-        return [Appended(head.size + i, leaf, index) for i, leaf in enumerate(leaves)]
+        first = index - len(leaves)
+        return [Appended(first + i, leaf, index) for i, leaf in enumerate(leaves)]
 
     def sign_checkpoint(self) -> bytes:
         """Sign and store a fresh checkpoint of the current size (e.g. with a new timestamp)."""
