@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from benchmarks.common import machine, peak_rss_mib, raw_sign_rate, run_scales
+from benchmarks.common import HeapPeak, machine, peak_rss_mib, raw_sign_rate, run_scales
 from ledger.datadir import DataDir
 
 
@@ -40,6 +40,7 @@ def body(i: int) -> dict[str, object]:
 
 def one(n: int, batch: int) -> dict[str, object]:
     raw = raw_sign_rate()
+    heap = HeapPeak()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         node = DataDir.init(Path(tmp) / "bw", "BW", "kp.example")
         log = node.own_log()
@@ -51,6 +52,7 @@ def one(n: int, batch: int) -> dict[str, object]:
                     [("parcel.mine", body(i)) for i in range(first, min(n, first + batch))]
                 )
                 bar.update(task, completed=min(n, first + batch))
+                heap.sample()
         elapsed = time.perf_counter() - start
         size = log.size()
         node.close()
@@ -62,6 +64,7 @@ def one(n: int, batch: int) -> dict[str, object]:
         "raw_sign": round(raw),
         "ratio": round(rate / raw, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_heap_mib": round(heap.peak, 1),
     }
 
 
@@ -79,7 +82,7 @@ def main() -> None:
     console.print(f"machine: {machine()}")
     results = run_scales(__file__, scales, ["--batch", str(args.batch)])
     table = Table(title=f"append (batches of {args.batch}), vs raw PyNaCl sign on one core")
-    for col in ("entries", "entries/s", "raw sign/s", "ratio", "peak RSS MiB"):
+    for col in ("entries", "entries/s", "raw sign/s", "ratio", "peak RSS MiB", "peak heap MiB"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
@@ -88,6 +91,7 @@ def main() -> None:
             f"{r['raw_sign']:,}",
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']}",
+            f"{r['peak_heap_mib']}",
         )
     console.print(table)
 

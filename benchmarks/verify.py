@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from benchmarks.append import body
-from benchmarks.common import machine, peak_rss_mib, raw_verify_rate, run_scales
+from benchmarks.common import HeapPeak, machine, peak_rss_mib, raw_verify_rate, run_scales
 from ledger.datadir import DataDir
 from ledger.verify import verify_log
 
@@ -43,6 +43,7 @@ def one(n: int, threads: int) -> dict[str, object]:
         path = Path(tmp) / "bw"
         subprocess.run([sys.executable, __file__, "--build", str(n), str(path)], check=True)
         raw = raw_verify_rate(threads)
+        heap = HeapPeak()
         node = DataDir.open(path)
         start = time.perf_counter()
         with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -51,7 +52,7 @@ def one(n: int, threads: int) -> dict[str, object]:
                 node.store,
                 node.signer.verifier,
                 threads=threads,
-                progress=lambda done: bar.update(task, completed=done),
+                progress=lambda done: (bar.update(task, completed=done), heap.sample()),
             )
         elapsed = time.perf_counter() - start
         node.close()
@@ -64,6 +65,7 @@ def one(n: int, threads: int) -> dict[str, object]:
         "threads": threads,
         "ratio": round(rate / raw, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_heap_mib": round(heap.peak, 1),
     }
 
 
@@ -85,7 +87,7 @@ def main() -> None:
     console.print(f"machine: {machine()}")
     results = run_scales(__file__, scales, ["--threads", str(args.threads)])
     table = Table(title=f"verify replay, vs raw PyNaCl verify on {args.threads} threads")
-    for col in ("entries", "entries/s", "raw verify/s", "ratio", "peak RSS MiB"):
+    for col in ("entries", "entries/s", "raw verify/s", "ratio", "peak RSS MiB", "peak heap MiB"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
@@ -94,6 +96,7 @@ def main() -> None:
             f"{r['raw_verify']:,}",
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']}",
+            f"{r['peak_heap_mib']}",
         )
     console.print(table)
 

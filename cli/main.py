@@ -9,6 +9,7 @@ import typer
 
 from cli.demo import demo
 from cli.log_cmd import log_app, proof_app
+from cli.roster_cmd import roster_app
 from cli.options import DEFAULT_DATA, DataOption, JsonOption
 from cli.output import console, emit_json, errors
 from ledger.datadir import DataDir
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(log_app, name="log")
 app.add_typer(proof_app, name="proof")
+app.add_typer(roster_app, name="roster")
 app.command("demo")(demo)
 
 

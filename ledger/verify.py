@@ -1,10 +1,12 @@
 """Replay a stored log from index 0 and re-check every byte of it.
 
-For each entry: canonical bytes, shape, origin, index, the `prev` chain, time order,
-the Ed25519 signature; then the leaf hash, every stored tree tile, every stored
-checkpoint (signature and root) and the head. Signatures are checked in worker
-threads (libsodium releases the GIL) on bounded chunks, and entries are read through a
-cursor, so memory stays flat whatever the log size. The first bad index is reported.
+For each entry: canonical bytes, shape, origin, index, the Ed25519 signature, the `prev`
+chain and time order; then the leaf hash, every stored tree tile, every stored checkpoint
+(signature and root) and the head. Worker threads parse and signature-check chunks of
+entries in parallel (libsodium releases the GIL); this thread checks what is sequential:
+the chain, the tree and the checkpoints. Entries stream through a cursor with a bounded
+number of chunks in flight, so memory stays flat whatever the log size. The first bad
+index is reported.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from nacl.exceptions import BadSignatureError
 
 from ledger import merkle
 from ledger.checkpoint import open_checkpoint
-from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, Entry, parse_entry
+from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_entry
 from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
 from ledger.store import Store, entry_key, tile_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH
 
-CHUNK = 512
+CHUNK = 256
 Progress = Callable[[int], None]
 
 
@@ -42,7 +44,7 @@ class VerifyReport:
 
 
 class _Bad(Exception):
-    """Internal: the first fault found at `index` during the sequential pass."""
+    """Internal: the first fault found, at `index`."""
 
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
@@ -50,14 +52,44 @@ class _Bad(Exception):
         self.reason = reason
 
 
-def _first_bad_signature(public_key: bytes, start: int, items: list[tuple[bytes, bytes]]) -> int:
-    """Index of the first entry in the chunk whose signature fails, or -1."""
-    for offset, (signature, payload) in enumerate(items):
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """What a worker found in a run of entries: each one's prev, time and leaf hash."""
+
+    prevs: list[bytes]
+    times: list[int]
+    leaves: list[bytes]
+    fault: _Bad | None
+
+
+def _check_chunk(verifier: Verifier, start: int, raws: list[bytes]) -> _Chunk:
+    """Parse, place and signature-check entries `start`... (runs in a worker thread)."""
+    origin, public_key = verifier.name, verifier.public_key
+    prevs: list[bytes] = []
+    times: list[int] = []
+    leaves: list[bytes] = []
+    fault = None
+    for index, raw in enumerate(raws, start):
         try:
-            bindings.crypto_sign_open(signature + ENTRY_CONTEXT + payload, public_key)
+            entry = parse_entry(raw)
+        except LedgerError as e:
+            fault = _Bad(index, str(e))
+            break
+        if entry.origin != origin:
+            fault = _Bad(index, f"origin {entry.origin!r}, want {origin!r}")
+            break
+        if entry.index != index:
+            fault = _Bad(index, f"entry says index {entry.index}")
+            break
+        try:
+            bindings.crypto_sign_open(entry.signature + ENTRY_CONTEXT + entry.payload, public_key)
         except BadSignatureError:
-            return start + offset
-    return -1
+            fault = _Bad(index, "signature does not verify")
+            break
+        prevs.append(entry.prev)
+        times.append(entry.time_ms)
+        leaves.append(merkle.leaf_hash(raw))
+    return _Chunk(prevs, times, leaves, fault)
 
 
 class _TileCheck:
@@ -117,22 +149,28 @@ def verify_log(
         if log_id is None:
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
-        pending: deque[Future[int]] = deque()
         try:
-            root, count = _replay(
-                txn, store, log_id, verifier, size, pool, threads, pending, progress
-            )
+            root, count = _replay(txn, store, log_id, verifier, size, pool, threads, progress)
         except _Bad as bad:
-            signature_bad = [i for i in (f.result() for f in pending) if 0 <= i <= bad.index]
-            if signature_bad:
-                raise IntegrityError(
-                    origin, min(signature_bad), "signature does not verify"
-                ) from None
             raise IntegrityError(origin, bad.index, bad.reason) from None
-        for fut in pending:
-            if (index := fut.result()) >= 0:
-                raise IntegrityError(origin, index, "signature does not verify")
     return VerifyReport(origin, size, root, count)
+
+
+def _read_chunks(
+    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, size: int
+) -> Iterator[tuple[int, list[bytes], _Bad | None]]:
+    """Entry bytes in runs of CHUNK, in order; a gap in the keys ends the run with a fault."""
+    with txn.cursor(db=db) as cur:
+        positioned = cur.set_key(entry_key(log_id, 0)) if size else False
+        for start in range(0, size, CHUNK):
+            raws: list[bytes] = []
+            for index in range(start, min(size, start + CHUNK)):
+                if not positioned or bytes(cur.key()) != entry_key(log_id, index):
+                    yield start, raws, _Bad(index, "entry is missing")
+                    return
+                raws.append(bytes(cur.value()))
+                positioned = cur.next()
+            yield start, raws, None
 
 
 def _replay(
@@ -143,81 +181,48 @@ def _replay(
     size: int,
     pool: ThreadPoolExecutor,
     threads: int,
-    pending: deque[Future[int]],
     progress: Progress | None,
 ) -> tuple[bytes, int]:
-    """The sequential pass; signature chunks go to `pool`, their futures into `pending`."""
-    origin, public_key = verifier.name, verifier.public_key
+    """Take worker results in order and check the chain, the tree and the checkpoints."""
     tiles = _TileCheck(txn, store.db("tiles"), log_id)
     checkpoints = _stored_checkpoints(txn, store, log_id)
-    next_cp = next(checkpoints, None)
     rng = merkle.CompactRange()
-    prev, last_time, checked = ZERO_HASH, 0, 0
-    next_cp, checked = _check_checkpoints(next_cp, checkpoints, 0, rng, verifier, checked)
-    items: list[tuple[bytes, bytes]] = []
-    chunk_start = 0
-    keep = 2 * threads
-    with txn.cursor(db=store.db("entries")) as cur:
-        positioned = cur.set_key(entry_key(log_id, 0)) if size else False
-        try:
-            for index in range(size):
-                if not positioned or bytes(cur.key()) != entry_key(log_id, index):
-                    raise _Bad(index, "entry is missing")
-                raw = bytes(cur.value())
-                entry = _check_entry(raw, origin, index, prev, last_time)
-                items.append((entry.signature, entry.payload))
-                prev, last_time = merkle.leaf_hash(raw), entry.time_ms
-                rng.append(prev, tiles)
-                next_cp, checked = _check_checkpoints(
-                    next_cp, checkpoints, index + 1, rng, verifier, checked
-                )
-                if len(items) >= CHUNK:
-                    pending.append(
-                        pool.submit(_first_bad_signature, public_key, chunk_start, items)
-                    )
-                    items, chunk_start = [], index + 1
-                    _drain(pending, keep, origin)
-                    if progress is not None:
-                        progress(index + 1)
-                positioned = cur.next()
-        finally:
-            if items:
-                pending.append(pool.submit(_first_bad_signature, public_key, chunk_start, items))
-    if progress is not None:
-        progress(size)
+    prev, last_time = ZERO_HASH, 0
+    next_cp, checked = _check_checkpoints(next(checkpoints, None), checkpoints, 0, rng, verifier, 0)
+    pending: deque[tuple[Future[_Chunk], _Bad | None]] = deque()
+    chunks = _read_chunks(txn, store.db("entries"), log_id, size)
+    while True:
+        while len(pending) <= 2 * threads and (item := next(chunks, None)) is not None:
+            start, raws, gap = item
+            pending.append((pool.submit(_check_chunk, verifier, start, raws), gap))
+        if not pending:
+            break
+        future, gap = pending.popleft()
+        chunk = future.result()
+        for entry_prev, time_ms, leaf in zip(chunk.prevs, chunk.times, chunk.leaves, strict=True):
+            index = rng.size
+            if entry_prev != prev:
+                raise _Bad(index, "prev does not match the leaf hash of the previous entry")
+            if time_ms < last_time:
+                raise _Bad(index, f"time {time_ms} is before the previous {last_time}")
+            prev, last_time = leaf, time_ms
+            rng.append(leaf, tiles)
+            next_cp, checked = _check_checkpoints(
+                next_cp, checkpoints, index + 1, rng, verifier, checked
+            )
+        if chunk.fault is not None:
+            raise chunk.fault
+        if gap is not None:
+            raise gap
+        if progress is not None:
+            progress(rng.size)
     tiles.check_edges(size)
     if next_cp is not None:
-        raise _Bad(
-            max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size {size}"
-        )
+        raise _Bad(max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size")
     head = store.head(txn, log_id)
     if size and (head.last_leaf != prev or head.time_ms != last_time):
         raise _Bad(size - 1, "stored head does not match the last entry")
     return rng.root(), checked
-
-
-def _check_entry(raw: bytes, origin: str, index: int, prev: bytes, last_time: int) -> Entry:
-    """Parse one stored entry and check its place in the chain (not its signature)."""
-    try:
-        entry = parse_entry(raw)
-    except LedgerError as e:
-        raise _Bad(index, str(e)) from None
-    if entry.origin != origin:
-        raise _Bad(index, f"origin {entry.origin!r}, want {origin!r}")
-    if entry.index != index:
-        raise _Bad(index, f"entry says index {entry.index}")
-    if entry.prev != prev:
-        raise _Bad(index, "prev does not match the leaf hash of the previous entry")
-    if entry.time_ms < last_time:
-        raise _Bad(index, f"time {entry.time_ms} is before the previous {last_time}")
-    return entry
-
-
-def _drain(pending: deque[Future[int]], keep: int, origin: str) -> None:
-    """Wait for the oldest chunks until at most `keep` are in flight (bounds memory)."""
-    while len(pending) > keep:
-        if (index := pending.popleft().result()) >= 0:
-            raise IntegrityError(origin, index, "signature does not verify")
 
 
 def _stored_checkpoints(

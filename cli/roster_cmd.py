@@ -1,0 +1,101 @@
+"""`kimberley roster ...`: draft, sign, install, show and verify the signed roster."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.output import console, emit_json
+from ledger.errors import RosterError
+from ledger.roster import Roster, SignedRoster, verify_chain
+from ledger.roster_files import install_roster, load_roster
+
+roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+
+
+@roster_app.command("init")
+def init(
+    draft: Annotated[Path, typer.Argument(help="JSON draft: the roster body (see README).")],
+    out: Annotated[Path, typer.Option(help="Roster file to write, still unsigned.")],
+) -> None:
+    """Turn a JSON draft into an unsigned roster file for every Participant to sign."""
+    try:
+        body = json.loads(draft.read_text())
+    except json.JSONDecodeError as e:
+        raise RosterError(f"{draft}: not valid JSON: {e.msg} at line {e.lineno}") from e
+    roster = Roster.from_body(body)
+    if out.exists():
+        raise RosterError(f"{out} already exists; refusing to overwrite")
+    out.write_bytes(SignedRoster(roster).to_bytes())
+    console.print(f"wrote roster v{roster.version} of {roster.network} to {out}; "
+                  f"signatures needed from {', '.join(p.code for p in roster.participants)}")
+
+
+@roster_app.command("sign")
+def sign(
+    file: Annotated[Path, typer.Argument(help="Roster file; the signature is added in place.")],
+    data: DataOption = DEFAULT_DATA,
+) -> None:
+    """Add this Participant's signature to a roster file."""
+    node = open_data(data)
+    signed = SignedRoster.from_bytes(file.read_bytes())
+    mine = signed.roster.by_origin(node.origin)
+    if mine is None or mine.key != node.signer.verifier:
+        raise RosterError(f"roster v{signed.roster.version} does not list {node.origin} "
+                          "with this node's key; refusing to sign")
+    _write_atomically(file, signed.sign(node.signer).to_bytes())
+    console.print(f"{node.participant} signed roster v{signed.roster.version} ({file})")
+
+
+@roster_app.command("install")
+def install(
+    file: Annotated[Path, typer.Argument(help="A fully signed roster file.")],
+    data: DataOption = DEFAULT_DATA,
+) -> None:
+    """Verify a roster against the chain this node trusts and make it the current one."""
+    node = open_data(data)
+    roster = install_roster(data, file.read_bytes(), node.signer.verifier)
+    console.print(f"installed roster v{roster.version} of {roster.network} "
+                  f"({len(roster.participants)} participants)")
+
+
+def _show(roster: Roster, as_json: bool) -> None:
+    if as_json:
+        emit_json(roster.to_body())
+        return
+    table = Table(title=f"{roster.network} roster v{roster.version}")
+    for column in ("code", "name", "status", "zones", "node", "key"):
+        table.add_column(column)
+    for p in roster.participants:
+        zones = "any" if p.zones is None else ", ".join(p.zones)
+        table.add_row(p.code, p.name, p.status, zones, p.url, p.key.to_text())
+    console.print(table)
+
+
+@roster_app.command("show")
+def show(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
+    """Show the current trusted roster (re-verified from version 1)."""
+    _show(load_roster(data), as_json)
+
+
+@roster_app.command("verify")
+def verify(
+    trusted: Annotated[Path, typer.Argument(help="Version 1, obtained out of band.")],
+    later: Annotated[list[Path] | None, typer.Argument(help="Versions 2, 3, ... in order.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify a roster chain from a trusted version 1, with no data directory."""
+    roster = verify_chain(trusted.read_bytes(), [p.read_bytes() for p in later or []])
+    _show(roster, as_json)

@@ -1,0 +1,66 @@
+"""The trusted roster chain kept in a node's data directory: ``<data>/roster/v<N>.roster``.
+
+Installing a version verifies it against the chain already held (version 1 must be
+signed by every Participant it lists), then writes it atomically (temp file, fsync,
+rename), so a crash never leaves a half-written roster. Loading re-verifies the whole
+chain from version 1 on every open: the chain is short and trust is never cached.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ledger.errors import RosterError
+from ledger.keys import Verifier
+from ledger.roster import Roster, SignedRoster, verify_chain, verify_first, verify_next
+
+_FILE = re.compile(r"v([1-9][0-9]*)\.roster")
+
+
+def roster_dir(data: Path) -> Path:
+    """Where the data directory keeps its roster chain."""
+    return data / "roster"
+
+
+def _versions(data: Path) -> list[tuple[int, Path]]:
+    folder = roster_dir(data)
+    if not folder.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _FILE.fullmatch(p.name)))
+    for expected, (version, path) in enumerate(found, start=1):
+        if version != expected:
+            raise RosterError(f"roster chain in {folder} has a gap: {path.name} after v{expected - 1}")
+    return found
+
+
+def load_roster(data: Path) -> Roster:
+    """The newest trusted roster, re-verified from version 1; RosterError if none is installed."""
+    files = _versions(data)
+    if not files:
+        raise RosterError(f"no roster installed in {data} (run `kimberley roster install FILE`)")
+    first, *later = (path.read_bytes() for _, path in files)
+    return verify_chain(first, later)
+
+
+def install_roster(data: Path, file_bytes: bytes, own_key: Verifier) -> Roster:
+    """Verify a roster file against the chain held and store it as the newest version."""
+    signed = SignedRoster.from_bytes(file_bytes)
+    files = _versions(data)
+    roster = verify_next(load_roster(data), signed) if files else verify_first(signed)
+    mine = roster.by_origin(own_key.name)
+    if mine is None or mine.key != own_key:
+        raise RosterError(
+            f"roster v{roster.version} does not list this node's key for {own_key.name}"
+        )
+    folder = roster_dir(data)
+    folder.mkdir(exist_ok=True)
+    target = folder / f"v{roster.version}.roster"
+    temp = folder / f".v{roster.version}.roster.tmp"
+    with open(temp, "wb") as f:
+        f.write(file_bytes)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, target)
+    return roster
