@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
-from cli.output import console, emit_json, jsonable, progress_bar
+from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
 from ledger.entry import parse_entry
@@ -118,7 +118,7 @@ def checkpoint(
             }
         )
     else:
-        console.out(note.decode(), end="")
+        emit_bytes(note)
 
 
 @log_app.command("key")
@@ -185,7 +185,7 @@ def inclusion(
         checkpoint=note,
         extra=log.entry(index),
     )
-    console.out(proof.to_text(), end="")
+    emit_bytes(proof.to_text().encode())
 
 
 @proof_app.command("consistency")

@@ -25,6 +25,13 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def emit_bytes(data: bytes) -> None:
+    """Write signed text (notes, proofs) byte for byte, whatever the console's encoding."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
 def emit_json(value: Any) -> None:
     """Write one JSON document to stdout."""
     sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True) + "\n")
