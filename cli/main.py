@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
+from cli.custody_cmd import register_commands
 from cli.demo import demo
 from cli.log_cmd import log_app, proof_app
-from cli.roster_cmd import roster_app
-from cli.options import DEFAULT_DATA, DataOption, JsonOption
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, close_all
 from cli.output import console, emit_json, errors
+from cli.roster_cmd import roster_app
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
 
@@ -26,6 +27,7 @@ app.add_typer(log_app, name="log")
 app.add_typer(proof_app, name="proof")
 app.add_typer(roster_app, name="roster")
 app.command("demo")(demo)
+register_commands(app)
 
 
 @app.command("init")
@@ -37,13 +39,16 @@ def init(
 ) -> None:
     """Create a data directory with a new log key and an empty, checkpointed log."""
     node = DataDir.init(data, participant.upper(), network)
-    log = node.own_log()
-    log.sign_checkpoint()
+    try:
+        node.own_log().sign_checkpoint()
+        key = node.signer.verifier.to_text()
+    finally:
+        node.close()
     if as_json:
-        emit_json({"origin": node.origin, "key": node.signer.verifier.to_text(), "data": str(data)})
+        emit_json({"origin": node.origin, "key": key, "data": str(data)})
     else:
         console.print(f"initialised {node.origin} in {data}")
-        console.print(f"log key: {node.signer.verifier.to_text()}")
+        console.print(f"log key: {key}")
 
 
 def main() -> None:
@@ -68,6 +73,8 @@ def main() -> None:
     except OSError as e:
         errors.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
         sys.exit(1)
+    finally:
+        close_all()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -22,6 +22,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 DEFAULT_DATA = Path(DEFAULT_DATA_DIR)
 
 
+_opened: list[DataDir] = []
+
+
 def open_data(path: Path) -> DataDir:
-    """Open the node's data directory (errors are LedgerError, printed by main)."""
-    return DataDir.open(path)
+    """Open the node's data directory; `close_all` releases it when the command ends."""
+    node = DataDir.open(path)
+    _opened.append(node)
+    return node
+
+
+def close_all() -> None:
+    """Close every data directory this command opened, whether it succeeded or failed."""
+    while _opened:
+        _opened.pop().close()

@@ -39,6 +39,22 @@ def check_key_name(name: str) -> str:
     return name
 
 
+def _split_key_text(text: str, what: str) -> tuple[str, bytes, bytes]:
+    """Split ``name+hexid+base64(type||key)`` into (name, 4-byte id, 33 key bytes)."""
+    parts = text.split("+", 2)
+    if len(parts) != 3:
+        raise KeyFileError(f"{what} must be name+hexid+base64key")
+    name, hex_id, blob = parts
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        want_id = bytes.fromhex(hex_id)
+    except (binascii.Error, ValueError) as e:
+        raise KeyFileError(f"{what} for {name!r}: bad encoding: {e}") from e
+    if len(raw) != 33 or len(want_id) != 4:
+        raise KeyFileError(f"{what} for {name!r}: wrong length")
+    return name, want_id, raw
+
+
 @dataclass(frozen=True, slots=True)
 class Verifier:
     """A named Ed25519 public key; `alg` 0x01 for log keys, 0x04 for witness cosigners."""
@@ -81,17 +97,7 @@ class Verifier:
     @classmethod
     def from_text(cls, text: str) -> Verifier:
         """Parse verifier key text, checking that the key id matches the key."""
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise KeyFileError("verifier key must be name+hexid+base64key")
-        name, hex_id, blob = parts
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            want_id = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError) as e:
-            raise KeyFileError(f"verifier key for {name!r}: bad encoding: {e}") from e
-        if len(raw) != 33 or len(want_id) != 4:
-            raise KeyFileError(f"verifier key for {name!r}: wrong length")
+        name, want_id, raw = _split_key_text(text.strip(), "verifier key")
         verifier = cls(check_key_name(name), raw[1:], raw[0])
         if verifier.key_id != want_id:
             raise KeyFileError(f"verifier key for {name!r}: key id does not match the key")
@@ -141,16 +147,8 @@ class Signer:
         text = text.strip()
         if not text.startswith(_PRIVATE_PREFIX):
             raise KeyFileError("private key text must start with PRIVATE+KEY+")
-        parts = text[len(_PRIVATE_PREFIX) :].split("+", 2)
-        if len(parts) != 3:
-            raise KeyFileError("private key must be PRIVATE+KEY+name+hexid+base64key")
-        name, hex_id, blob = parts
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            want_id = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError) as e:
-            raise KeyFileError(f"private key for {name!r}: bad encoding: {e}") from e
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
+        name, want_id, raw = _split_key_text(text[len(_PRIVATE_PREFIX) :], "private key")
+        if raw[0] != ALG_ED25519:
             raise KeyFileError(f"private key for {name!r}: not an Ed25519 key")
         signer = cls(name, raw[1:])
         if signer.verifier.key_id != want_id:

@@ -31,7 +31,9 @@ def _versions(data: Path) -> list[tuple[int, Path]]:
     found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _FILE.fullmatch(p.name)))
     for expected, (version, path) in enumerate(found, start=1):
         if version != expected:
-            raise RosterError(f"roster chain in {folder} has a gap: {path.name} after v{expected - 1}")
+            raise RosterError(
+                f"roster chain in {folder} has a gap: {path.name} after v{expected - 1}"
+            )
     return found
 
 

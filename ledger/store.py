@@ -27,7 +27,11 @@ from ledger.errors import NotInitialisedError, StoreError
 
 #: Address space reserved for the map; the file only grows as data is written.
 DEFAULT_MAP_SIZE = 1 << 40
-_DB_NAMES = ("meta", "logs", "entries", "tiles", "checkpoints", "heads")
+_DB_NAMES = (
+    "meta", "logs", "entries", "tiles", "checkpoints", "heads",
+    # custody indexes (ledger.custody)
+    "actors", "parcels", "parcel_log", "certificates", "awaiting", "foreign_proofs",
+)
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
 

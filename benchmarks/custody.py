@@ -1,0 +1,173 @@
+"""Custody throughput: records/s checked by the rules, indexed and appended, vs raw PyNaCl sign.
+
+    python benchmarks/custody.py [--scale 100000 --scale 1000000] [--batch 1000]
+
+A realistic mix goes through `Custody.append_many`: actors registered first, then per ten
+records six productions, a split, a merge, one more production and an export of the
+split and merged parcels (so every rule path reads and writes the indexes). Each scale
+runs in a fresh process on a fresh store; the raw single-core SigningKey.sign rate is
+measured in that same process just before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from benchmarks.common import HeapPeak, machine, peak_rss_mib, raw_sign_rate, run_scales
+from ledger.custody import Custody
+from ledger.datadir import DataDir
+from ledger.keys import Signer
+from ledger.records import (
+    ActorRegister,
+    Export,
+    ParcelMerge,
+    ParcelMine,
+    ParcelShare,
+    ParcelSplit,
+    Record,
+)
+from ledger.roster import Participant, Roster
+
+NET = "kp.example"
+MINES = [f"BW-MINE-{i}" for i in range(10)]
+
+
+def roster(node: DataDir) -> Roster:
+    """Botswana (this node) and India (the destination)."""
+    india = Signer.generate(f"{NET}/IN").verifier
+    return Roster(
+        NET,
+        1,
+        (
+            Participant("BW", "Botswana", ("BW",), node.signer.verifier, "https://bw.example/"),
+            Participant("IN", "India", ("IN",), india, "https://in.example/"),
+        ),
+    )
+
+
+def _mine(n: int) -> ParcelMine:
+    carats = 1_000_00 + n % 5000
+    return ParcelMine(f"BW-P-{n:09d}", MINES[n % 10], carats, carats * 150, "2026-03-02", "BW")
+
+
+def workload(n: int) -> Iterator[Record]:
+    """`n` records: the actors, then rounds of mine x6, split, merge, mine, export."""
+    emitted = 0
+    for i, mine in enumerate(MINES):
+        yield ActorRegister(mine, "mine", f"Mine {i}", f"L-{i}", "Jwaneng", "Jwaneng")
+    yield ActorRegister("BW-EXP-1", "exporter", "Exporter", "L-X", "Gaborone", "Gaborone")
+    emitted, serial = len(MINES) + 1, 0
+    while emitted < n:
+        base = serial * 10
+        mined = [_mine(base + k) for k in range(7)]
+        a, b, c = mined[0], mined[1], mined[2]
+        half = a.carats // 2
+        outs = (
+            ParcelShare(f"{a.parcel}-A", half, a.value // 2),
+            ParcelShare(f"{a.parcel}-B", a.carats - half, a.value // 2),
+        )
+        merged = ParcelShare(f"BW-M-{serial:09d}", b.carats + c.carats, b.value + c.value)
+        parcels = (outs[0].parcel, merged.parcel)
+        cert = Export(
+            f"BW-2026-{serial + 1:06d}",
+            "Ministry of Minerals",
+            "BW-EXP-1",
+            "Surat buyer",
+            "IN",
+            parcels,
+            outs[0].carats + merged.carats,
+            10_000_000,
+            2,
+            "7102.31",
+            ("BW",),
+            "2026-03-05",
+            "2026-06-05",
+            f"S-{serial}",
+        )
+        rnd: list[Record] = [
+            *mined[:6],
+            ParcelSplit(a.parcel, outs),
+            ParcelMerge((b.parcel, c.parcel), merged),
+            mined[6],
+            cert,
+        ]
+        yield from rnd[: n - emitted]
+        emitted += len(rnd)
+        serial += 1
+
+
+def one(n: int, batch: int) -> dict[str, object]:
+    raw = raw_sign_rate()
+    heap = HeapPeak()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        node = DataDir.init(Path(tmp) / "bw", "BW", NET)
+        custody = Custody(node, roster(node))
+        records = workload(n)
+        start = time.perf_counter()
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"custody {n:,}", total=n)
+            done = 0
+            while done < n:
+                chunk = [r for _, r in zip(range(batch), records, strict=False)]
+                custody.append_many(chunk)
+                done += len(chunk)
+                bar.update(task, completed=done)
+                heap.sample()
+        elapsed = time.perf_counter() - start
+        size = custody.log.size()
+        node.close()
+    rate = size / elapsed
+    return {
+        "records": size,
+        "seconds": round(elapsed, 2),
+        "rate": round(rate),
+        "raw_sign": round(raw),
+        "ratio": round(rate / raw, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_heap_mib": round(heap.peak, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append", help="records (repeatable)")
+    parser.add_argument("--batch", type=int, default=1000, help="records per append_many")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.batch)))
+        return
+    scales = args.scale or [100_000, 1_000_000]
+    console = Console()
+    console.print(f"machine: {machine()}")
+    results = run_scales(__file__, scales, ["--batch", str(args.batch)])
+    table = Table(title=f"custody rules + append (batches of {args.batch}), vs raw PyNaCl sign")
+    for col in ("records", "records/s", "raw sign/s", "ratio", "peak RSS MiB", "peak heap MiB"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            f"{r['records']:,}",
+            f"{r['rate']:,}",
+            f"{r['raw_sign']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['peak_rss_mib']}",
+            f"{r['peak_heap_mib']}",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Custody: the rules and indexes of this node's own log; every custody append goes through here.
+
+`Custody` hangs a hook on the own `Log`. For each record, inside the LMDB write
+transaction and before the entry is signed, the hook parses the body, reads the state the
+record touches from the custody indexes (in that same transaction, so later records of a
+batch see earlier ones), applies the pure checks of `ledger.rules`, and updates the
+indexes. A violation aborts the transaction: log and indexes are left exactly as they
+were. The indexes (named databases of the node's store; keys start with the log id):
+
+    actors          id || actor      -> [role, name, licence, location, zone, registered, revoked]
+    parcels         id || parcel     -> [carats, value, status, entry, consumed_by, origins, zones]
+    parcel_log      id || parcel || 0x00 || index (8) -> b""  (each entry mentioning the parcel)
+    certificates    id || number     -> [origin, index, leaf_hash, destination, carats, value,
+                                         issued, expires, status, import_index, parcels]
+    awaiting        id || number     -> b""  (issued here, neither imported nor voided)
+    foreign_proofs  id || export origin || 0x00 || index (8) -> verified tlog-proof text
+
+Values are msgpack arrays (`ledger.encoding.pack_canonical`). A certificate issued here
+stores an empty leaf hash: the hook runs before its entry is signed, so
+`Custody.certificate` reads it from the entry. A void returns the certificate's parcels to
+custody (the shipment never left). Imports are accepted only through
+`Custody.import_certificate`, which verifies the exporter's proof first; the record
+appended is built from the proved export. `replay_indexes` rebuilds every index from the
+log (plus the stored foreign proofs, the one input the log alone does not hold).
+
+Known limit: "a voided certificate cannot be imported" needs the exporter's void entry.
+This node checks it only once it holds the exporter's log replica (sync, not yet built);
+until then an import of a certificate voided after its proof was issued is accepted here,
+and the exporter's `awaiting` list and the audit are what catch that race.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import lmdb
+
+from ledger.checkpoint import Checkpoint, TlogProof
+from ledger.custody_index import (
+    INDEX_DBS,
+    Foreign,
+    Index,
+    LmdbTables,
+    MemoryTables,
+    apply_record,
+    decode_value,
+)
+from ledger.datadir import DataDir
+from ledger.entry import parse_entry
+from ledger.errors import EncodingError, NoteError, ProofError, RecordError, RosterError
+from ledger.log import Appended, Clock, Log, wall_clock_ms
+from ledger.note import Note
+from ledger.records import Export, ExportRef, Import, ParcelShare, Record, parse_record
+from ledger.roster import Roster
+from ledger.rules import (
+    CertificateNotFound,
+    CertificateState,
+    CertificateVoided,
+    ForeignProofInvalid,
+    ParcelState,
+)
+
+__all__ = [
+    "CertificateState",
+    "Custody",
+    "Foreign",
+    "ParcelState",
+    "decode_value",
+    "verify_foreign",
+]
+
+#: Placeholder leaf hash of a certificate issued here (filled in from its entry on read).
+_OWN_LEAF: Final = b""
+
+
+class Custody:
+    """Custody rules and indexes for this node's own log; every append goes through here."""
+
+    def __init__(self, node: DataDir, roster: Roster, *, clock: Clock = wall_clock_ms) -> None:
+        self.node = node
+        self.roster = roster
+        self.store = node.store
+        self.origin = node.origin
+        self.code = node.participant
+        self._staged: dict[tuple[str, int], Foreign] = {}
+        self._known: dict[int, tuple[Mapping[str, Any], Record]] = {}
+        self._batch: tuple[lmdb.Transaction, Index] | None = None  # the Index of the open txn
+        self._dbs = {name: self.store.db(name) for name in INDEX_DBS}
+        self.log: Log = node.own_log(hook=self._hook, clock=clock)
+        self.log_id = self.log.log_id
+
+    # -- appending -------------------------------------------------------------------
+
+    def append(self, record: Record) -> Appended:
+        """Check `record` against the rules and append it durably; RuleViolation if not."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Iterable[Record]) -> list[Appended]:
+        """Check and append records in one transaction: all of them, or none if one fails."""
+        records = list(records)
+        items = [(r.KIND, r.to_body()) for r in records]
+        self._known = {id(body): (body, r) for (_, body), r in zip(items, records, strict=True)}
+        try:
+            return self.log.append_many(items)
+        finally:
+            self._known, self._batch = {}, None
+
+    def _hook(self, txn: lmdb.Transaction, index: int, kind: str, body: Mapping[str, Any]) -> None:
+        known = self._known.get(id(body))
+        record = known[1] if known is not None and known[0] is body else parse_record(kind, body)
+        if self._batch is None or self._batch[0] is not txn:
+            self._batch = (txn, Index(LmdbTables(txn, self._dbs), self.log_id))
+        apply_record(self._batch[1], index, record, self.origin, self._staged_export, self.roster)
+
+    def _staged_export(self, origin: str, index: int) -> Foreign | None:
+        return self._staged.get((origin, index))
+
+    # -- certificates across logs ----------------------------------------------------
+
+    def export_proof(self, certificate: str) -> TlogProof:
+        """A tlog-proof of the certificate's export entry (as `extra`) at the latest checkpoint."""
+        state = self.certificate(certificate)
+        if state is None or state.origin != self.origin:
+            raise CertificateNotFound(f"export: certificate {certificate!r} was not issued here")
+        if state.status == "voided":
+            raise CertificateVoided(f"export: certificate {certificate!r} is voided")
+        note = self.log.checkpoint()
+        size = self.log.open_checkpoint(note).size
+        hashes = self.log.inclusion_proof(state.index, size)
+        return TlogProof(state.index, tuple(hashes), note, self.log.entry(state.index))
+
+    def verify_export_proof(self, proof: TlogProof) -> Foreign:
+        """Verify a certificate proof with the roster key of its origin; the proved export."""
+        return verify_foreign(proof, self.roster)
+
+    def import_certificate(
+        self,
+        proof: TlogProof,
+        *,
+        importer: str,
+        received: str,
+        parcels: Sequence[ParcelShare] | None = None,
+        carats: int | None = None,
+        value: int | None = None,
+        seal_intact: bool = True,
+        discrepancy: str | None = None,
+    ) -> Appended:
+        """Confirm receipt of a proved export; defaults: the certified carats and value, received
+        as one parcel named by the certificate number. The proof text is kept for audit."""
+        foreign = verify_foreign(proof, self.roster)
+        export = foreign.export
+        carats = export.carats if carats is None else carats
+        value = export.value if value is None else value
+        shares = (ParcelShare(export.certificate, carats, value),) if parcels is None else parcels
+        record = Import(
+            export_ref=ExportRef(foreign.origin, foreign.index, foreign.leaf_hash),
+            certificate=export.certificate,
+            importer=importer,
+            parcels=tuple(shares),
+            carats=carats,
+            value=value,
+            received=received,
+            seal_intact=seal_intact,
+            discrepancy=discrepancy,
+        )
+        key = (foreign.origin, foreign.index)
+        self._staged[key] = foreign
+        try:
+            return self.append(record)
+        finally:
+            self._staged.pop(key, None)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[Index], Any]) -> Any:
+        with self.store.read() as txn:
+            return fn(Index(LmdbTables(txn, self._dbs), self.log_id))
+
+    def parcel(self, parcel_id: str) -> ParcelState | None:
+        """The parcel's state on this log, or None if it was never here."""
+        state: ParcelState | None = self._read(lambda ix: ix.parcel(parcel_id))
+        return state
+
+    def parcel_entries(self, parcel_id: str) -> list[int]:
+        """Every own-log index that mentions the parcel, ascending."""
+        entries: list[int] = self._read(lambda ix: list(ix.mentions(parcel_id)))
+        return entries
+
+    def certificate(self, number: str) -> CertificateState | None:
+        """A certificate issued here or imported here, or None."""
+        state: CertificateState | None = self._read(lambda ix: ix.certificate(number))
+        if state is None or state.leaf_hash != _OWN_LEAF:
+            return state
+        leaf = hashlib.sha256(b"\x00" + self.log.entry(state.index)).digest()
+        return dataclasses.replace(state, leaf_hash=leaf)
+
+    def in_custody(self) -> Iterator[ParcelState]:
+        """Parcels in this Participant's custody now, by id (a streaming scan)."""
+        with self.store.read() as txn:
+            for state in Index(LmdbTables(txn, self._dbs), self.log_id).parcels():
+                if state.status == "in-custody":
+                    yield state
+
+    def awaiting(self) -> Iterator[CertificateState]:
+        """Certificates issued here not yet known imported or voided, by number."""
+        with self.store.read() as txn:
+            numbers = list(Index(LmdbTables(txn, self._dbs), self.log_id).awaiting())
+        for number in numbers:
+            state = self.certificate(number)
+            if state is not None:
+                yield state
+
+    def actor(self, actor_id: str) -> dict[str, Any] | None:
+        """A registered actor's register fields, status and entries, or None."""
+        state = self._read(lambda ix: ix.actor(actor_id))
+        if state is None:
+            return None
+        return {
+            "actor": state.actor,
+            "role": state.role,
+            "name": state.name,
+            "licence": state.licence,
+            "location": state.location,
+            "zone": state.zone,
+            "status": state.status,
+            "registered": state.registered,
+            "revoked": state.revoked,
+        }
+
+    # -- replay ----------------------------------------------------------------------
+
+    def stored_indexes(self) -> dict[str, dict[bytes, Any]]:
+        """Every custody index of this log as stored, in `replay_indexes`' form."""
+        with self.store.read() as txn:
+            return LmdbTables(txn, self._dbs).dump(self.log_id)
+
+    def replay_indexes(self) -> dict[str, dict[bytes, Any]]:
+        """Every custody index recomputed from the log alone (and the stored foreign proofs).
+
+        Loads the whole index into memory: for tests and audits of small logs.
+        """
+        memory = MemoryTables()
+        tables = Index(memory, self.log_id)
+
+        def stored_proof(origin: str, index: int) -> Foreign | None:
+            text = self._read(lambda ix: ix.proof(origin, index))
+            return None if text is None else foreign_from_text(text)
+
+        for raw in self.log.entries():
+            entry = parse_entry(raw)
+            record = parse_record(entry.kind, entry.body)
+            apply_record(tables, entry.index, record, self.origin, stored_proof, None)
+        return memory.dump(self.log_id)
+
+
+def verify_foreign(proof: TlogProof, roster: Roster) -> Foreign:
+    """Check an export proof against the roster key of its checkpoint's origin."""
+    where = f"import: export proof of entry {proof.index}"
+    try:
+        origin = Checkpoint.parse(Note.from_bytes(proof.checkpoint).text).origin
+        key = roster.log_key(origin)
+        checkpoint = proof.verify(key)
+    except (NoteError, ProofError, RosterError) as e:
+        raise ForeignProofInvalid(f"{where}: {e}") from e
+    foreign = foreign_from_proof(proof, checkpoint.origin)
+    entry = parse_entry(proof.extra or b"")
+    if not key.verify(entry.signed_message, entry.signature):
+        raise ForeignProofInvalid(f"{where}: the entry's signature is not {origin}'s")
+    return foreign
+
+
+def foreign_from_text(text: bytes) -> Foreign:
+    """The export carried by a stored (already verified) proof text."""
+    proof = TlogProof.from_text(text.decode())
+    origin = Checkpoint.parse(Note.from_bytes(proof.checkpoint).text).origin
+    return foreign_from_proof(proof, origin)
+
+
+def foreign_from_proof(proof: TlogProof, origin: str) -> Foreign:
+    """Parse the export entry a proof carries as `extra`; ForeignProofInvalid if it is not one."""
+    where = f"import: export proof of {origin} entry {proof.index}"
+    if proof.extra is None:
+        raise ForeignProofInvalid(f"{where}: the proof carries no entry (extra)")
+    try:
+        entry = parse_entry(proof.extra)
+        if entry.origin != origin or entry.index != proof.index:
+            raise ForeignProofInvalid(f"{where}: the entry says {entry.origin} entry {entry.index}")
+        if entry.kind != Export.KIND:
+            raise ForeignProofInvalid(f"{where}: the entry is a {entry.kind!r}, not an export")
+        export = Export.from_body(entry.body)
+    except (EncodingError, RecordError) as e:
+        raise ForeignProofInvalid(f"{where}: {e}") from e
+    leaf = hashlib.sha256(b"\x00" + proof.extra).digest()
+    return Foreign(origin, proof.index, leaf, export, proof.to_text().encode())

@@ -1,0 +1,420 @@
+"""The custody indexes' storage codec and the state transition of each record kind.
+
+`apply_record` is the one place a record changes custody state: with a roster it first
+runs the checks of `ledger.rules` (the append hook); without one it only replays (the
+log is already accepted). It reads and writes through `Index`, a typed view over
+`Tables`: `LmdbTables` inside an LMDB transaction, or `MemoryTables` (plain dicts) for a
+replay that must not touch the stored indexes. Layout: see `ledger.custody`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol, cast
+
+import lmdb
+import msgpack
+
+from ledger.encoding import pack_canonical
+from ledger.records import (
+    ROLES,
+    ActorRegister,
+    ActorRevoke,
+    Export,
+    ExportVoid,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelSplit,
+    Record,
+)
+from ledger.roster import Roster
+from ledger.rules import (
+    AWAITING,
+    EXPORTED,
+    EXPORTER_ROLES,
+    IMPORTED,
+    IMPORTER_ROLES,
+    IN_CUSTODY,
+    MERGED,
+    MINE_ROLES,
+    SPLIT,
+    VOIDED,
+    ActorState,
+    CertificateState,
+    ForeignProofInvalid,
+    ParcelState,
+    check_actor,
+    check_export,
+    check_import,
+    check_in_custody,
+    check_merge,
+    check_new_actor,
+    check_new_parcel,
+    check_split,
+    check_void,
+)
+
+#: The store's custody databases (listed in `ledger.store._DB_NAMES` too).
+INDEX_DBS: Final = ("actors", "parcels", "parcel_log", "certificates", "awaiting", "foreign_proofs")
+_PACKED: Final = frozenset({"actors", "parcels", "certificates"})
+_U64 = struct.Struct(">Q")
+
+
+def decode_value(data: bytes) -> Any:
+    """An index value (trusted: written by this node), msgpack arrays as tuples."""
+    return msgpack.unpackb(data, raw=False, use_list=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A verified export from another Participant's log, with the proof text that proved it."""
+
+    origin: str
+    index: int
+    leaf_hash: bytes
+    export: Export
+    text: bytes
+
+
+ForeignLookup = Callable[[str, int], "Foreign | None"]
+
+
+class Tables(Protocol):
+    """Byte-level access to the custody databases."""
+
+    def get(self, db: str, key: bytes) -> bytes | None: ...
+    def put(self, db: str, key: bytes, value: bytes) -> None: ...
+    def delete(self, db: str, key: bytes) -> None: ...
+    def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def _dump(tables: Tables, log_id: bytes) -> dict[str, dict[bytes, Any]]:
+    out: dict[str, dict[bytes, Any]] = {}
+    for db in INDEX_DBS:
+        rows = tables.scan(db, log_id)
+        out[db] = {k[len(log_id) :]: decode_value(v) if db in _PACKED else v for k, v in rows}
+    return out
+
+
+class LmdbTables:
+    """The custody databases inside one LMDB transaction."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self.txn, self.dbs = txn, dbs
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        # The store opens transactions with buffers=False: values are bytes already.
+        return cast("bytes | None", self.txn.get(key, db=self.dbs[db]))
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> None:
+        self.txn.delete(key, db=self.dbs[db])
+
+    def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not bytes(key).startswith(prefix):
+                    return
+                yield bytes(key), bytes(value)
+
+    def dump(self, log_id: bytes) -> dict[str, dict[bytes, Any]]:
+        """Every custody row of log `log_id`, decoded."""
+        return _dump(self, log_id)
+
+
+class MemoryTables:
+    """The custody databases as dicts, for a replay beside the stored ones."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[bytes, bytes]] = {db: {} for db in INDEX_DBS}
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.rows[db].get(key)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.rows[db][key] = value
+
+    def delete(self, db: str, key: bytes) -> None:
+        self.rows[db].pop(key, None)
+
+    def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(self.rows[db]):
+            if key.startswith(prefix):
+                yield key, self.rows[db][key]
+
+    def dump(self, log_id: bytes) -> dict[str, dict[bytes, Any]]:
+        """Every custody row of log `log_id`, decoded."""
+        return _dump(self, log_id)
+
+
+class Index:
+    """Typed custody state of one log over `Tables`, for the life of one transaction."""
+
+    def __init__(self, tables: Tables, log_id: bytes) -> None:
+        self.t, self.id = tables, log_id
+        self._actors: dict[str, ActorState | None] = {}  # few actors, read by most records
+
+    def actor(self, actor_id: str) -> ActorState | None:
+        if actor_id in self._actors:
+            return self._actors[actor_id]
+        data = self.t.get("actors", self.id + actor_id.encode())
+        state = None if data is None else ActorState(actor_id, *decode_value(data))
+        self._actors[actor_id] = state
+        return state
+
+    def put_actor(self, a: ActorState) -> None:
+        value = [a.role, a.name, a.licence, a.location, a.zone, a.registered, a.revoked]
+        self.t.put("actors", self.id + a.actor.encode(), pack_canonical(value))
+        self._actors[a.actor] = a
+
+    def parcel(self, parcel_id: str) -> ParcelState | None:
+        data = self.t.get("parcels", self.id + parcel_id.encode())
+        return None if data is None else ParcelState(parcel_id, *decode_value(data))
+
+    def parcels(self) -> Iterator[ParcelState]:
+        for key, data in self.t.scan("parcels", self.id):
+            yield ParcelState(key[len(self.id) :].decode(), *decode_value(data))
+
+    def put_parcel(self, p: ParcelState, index: int) -> None:
+        """Store `p` and note that entry `index` mentions it."""
+        value = [p.carats, p.value, p.status, p.entry, p.consumed_by, p.origins, p.zones]
+        key = self.id + p.parcel.encode()
+        self.t.put("parcels", key, pack_canonical(value))
+        self.t.put("parcel_log", key + b"\x00" + _U64.pack(index), b"")
+
+    def mentions(self, parcel_id: str) -> Iterator[int]:
+        prefix = self.id + parcel_id.encode() + b"\x00"
+        for key, _ in self.t.scan("parcel_log", prefix):
+            yield _U64.unpack(key[-8:])[0]
+
+    def certificate(self, number: str) -> CertificateState | None:
+        data = self.t.get("certificates", self.id + number.encode())
+        return None if data is None else CertificateState(number, *decode_value(data))
+
+    def put_certificate(self, c: CertificateState) -> None:
+        value = [
+            c.origin,
+            c.index,
+            c.leaf_hash,
+            c.destination,
+            c.carats,
+            c.value,
+            c.issued,
+            c.expires,
+            c.status,
+            c.import_index,
+            c.parcels,
+        ]
+        self.t.put("certificates", self.id + c.number.encode(), pack_canonical(value))
+
+    def set_awaiting(self, number: str, awaiting: bool) -> None:
+        key = self.id + number.encode()
+        if awaiting:
+            self.t.put("awaiting", key, b"")
+        else:
+            self.t.delete("awaiting", key)
+
+    def awaiting(self) -> Iterator[str]:
+        for key, _ in self.t.scan("awaiting", self.id):
+            yield key[len(self.id) :].decode()
+
+    def proof(self, origin: str, index: int) -> bytes | None:
+        return self.t.get("foreign_proofs", self.id + origin.encode() + b"\x00" + _U64.pack(index))
+
+    def put_proof(self, foreign: Foreign) -> None:
+        key = self.id + foreign.origin.encode() + b"\x00" + _U64.pack(foreign.index)
+        self.t.put("foreign_proofs", key, foreign.text)
+
+
+def apply_record(
+    ix: Index,
+    index: int,
+    record: Record,
+    own_origin: str,
+    foreign: ForeignLookup,
+    roster: Roster | None,
+) -> None:
+    """Check (when `roster` is given) and apply `record` at `index` to the custody state."""
+    check = roster is not None
+    kind = record.KIND
+    match record:
+        case ActorRegister():
+            if check:
+                check_new_actor(kind, record.actor, ix.actor(record.actor))
+            r = record
+            ix.put_actor(ActorState(r.actor, r.role, r.name, r.licence, r.location, r.zone, index))
+        case ActorRevoke():
+            actor = ix.actor(record.actor)
+            if check:
+                check_actor(kind, "actor", record.actor, actor, ROLES)
+            assert actor is not None
+            ix.put_actor(replace(actor, revoked=index))
+        case ParcelMine():
+            _mine(ix, index, record, check)
+        case ParcelSplit():
+            _split(ix, index, record, check)
+        case ParcelMerge():
+            _merge(ix, index, record, check)
+        case Export():
+            _export(ix, index, record, own_origin, roster)
+        case ExportVoid():
+            _void(ix, index, record, own_origin, check)
+        case Import():
+            _import(ix, index, record, own_origin, foreign, roster)
+
+
+def _consume(ix: Index, p: ParcelState, status: str, index: int) -> None:
+    used = ParcelState(p.parcel, p.carats, p.value, status, p.entry, index, p.origins, p.zones)
+    ix.put_parcel(used, index)
+
+
+def _inputs(ix: Index, kind: str, parcels: tuple[str, ...], check: bool) -> list[ParcelState]:
+    states = []
+    for parcel in parcels:
+        state = ix.parcel(parcel)
+        if check:
+            check_in_custody(kind, parcel, state)
+        assert state is not None
+        states.append(state)
+    return states
+
+
+def _mine(ix: Index, index: int, r: ParcelMine, check: bool) -> None:
+    mine = ix.actor(r.mine)
+    if check:
+        check_actor(r.KIND, "mine", r.mine, mine, MINE_ROLES)
+        check_new_parcel(r.KIND, r.parcel, ix.parcel(r.parcel))
+    zones = () if mine is None else (mine.zone,)
+    state = ParcelState(r.parcel, r.carats, r.value, IN_CUSTODY, index, None, (r.origin,), zones)
+    ix.put_parcel(state, index)
+
+
+def _split(ix: Index, index: int, r: ParcelSplit, check: bool) -> None:
+    (source,) = _inputs(ix, r.KIND, (r.input,), check)
+    if check:
+        check_split(r, source)
+        for share in r.outputs:
+            check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
+    _consume(ix, source, SPLIT, index)
+    for s in r.outputs:
+        out = ParcelState(
+            s.parcel, s.carats, s.value, IN_CUSTODY, index, None, source.origins, source.zones
+        )
+        ix.put_parcel(out, index)
+
+
+def _merge(ix: Index, index: int, r: ParcelMerge, check: bool) -> None:
+    sources = _inputs(ix, r.KIND, r.inputs, check)
+    if check:
+        check_merge(r, sources)
+        check_new_parcel(r.KIND, r.output.parcel, ix.parcel(r.output.parcel))
+    for source in sources:
+        _consume(ix, source, MERGED, index)
+    origins = tuple(sorted({c for s in sources for c in s.origins}))
+    zones = tuple(sorted({z for s in sources for z in s.zones}))
+    o = r.output
+    ix.put_parcel(
+        ParcelState(o.parcel, o.carats, o.value, IN_CUSTODY, index, None, origins, zones), index
+    )
+
+
+def _export(ix: Index, index: int, r: Export, own_origin: str, roster: Roster | None) -> None:
+    if roster is not None:
+        check_actor(r.KIND, "exporter", r.exporter, ix.actor(r.exporter), EXPORTER_ROLES)
+    parcels = _inputs(ix, r.KIND, r.parcels, roster is not None)
+    if roster is not None:
+        existing = ix.certificate(r.certificate)
+        own = own_origin.rpartition("/")[2]
+        check_export(r, own=own, roster=roster, existing=existing, parcels=parcels)
+    for p in parcels:
+        _consume(ix, p, EXPORTED, index)
+    ix.put_certificate(
+        CertificateState(
+            r.certificate,
+            own_origin,
+            index,
+            b"",
+            r.destination,
+            r.carats,
+            r.value,
+            r.issued,
+            r.expires,
+            AWAITING,
+            None,
+            r.parcels,
+        )
+    )
+    ix.set_awaiting(r.certificate, True)
+
+
+def _void(ix: Index, index: int, r: ExportVoid, own_origin: str, check: bool) -> None:
+    cert = ix.certificate(r.certificate)
+    if check:
+        check_void(r, cert, own_origin)
+    assert cert is not None
+    ix.put_certificate(replace(cert, status=VOIDED))
+    ix.set_awaiting(r.certificate, False)
+    for parcel in cert.parcels:  # the shipment never left: back into custody
+        p = ix.parcel(parcel)
+        if p is not None and p.status == EXPORTED and p.consumed_by == cert.index:
+            ix.put_parcel(replace(p, status=IN_CUSTODY, consumed_by=None), index)
+
+
+def _import(
+    ix: Index,
+    index: int,
+    r: Import,
+    own_origin: str,
+    lookup: ForeignLookup,
+    roster: Roster | None,
+) -> None:
+    ref = r.export_ref
+    foreign = lookup(ref.origin, ref.index)
+    if foreign is None or foreign.leaf_hash != ref.leaf_hash:
+        raise ForeignProofInvalid(
+            f"{r.KIND}: certificate {r.certificate!r}: no verified proof of {ref.origin} entry "
+            f"{ref.index} with leaf hash {ref.leaf_hash.hex()[:16]}... "
+            "(imports go through Custody.import_certificate)"
+        )
+    export = foreign.export
+    if roster is not None:
+        importer = ix.actor(r.importer)
+        check_actor(r.KIND, "importer", r.importer, importer, IMPORTER_ROLES)
+        already = ix.certificate(export.certificate)
+        already = None if already is None or already.origin == own_origin else already
+        exporter_code = ref.origin.rpartition("/")[2]
+        own = own_origin.rpartition("/")[2]
+        check_import(
+            r, export, own=own, roster=roster, exporter_code=exporter_code, already=already
+        )
+        for share in r.parcels:
+            check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
+    origins = tuple(sorted(set(export.origins)))
+    for s in r.parcels:
+        ix.put_parcel(
+            ParcelState(s.parcel, s.carats, s.value, IN_CUSTODY, index, None, origins, ()), index
+        )
+    ix.put_certificate(
+        CertificateState(
+            export.certificate,
+            ref.origin,
+            ref.index,
+            ref.leaf_hash,
+            export.destination,
+            export.carats,
+            export.value,
+            export.issued,
+            export.expires,
+            IMPORTED,
+            index,
+            export.parcels,
+        )
+    )
+    ix.put_proof(foreign)

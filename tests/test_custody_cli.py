@@ -1,0 +1,332 @@
+"""End to end through the CLI only: Botswana mines and exports to the EU, Antwerp sorts and
+mixes with a Russian parcel and re-exports to India, India confirms. Certificate proof files
+are the only thing passed between the four data directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import run
+
+PARTICIPANTS = {"BW": "Botswana", "RU": "Russia", "EU": "European Union", "IN": "India"}
+COUNTRIES = {"BW": ["BW"], "RU": ["RU"], "EU": ["BE", "DE", "NL"], "IN": ["IN"]}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run a command that must succeed; return its stdout."""
+    code, out, err = run(capsys, *args)
+    assert code == 0, f"kimberley {' '.join(args)} failed: {err}"
+    return out
+
+
+@pytest.fixture
+def network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """Four initialised Participants sharing a roster every one of them signed."""
+    dirs = {code: str(tmp_path / code.lower()) for code in PARTICIPANTS}
+    keys = {}
+    for code, path in dirs.items():
+        cli(capsys, "init", "--participant", code, "--network", "kp.example", "--data", path)
+        keys[code] = cli(capsys, "log", "key", "--data", path).strip()
+    draft = {
+        "network": "kp.example",
+        "version": 1,
+        "threshold": None,
+        "observers": [],
+        "participants": [
+            {
+                "code": code,
+                "name": name,
+                "countries": COUNTRIES[code],
+                "key": keys[code],
+                "url": f"http://127.0.0.1:{8470 + i}",
+                "status": "active",
+                "zones": None,
+            }
+            for i, (code, name) in enumerate(PARTICIPANTS.items())
+        ],
+    }
+    (tmp_path / "draft.json").write_text(json.dumps(draft))
+    roster = str(tmp_path / "roster-v1.roster")
+    cli(capsys, "roster", "init", str(tmp_path / "draft.json"), "--out", roster)
+    for path in dirs.values():
+        cli(capsys, "roster", "sign", roster, "--data", path)
+    for path in dirs.values():
+        cli(capsys, "roster", "install", roster, "--data", path)
+    return dirs | {"tmp": str(tmp_path)}
+
+
+def _actor(capsys: pytest.CaptureFixture[str], data: str, actor: str, role: str) -> None:
+    cli(
+        capsys,
+        "actor",
+        "register",
+        actor,
+        "--role",
+        role,
+        "--name",
+        f"{actor} Ltd",
+        "--licence",
+        f"L-{actor}",
+        "--location",
+        "Capital",
+        "--zone",
+        "Main",
+        "--data",
+        data,
+    )
+
+
+def _export(
+    capsys: pytest.CaptureFixture[str],
+    data: str,
+    cert: str,
+    exporter: str,
+    dest: str,
+    parcels: list[str],
+    usd: str,
+    out: str,
+) -> None:
+    args = [
+        "export",
+        "--certificate",
+        cert,
+        "--exporter",
+        exporter,
+        "--importer",
+        f"{dest} buyer",
+        "--destination",
+        dest,
+        "--value-usd",
+        usd,
+        "--hs-code",
+        "7102.31",
+        "--issued",
+        "2026-03-05",
+        "--expires",
+        "2026-06-05",
+        "--seal",
+        f"S-{cert}",
+        "--authority",
+        "KP Authority",
+        "--out",
+        out,
+        "--data",
+        data,
+    ]
+    for parcel in parcels:
+        args += ["--parcel", parcel]
+    cli(capsys, *args)
+
+
+def test_a_parcel_travels_botswana_antwerp_india(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Custody moves across four logs; each step shows in `parcel`, `certificate`, `custody`."""
+    bw, ru, eu, india, tmp = (network[k] for k in ("BW", "RU", "EU", "IN", "tmp"))
+    _actor(capsys, bw, "BW-MINE-JWANENG", "mine")
+    _actor(capsys, bw, "BW-EXP-ODC", "exporter")
+    cli(
+        capsys,
+        "mine",
+        "BW-P-1",
+        "--mine",
+        "BW-MINE-JWANENG",
+        "--carats",
+        "1200.50",
+        "--value-usd",
+        "180000",
+        "--date",
+        "2026-03-01",
+        "--origin",
+        "BW",
+        "--data",
+        bw,
+    )
+    _export(
+        capsys, bw, "BW-2026-000001", "BW-EXP-ODC", "EU", ["BW-P-1"], "180000", f"{tmp}/bw.proof"
+    )
+
+    _actor(capsys, ru, "RU-MINE-MIR", "mine")
+    _actor(capsys, ru, "RU-EXP-ALROSA", "exporter")
+    cli(
+        capsys,
+        "mine",
+        "RU-P-1",
+        "--mine",
+        "RU-MINE-MIR",
+        "--carats",
+        "300",
+        "--value-usd",
+        "30000",
+        "--date",
+        "2026-03-02",
+        "--origin",
+        "RU",
+        "--data",
+        ru,
+    )
+    _export(
+        capsys, ru, "RU-2026-000001", "RU-EXP-ALROSA", "EU", ["RU-P-1"], "30000", f"{tmp}/ru.proof"
+    )
+
+    _actor(capsys, eu, "EU-IMP-ANTWERP", "importer")
+    _actor(capsys, eu, "EU-EXP-ANTWERP", "exporter")
+    cli(
+        capsys,
+        "import",
+        f"{tmp}/bw.proof",
+        "--importer",
+        "EU-IMP-ANTWERP",
+        "--received",
+        "2026-03-07",
+        "--data",
+        eu,
+    )
+    cli(
+        capsys,
+        "import",
+        f"{tmp}/ru.proof",
+        "--importer",
+        "EU-IMP-ANTWERP",
+        "--received",
+        "2026-03-08",
+        "--data",
+        eu,
+    )
+    shown = json.loads(cli(capsys, "certificate", "show", "BW-2026-000001", "--json", "--data", bw))
+    assert shown["status"] == "awaiting"  # the exporter learns of the import only by sync (node)
+    cli(
+        capsys,
+        "split",
+        "BW-2026-000001",
+        "--output",
+        "EU-A:700.50:110000",
+        "--output",
+        "EU-B:500:70000",
+        "--data",
+        eu,
+    )
+    cli(
+        capsys,
+        "merge",
+        "EU-B",
+        "RU-2026-000001",
+        "--into",
+        "EU-MIX-1",
+        "--value-usd",
+        "101000",
+        "--data",
+        eu,
+    )
+    mixed = json.loads(cli(capsys, "parcel", "show", "EU-MIX-1", "--json", "--data", eu))
+    assert mixed["carats"] == 80000
+    assert sorted(mixed["origins"]) == ["BW", "RU"]
+    _export(
+        capsys,
+        eu,
+        "EU-2026-000001",
+        "EU-EXP-ANTWERP",
+        "IN",
+        ["EU-MIX-1"],
+        "101000",
+        f"{tmp}/eu.proof",
+    )
+
+    _actor(capsys, india, "IN-IMP-SURAT", "importer")
+    cli(
+        capsys,
+        "import",
+        f"{tmp}/eu.proof",
+        "--importer",
+        "IN-IMP-SURAT",
+        "--received",
+        "2026-03-20",
+        "--data",
+        india,
+    )
+    held = json.loads(cli(capsys, "custody", "--json", "--data", india))
+    assert [(p["parcel"], p["carats"]) for p in held] == [("EU-2026-000001", 80000)]
+    left = json.loads(cli(capsys, "custody", "--json", "--data", eu))
+    assert [(p["parcel"], p["carats"]) for p in left] == [("EU-A", 70050)]
+    cert = json.loads(
+        cli(capsys, "certificate", "show", "EU-2026-000001", "--json", "--data", india)
+    )
+    assert cert["status"] == "imported"
+    for path in (bw, ru, eu, india):
+        assert json.loads(cli(capsys, "log", "verify", "--json", "--data", path))["ok"] is True
+
+
+def test_refusals_are_one_line_and_change_nothing(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A double import, a misdirected certificate and an unknown parcel are refused by name."""
+    bw, eu, india, tmp = (network[k] for k in ("BW", "EU", "IN", "tmp"))
+    _actor(capsys, bw, "BW-MINE-1", "mine")
+    _actor(capsys, bw, "BW-EXP-1", "exporter")
+    cli(
+        capsys,
+        "mine",
+        "BW-P-9",
+        "--mine",
+        "BW-MINE-1",
+        "--carats",
+        "10",
+        "--value-usd",
+        "1000",
+        "--date",
+        "2026-03-01",
+        "--origin",
+        "BW",
+        "--data",
+        bw,
+    )
+    _export(capsys, bw, "BW-2026-000009", "BW-EXP-1", "EU", ["BW-P-9"], "1000", f"{tmp}/c.proof")
+    _actor(capsys, eu, "EU-IMP-1", "importer")
+    _actor(capsys, india, "IN-IMP-1", "importer")
+    cli(
+        capsys,
+        "import",
+        f"{tmp}/c.proof",
+        "--importer",
+        "EU-IMP-1",
+        "--received",
+        "2026-03-07",
+        "--data",
+        eu,
+    )
+    size = json.loads(cli(capsys, "log", "show", "--json", "--data", eu))["size"]
+    for data, importer in ((eu, "EU-IMP-1"), (india, "IN-IMP-1")):
+        code, _, err = run(
+            capsys,
+            "import",
+            f"{tmp}/c.proof",
+            "--importer",
+            importer,
+            "--received",
+            "2026-03-08",
+            "--data",
+            data,
+        )
+        assert code == 1
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert json.loads(cli(capsys, "log", "show", "--json", "--data", eu))["size"] == size
+    code, _, err = run(
+        capsys, "split", "NOPE", "--output", "A:1:1", "--output", "B:1:1", "--data", eu
+    )
+    assert code == 1 and "NOPE" in err
+
+
+def test_the_demo_walks_a_parcel_to_india(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`kimberley demo` ends with India holding the mixed BW+RU parcel and every log verified."""
+    out = cli(capsys, "demo", "--records", "20", "--dir", str(tmp_path))
+    assert "EU-2026-000001" in out
+    india = next(line for line in out.splitlines() if "│ IN " in line)
+    assert "800.00" in india
+    assert "BW, RU" in india
+    assert "already imported" in out
+    assert out.count("checks out") == 4
