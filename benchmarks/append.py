@@ -20,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
-from benchmarks.common import HeapPeak, machine, peak_rss_mib, raw_sign_rate, run_scales
+from benchmarks.common import HeapPeak, measured, raw_sign_rate, report, run_scales
 from ledger.datadir import DataDir
 
 
@@ -56,16 +55,7 @@ def one(n: int, batch: int) -> dict[str, object]:
         elapsed = time.perf_counter() - start
         size = log.size()
         node.close()
-    rate = size / elapsed
-    return {
-        "entries": size,
-        "seconds": round(elapsed, 2),
-        "rate": round(rate),
-        "raw_sign": round(raw),
-        "ratio": round(rate / raw, 3),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "peak_heap_mib": round(heap.peak, 1),
-    }
+    return measured(size, elapsed, raw, "raw_sign", heap)
 
 
 def main() -> None:
@@ -78,22 +68,14 @@ def main() -> None:
         print(json.dumps(one(args.one, args.batch)))
         return
     scales = args.scale or [100_000, 1_000_000]
-    console = Console()
-    console.print(f"machine: {machine()}")
     results = run_scales(__file__, scales, ["--batch", str(args.batch)])
-    table = Table(title=f"append (batches of {args.batch}), vs raw PyNaCl sign on one core")
-    for col in ("entries", "entries/s", "raw sign/s", "ratio", "peak RSS MiB", "peak heap MiB"):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            f"{r['entries']:,}",
-            f"{r['rate']:,}",
-            f"{r['raw_sign']:,}",
-            f"{r['ratio']:.2f}",
-            f"{r['peak_rss_mib']}",
-            f"{r['peak_heap_mib']}",
-        )
-    console.print(table)
+    report(
+        f"append (batches of {args.batch}), vs raw PyNaCl sign on one core",
+        "entries",
+        "raw_sign",
+        "raw sign/s",
+        results,
+    )
 
 
 if __name__ == "__main__":

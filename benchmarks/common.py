@@ -18,6 +18,8 @@ from typing import Any
 
 import nacl
 from nacl.signing import SigningKey
+from rich.console import Console
+from rich.table import Table
 
 #: Message size close to a real parcel.mine payload, so raw and ledger sign the same bytes.
 MESSAGE = b"kimberley/entry/v1\n" + bytes(range(256))[:170]
@@ -92,6 +94,48 @@ class HeapPeak:
                         self.peak = max(self.peak, int(line.split()[1]) / 1024)
         except OSError:
             pass
+
+
+def measured(
+    count: int, elapsed: float, raw: float, raw_key: str, heap: HeapPeak
+) -> dict[str, Any]:
+    """One scale's figures: the rate, the raw rate beside it, their ratio and memory."""
+    rate = count / elapsed
+    return {
+        "count": count,
+        "seconds": round(elapsed, 2),
+        "rate": round(rate),
+        raw_key: round(raw),
+        "ratio": round(rate / raw, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_heap_mib": round(heap.peak, 1),
+    }
+
+
+def report(
+    title: str, unit: str, raw_key: str, raw_label: str, results: list[dict[str, Any]]
+) -> None:
+    """Print the machine and one table row per scale."""
+    console = Console()
+    console.print(f"machine: {machine()}")
+    table = Table(title=title)
+    columns = (unit, f"{unit}/s", raw_label, "ratio", "peak RSS MiB", "peak heap MiB")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            f"{r['count']:,}",
+            f"{r['rate']:,}",
+            f"{r[raw_key]:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['peak_rss_mib']}",
+            f"{r['peak_heap_mib']}",
+        )
+    console.print(table)
+    console.print(
+        "peak heap = RssAnon, the process's own memory; peak RSS adds LMDB's mapped "
+        "file pages (page cache the kernel can reclaim)"
+    )
 
 
 def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[str, Any]]:

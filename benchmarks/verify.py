@@ -21,10 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from benchmarks.append import body
-from benchmarks.common import HeapPeak, machine, peak_rss_mib, raw_verify_rate, run_scales
+from benchmarks.common import HeapPeak, measured, raw_verify_rate, report, run_scales
 from ledger.datadir import DataDir
 from ledger.verify import verify_log
 
@@ -48,25 +47,17 @@ def one(n: int, threads: int) -> dict[str, object]:
         start = time.perf_counter()
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"verify {n:,}", total=n)
-            report = verify_log(
-                node.store,
-                node.signer.verifier,
-                threads=threads,
-                progress=lambda done: (bar.update(task, completed=done), heap.sample()),
+
+            def progress(done: int) -> None:
+                bar.update(task, completed=done)
+                heap.sample()
+
+            replay = verify_log(
+                node.store, node.signer.verifier, threads=threads, progress=progress
             )
         elapsed = time.perf_counter() - start
         node.close()
-    rate = report.size / elapsed
-    return {
-        "entries": report.size,
-        "seconds": round(elapsed, 2),
-        "rate": round(rate),
-        "raw_verify": round(raw),
-        "threads": threads,
-        "ratio": round(rate / raw, 3),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "peak_heap_mib": round(heap.peak, 1),
-    }
+    return measured(replay.size, elapsed, raw, "raw_verify", heap)
 
 
 def main() -> None:
@@ -83,22 +74,14 @@ def main() -> None:
         print(json.dumps(one(args.one, args.threads)))
         return
     scales = args.scale or [100_000, 1_000_000]
-    console = Console()
-    console.print(f"machine: {machine()}")
     results = run_scales(__file__, scales, ["--threads", str(args.threads)])
-    table = Table(title=f"verify replay, vs raw PyNaCl verify on {args.threads} threads")
-    for col in ("entries", "entries/s", "raw verify/s", "ratio", "peak RSS MiB", "peak heap MiB"):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            f"{r['entries']:,}",
-            f"{r['rate']:,}",
-            f"{r['raw_verify']:,}",
-            f"{r['ratio']:.2f}",
-            f"{r['peak_rss_mib']}",
-            f"{r['peak_heap_mib']}",
-        )
-    console.print(table)
+    report(
+        f"verify replay, vs raw PyNaCl verify on {args.threads} threads",
+        "entries",
+        "raw_verify",
+        "raw verify/s",
+        results,
+    )
 
 
 if __name__ == "__main__":
