@@ -43,8 +43,8 @@ class VerifyReport:
     checkpoints: int
 
 
-class _Bad(Exception):
-    """Internal: the first fault found, at `index`."""
+class Fault(Exception):
+    """The first fault a check found, at `index` (turned into IntegrityError for callers)."""
 
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
@@ -53,17 +53,21 @@ class _Bad(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Chunk:
+class CheckedEntries:
     """What a worker found in a run of entries: each one's prev, time and leaf hash."""
 
     prevs: list[bytes]
     times: list[int]
     leaves: list[bytes]
-    fault: _Bad | None
+    fault: Fault | None
 
 
-def _check_chunk(verifier: Verifier, start: int, raws: list[bytes]) -> _Chunk:
-    """Parse, place and signature-check entries `start`... (runs in a worker thread)."""
+def check_entries(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedEntries:
+    """Parse, place and signature-check entries `start`...: the per-entry half of a replay.
+
+    Independent per entry, so it runs in worker threads; the chain (`prev`, time) and the
+    tree are the caller's, in order. Used by replay and by replica sync alike.
+    """
     origin, public_key = verifier.name, verifier.public_key
     prevs: list[bytes] = []
     times: list[int] = []
@@ -73,23 +77,23 @@ def _check_chunk(verifier: Verifier, start: int, raws: list[bytes]) -> _Chunk:
         try:
             entry = parse_entry(raw)
         except LedgerError as e:
-            fault = _Bad(index, str(e))
+            fault = Fault(index, str(e))
             break
         if entry.origin != origin:
-            fault = _Bad(index, f"origin {entry.origin!r}, want {origin!r}")
+            fault = Fault(index, f"origin {entry.origin!r}, want {origin!r}")
             break
         if entry.index != index:
-            fault = _Bad(index, f"entry says index {entry.index}")
+            fault = Fault(index, f"entry says index {entry.index}")
             break
         try:
             bindings.crypto_sign_open(entry.signature + ENTRY_CONTEXT + entry.payload, public_key)
         except BadSignatureError:
-            fault = _Bad(index, "signature does not verify")
+            fault = Fault(index, "signature does not verify")
             break
         prevs.append(entry.prev)
         times.append(entry.time_ms)
         leaves.append(merkle.leaf_hash(raw))
-    return _Chunk(prevs, times, leaves, fault)
+    return CheckedEntries(prevs, times, leaves, fault)
 
 
 class _TileCheck:
@@ -113,7 +117,7 @@ class _TileCheck:
         number, offset = divmod(index, TILE_WIDTH)
         tile = self.tile(level // TILE_HEIGHT, number)
         if tile[offset * HASH_SIZE : (offset + 1) * HASH_SIZE] != digest:
-            raise _Bad(
+            raise Fault(
                 ((index + 1) << level) - 1,
                 f"stored tree hash at level {level} "
                 f"index {index} (tile {level // TILE_HEIGHT}/{number}) is wrong",
@@ -127,7 +131,7 @@ class _TileCheck:
             number, width = divmod(count, TILE_WIDTH)
             tile = self.tile(level, number)
             if len(tile) != width * HASH_SIZE:
-                raise _Bad(
+                raise Fault(
                     size - 1,
                     f"tile {level}/{number} holds {len(tile) // HASH_SIZE} hashes, want {width}",
                 )
@@ -151,14 +155,14 @@ def verify_log(
         size = store.head(txn, log_id).size
         try:
             root, count = _replay(txn, store, log_id, verifier, size, pool, threads, progress)
-        except _Bad as bad:
+        except Fault as bad:
             raise IntegrityError(origin, bad.index, bad.reason) from None
     return VerifyReport(origin, size, root, count)
 
 
 def _read_chunks(
     txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, size: int
-) -> Iterator[tuple[int, list[bytes], _Bad | None]]:
+) -> Iterator[tuple[int, list[bytes], Fault | None]]:
     """Entry bytes in runs of CHUNK, in order; a gap in the keys ends the run with a fault."""
     with txn.cursor(db=db) as cur:
         positioned = cur.set_key(entry_key(log_id, 0)) if size else False
@@ -166,7 +170,7 @@ def _read_chunks(
             raws: list[bytes] = []
             for index in range(start, min(size, start + CHUNK)):
                 if not positioned or bytes(cur.key()) != entry_key(log_id, index):
-                    yield start, raws, _Bad(index, "entry is missing")
+                    yield start, raws, Fault(index, "entry is missing")
                     return
                 raws.append(bytes(cur.value()))
                 positioned = cur.next()
@@ -189,12 +193,12 @@ def _replay(
     rng = merkle.CompactRange()
     prev, last_time = ZERO_HASH, 0
     next_cp, checked = _check_checkpoints(next(checkpoints, None), checkpoints, 0, rng, verifier, 0)
-    pending: deque[tuple[Future[_Chunk], _Bad | None]] = deque()
+    pending: deque[tuple[Future[CheckedEntries], Fault | None]] = deque()
     chunks = _read_chunks(txn, store.db("entries"), log_id, size)
     while True:
         while len(pending) <= 2 * threads and (item := next(chunks, None)) is not None:
             start, raws, gap = item
-            pending.append((pool.submit(_check_chunk, verifier, start, raws), gap))
+            pending.append((pool.submit(check_entries, verifier, start, raws), gap))
         if not pending:
             break
         future, gap = pending.popleft()
@@ -202,9 +206,9 @@ def _replay(
         for entry_prev, time_ms, leaf in zip(chunk.prevs, chunk.times, chunk.leaves, strict=True):
             index = rng.size
             if entry_prev != prev:
-                raise _Bad(index, "prev does not match the leaf hash of the previous entry")
+                raise Fault(index, "prev does not match the leaf hash of the previous entry")
             if time_ms < last_time:
-                raise _Bad(index, f"time {time_ms} is before the previous {last_time}")
+                raise Fault(index, f"time {time_ms} is before the previous {last_time}")
             prev, last_time = leaf, time_ms
             rng.append(leaf, tiles)
             next_cp, checked = _check_checkpoints(
@@ -218,10 +222,10 @@ def _replay(
             progress(rng.size)
     tiles.check_edges(size)
     if next_cp is not None:
-        raise _Bad(max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size")
+        raise Fault(max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size")
     head = store.head(txn, log_id)
     if size and (head.last_leaf != prev or head.time_ms != last_time):
-        raise _Bad(size - 1, "stored head does not match the last entry")
+        raise Fault(size - 1, "stored head does not match the last entry")
     return rng.root(), checked
 
 
@@ -252,11 +256,11 @@ def _check_checkpoints(
         try:
             cp, _ = open_checkpoint(note, verifier)
         except LedgerError as e:
-            raise _Bad(index, f"checkpoint at size {at}: {e}") from None
+            raise Fault(index, f"checkpoint at size {at}: {e}") from None
         if cp.size != at:
-            raise _Bad(index, f"checkpoint stored at size {at} says size {cp.size}")
+            raise Fault(index, f"checkpoint stored at size {at} says size {cp.size}")
         if cp.root != rng.root():
-            raise _Bad(index, f"checkpoint at size {at} has a root the entries do not produce")
+            raise Fault(index, f"checkpoint at size {at} has a root the entries do not produce")
         checked += 1
         next_cp = next(rest, None)
     return next_cp, checked
