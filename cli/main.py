@@ -10,9 +10,11 @@ import typer
 from cli.custody_cmd import register_commands
 from cli.demo import demo
 from cli.log_cmd import log_app, proof_app
+from cli.node_cmd import node_app, tiles_app
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, close_all
 from cli.output import console, emit_json, errors
 from cli.roster_cmd import roster_app
+from cli.sync_cmd import sync
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
 
@@ -26,6 +28,9 @@ app = typer.Typer(
 app.add_typer(log_app, name="log")
 app.add_typer(proof_app, name="proof")
 app.add_typer(roster_app, name="roster")
+app.add_typer(node_app, name="node")
+app.add_typer(tiles_app, name="tiles")
+app.command("sync")(sync)
 app.command("demo")(demo)
 register_commands(app)
 

@@ -19,6 +19,7 @@ the boundary with ``raise ... from e``.
     │   └── AlreadyInitialisedError
     ├── LogError                 a request the log cannot serve (index out of range, ...)
     ├── IntegrityError           replay found a stored byte that is wrong (carries the index)
+    ├── PeerError                a peer or mirror that fails, stalls, or serves too much
     └── RuleViolation            a custody rule is broken (subclasses name the rule)
 """
 
@@ -94,6 +95,10 @@ class IntegrityError(LedgerError):
         self.index = index
         self.reason = reason
         super().__init__(f"{origin} entry {index}: {reason}")
+
+
+class PeerError(LedgerError):
+    """A peer or static mirror that cannot be reached, fails, stalls or sends too much."""
 
 
 class RuleViolation(LedgerError):

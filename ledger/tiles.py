@@ -20,7 +20,7 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 HASH_SIZE = 32
 
 
-def _hash_up(hashes: bytes, levels: int) -> bytes:
+def subtree_hash(hashes: bytes, levels: int) -> bytes:
     """Fold 2**levels consecutive hashes into their subtree root."""
     row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
     for _ in range(levels):
@@ -58,7 +58,7 @@ class TileReader:
         start, end = offset * HASH_SIZE, (offset + (1 << sub)) * HASH_SIZE
         if len(tile) < end:
             raise LogError(f"tree node ({level}, {index}) is not stored")
-        return _hash_up(tile[start:end], sub)
+        return subtree_hash(tile[start:end], sub)
 
 
 class TileWriter:

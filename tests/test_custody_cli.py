@@ -330,3 +330,43 @@ def test_the_demo_walks_a_parcel_to_india(
     assert "BW, RU" in india
     assert "already imported" in out
     assert out.count("checks out") == 4
+
+
+def test_sync_pulls_a_partners_log_from_a_static_mirror(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kimberley sync --peer DIR` verifies and stores Botswana's log on the EU's node."""
+    bw, eu, tmp = network["BW"], network["EU"], network["tmp"]
+    _actor(capsys, bw, "BW-MINE-1", "mine")
+    cli(
+        capsys,
+        "mine",
+        "BW-P-1",
+        "--mine",
+        "BW-MINE-1",
+        "--carats",
+        "10",
+        "--value-usd",
+        "1000",
+        "--date",
+        "2026-03-01",
+        "--origin",
+        "BW",
+        "--data",
+        bw,
+    )
+    cli(capsys, "tiles", "publish", f"{tmp}/mirror", "--data", bw)
+    out = cli(
+        capsys,
+        "sync",
+        "--peer",
+        f"{tmp}/mirror",
+        "--origin",
+        "kp.example/BW",
+        "--data",
+        eu,
+        "--json",
+    )
+    assert json.loads(out) == [
+        {"origin": "kp.example/BW", "before": 0, "after": 2, "checkpoint": 2}
+    ]

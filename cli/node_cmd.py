@@ -1,0 +1,103 @@
+"""`kimberley node serve` and `kimberley tiles publish`: the logs over HTTP, live or static."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from cli.options import DEFAULT_DATA, DataOption, JsonOption
+from cli.output import console, emit_json, errors, progress_bar
+from ledger.errors import LedgerError
+from node.publish import publish
+from node.serve import make_app
+
+node_app = typer.Typer(
+    help="The HTTP node: every log it holds, as C2SP tlog-tiles.", no_args_is_help=True
+)
+tiles_app = typer.Typer(
+    help="Static C2SP tlog-tiles for any web server, CDN or object store.", no_args_is_help=True
+)
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+
+
+@node_app.callback()
+def node_group() -> None:
+    """The HTTP node: every log it holds, as C2SP tlog-tiles."""
+
+
+@tiles_app.callback()
+def tiles_group() -> None:
+    """Static C2SP tlog-tiles for any web server, CDN or object store."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 hosts in brackets) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise LedgerError(f"--listen {text!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+@node_app.command("serve")
+def serve(
+    data: DataOption = DEFAULT_DATA,
+    listen: Annotated[str, typer.Option(help="Address to listen on, HOST:PORT.")] = DEFAULT_LISTEN,
+) -> None:
+    """Serve every log in the data directory, own and replicas, read-only until interrupted."""
+    host, port = parse_listen(listen)
+    app = make_app(data)
+    errors.print(f"serving the logs in {data} on http://{listen}/", markup=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+@tiles_app.command("publish")
+def publish_tiles(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the static tiles into.")],
+    origin: Annotated[
+        str | None, typer.Option(help="Publish only this log (default: every log).")
+    ] = None,
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Write each log's checkpoint, tiles and entry bundles as static files, incrementally."""
+    with progress_bar("publishing", 0, enabled=not as_json) as bar:
+        task = bar.add_task("publishing", total=None)
+        report = publish(
+            data,
+            out_dir,
+            origin,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        emit_json(
+            {
+                "out_dir": str(report.out_dir),
+                "written": report.written,
+                "kept": report.kept,
+                "logs": [
+                    {
+                        "origin": log.origin,
+                        "size": log.size,
+                        "written": log.written,
+                        "kept": log.kept,
+                        "bytes_written": log.bytes_written,
+                        "checkpoint_written": log.checkpoint_written,
+                    }
+                    for log in report.logs
+                ],
+            }
+        )
+        return
+    for log in report.logs:
+        console.print(
+            f"{log.origin}: size {log.size}, {log.written} files written "
+            f"({log.bytes_written} bytes), {log.kept} already there"
+        )
+    if not report.logs:
+        console.print("no checkpointed logs to publish")

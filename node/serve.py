@@ -1,0 +1,257 @@
+"""The node's read-only HTTP API: every log it holds, as C2SP tlog-tiles, plus health and metrics.
+
+    GET /<origin>/checkpoint                 latest signed checkpoint (text/plain)
+    GET /<origin>/tile/<L>/<N>[.p/<W>]       hash tile (application/octet-stream)
+    GET /<origin>/tile/entries/<N>[.p/<W>]   entry bundle, gzip when the client accepts it
+    GET /health                              JSON: ok and the size of each log
+    GET /metrics                             Prometheus text: entries per log, requests served
+
+An origin holds a '/' (``kp.example/BW``), so a path is split where the rest is
+``checkpoint`` or starts with ``tile/``, and the part before must be a log in the store;
+else 404. A known log with a tile path that is not the canonical spelling gets 400.
+
+Every request reads one LMDB snapshot, so a tile and the size it is checked against come
+from the same commit. Nothing here writes: only GET (and HEAD) are routed, the store is
+never opened for writing, and a Log object (whose constructor registers the origin) is
+never built. A tile's bytes at a path never change, so tiles and bundles, full or
+partial, are served as immutable; the checkpoint may be cached for a few seconds. A
+partial tile is served for any width up to what the log holds, as the prefix of the
+stored tile, so clients holding an older checkpoint still get their tiles.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import lmdb
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ledger.errors import StoreError
+from ledger.store import Store, entry_key, tile_key
+from ledger.tiles import HASH_SIZE
+from node.tlog_tiles import TilePathError, TileRef, encode_bundle
+
+CHECKPOINT_TYPE = "text/plain; charset=utf-8"
+TILE_TYPE = "application/octet-stream"
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Tiles never change once served at a path: cache them for a year, never revalidate.
+IMMUTABLE = "public, max-age=31536000, immutable"
+#: The spec asks that the checkpoint not be cached beyond a few seconds.
+CHECKPOINT_CACHE = "public, max-age=5"
+#: Misses are not cached: the tile may exist after the next append.
+NO_STORE = "no-store"
+#: LMDB's largest key: a longer origin cannot be a stored log (and LMDB would raise).
+MAX_KEY_SIZE = 511
+#: gzip level for entry bundles (msgpack compresses well; hash tiles do not, and are not).
+GZIP_LEVEL = 6
+
+
+def make_app(data_dir: Path) -> Starlette:
+    """The ASGI app serving every log in `data_dir`'s store; closes the store on shutdown."""
+    store = Store(data_dir / "store")
+    node = _Node(store)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+
+    routes = [
+        Route("/health", node.health, methods=["GET"]),
+        Route("/metrics", node.metrics, methods=["GET"]),
+        Route("/{path:path}", node.log_resource, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+class _Node:
+    """The endpoints, over one store and one set of request counters."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._served: Counter[tuple[str, int]] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, kind: str, response: Response) -> Response:
+        """Record one answered request for /metrics; return the response."""
+        with self._lock:
+            self._served[kind, response.status_code] += 1
+        return response
+
+    # -- tlog-tiles --------------------------------------------------------------------
+
+    def log_resource(self, request: Request) -> Response:
+        """The checkpoint, a hash tile or an entry bundle of one log."""
+        path: str = request.path_params["path"]
+        with self.store.read() as txn:
+            found = self._find_log(txn, path)
+            if found is None:
+                return self.count("unknown", _error(404, "no such log or resource"))
+            log_id, resource = found
+            if resource == "checkpoint":
+                return self.count("checkpoint", self._checkpoint(txn, log_id))
+            try:
+                ref = TileRef.from_path(resource)
+            except TilePathError as e:
+                return self.count("malformed", _error(400, str(e)))
+            if ref.is_bundle:
+                encodings = request.headers.get("accept-encoding", "")
+                return self.count("entries", self._bundle(txn, log_id, ref, encodings))
+            return self.count("tile", self._tile(txn, log_id, ref))
+
+    def _find_log(self, txn: lmdb.Transaction, path: str) -> tuple[bytes, str] | None:
+        """(log id, resource) for the split of `path` whose first part is a stored origin."""
+        for i in range(len(path) - 1, 0, -1):
+            if path[i] != "/":
+                continue
+            resource = path[i + 1 :]
+            if resource != "checkpoint" and not resource.startswith("tile/"):
+                continue
+            origin = path[:i]
+            if len(origin.encode()) > MAX_KEY_SIZE:
+                continue
+            log_id = self.store.log_id(txn, origin)
+            if log_id is not None:
+                return log_id, resource
+        return None
+
+    def _checkpoint(self, txn: lmdb.Transaction, log_id: bytes) -> Response:
+        note = latest_checkpoint(self.store, txn, log_id)
+        if note is None:
+            return _error(404, "the log has no checkpoint yet")
+        return Response(
+            note, media_type=CHECKPOINT_TYPE, headers={"Cache-Control": CHECKPOINT_CACHE}
+        )
+
+    def _tile(self, txn: lmdb.Transaction, log_id: bytes, ref: TileRef) -> Response:
+        stored = txn.get(tile_key(log_id, ref.level, ref.number), db=self.store.db("tiles"))
+        need = ref.width * HASH_SIZE
+        if stored is None or len(stored) < need:
+            return _error(404, "no such tile in the log yet")
+        return Response(
+            bytes(stored[:need]), media_type=TILE_TYPE, headers={"Cache-Control": IMMUTABLE}
+        )
+
+    def _bundle(
+        self, txn: lmdb.Transaction, log_id: bytes, ref: TileRef, accept_encoding: str
+    ) -> Response:
+        if self.store.head(txn, log_id).size < ref.start + ref.width:
+            return _error(404, "no such entry bundle in the log yet")
+        body = encode_bundle(read_entries(self.store, txn, log_id, ref.start, ref.width))
+        headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+        if accepts_gzip(accept_encoding):
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=TILE_TYPE, headers=headers)
+
+    # -- operations --------------------------------------------------------------------
+
+    def health(self, _: Request) -> Response:
+        """JSON: the store answers, and each log's size."""
+        body = json.dumps({"status": "ok", "logs": self._sizes()}, sort_keys=True) + "\n"
+        response = Response(
+            body, media_type="application/json", headers={"Cache-Control": NO_STORE}
+        )
+        return self.count("health", response)
+
+    def metrics(self, _: Request) -> Response:
+        """Prometheus text exposition: entries per log and requests served (this one included)."""
+        with self._lock:
+            self._served["metrics", 200] += 1
+        lines = [
+            "# HELP kimberley_log_entries Entries in each log this node serves.",
+            "# TYPE kimberley_log_entries gauge",
+        ]
+        for origin, size in sorted(self._sizes().items()):
+            lines.append(f'kimberley_log_entries{{origin="{_label(origin)}"}} {size}')
+        lines += [
+            "# HELP kimberley_http_requests_total HTTP requests answered, by endpoint and status.",
+            "# TYPE kimberley_http_requests_total counter",
+        ]
+        with self._lock:
+            served = sorted(self._served.items())
+        for (kind, status), count in served:
+            lines.append(
+                f'kimberley_http_requests_total{{endpoint="{kind}",code="{status}"}} {count}'
+            )
+        return Response(
+            "\n".join(lines) + "\n", media_type=METRICS_TYPE, headers={"Cache-Control": NO_STORE}
+        )
+
+    def _sizes(self) -> dict[str, int]:
+        with self.store.read() as txn:
+            sizes: dict[str, int] = {}
+            for origin in self.store.origins(txn):
+                log_id = self.store.log_id(txn, origin)
+                assert log_id is not None
+                sizes[origin] = self.store.head(txn, log_id).size
+            return sizes
+
+
+def latest_checkpoint(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bytes | None:
+    """The stored checkpoint of the largest size for `log_id`, or None."""
+    upper = (int.from_bytes(log_id, "big") + 1).to_bytes(4, "big")
+    with txn.cursor(db=store.db("checkpoints")) as cur:
+        moved = cur.prev() if cur.set_range(upper) else cur.last()
+        if moved and bytes(cur.key()).startswith(log_id):
+            return bytes(cur.value())
+    return None
+
+
+def read_entries(
+    store: Store, txn: lmdb.Transaction, log_id: bytes, start: int, count: int
+) -> list[bytes]:
+    """Entries [start, start + count) of a log from one snapshot; the caller checks the size."""
+    entries: list[bytes] = []
+    with txn.cursor(db=store.db("entries")) as cur:
+        if cur.set_key(entry_key(log_id, start)):
+            for key, value in cur:
+                if key != entry_key(log_id, start + len(entries)):
+                    break
+                entries.append(bytes(value))
+                if len(entries) == count:
+                    break
+    if len(entries) != count:
+        raise StoreError(f"entry {start + len(entries)} is missing below the log's head")
+    return entries
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an Accept-Encoding header allows gzip: named, or by ``*``, with q above 0."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            weights[coding] = float(q)
+        except ValueError:
+            weights[coding] = 0.0
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
+    return False
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value with backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(
+        message + "\n",
+        status_code=status,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": NO_STORE},
+    )

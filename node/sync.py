@@ -1,0 +1,215 @@
+"""Pull a peer's log over C2SP tlog-tiles into a verified replica.
+
+The source may be a peer node or any static mirror (`kimberley tiles publish` output
+behind a web server, or the directory itself); it is trusted for nothing. The checkpoint
+must carry the log's roster key. If this node already holds part of the log, the new
+checkpoint must be consistent with it, proven from the served tiles. Entries then
+arrive bundle by bundle and go to `Replica.accept`, which re-checks every entry and
+proves each batch a prefix of the checkpoint's tree before anything is stored. Each
+batch commits on its own, so a pull resumes where a kill stopped it, and memory holds
+one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from ledger import merkle
+from ledger.checkpoint import open_checkpoint
+from ledger.errors import LedgerError, PeerError, ProofError
+from ledger.keys import Verifier
+from ledger.replica import Replica
+from ledger.store import Store
+from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
+from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLimits:
+    """Bounds on what a pull will wait for, fetch and hold."""
+
+    timeout: float = 10.0
+    retries: int = 3
+    backoff: float = 0.2
+    max_checkpoint: int = 64 * 1024
+    batch_entries: int = 4096
+
+
+class TileSource(Protocol):
+    """Where a log's tlog-tiles resources come from (relative paths under the log prefix)."""
+
+    def fetch(self, path: str, limit: int) -> bytes:
+        """The resource's bytes; PeerError if missing, failing or larger than `limit`."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the source holds open."""
+        ...
+
+
+class HttpSource:
+    """A peer node or static web server: GET <base>/<origin>/<path>, bounded and retried."""
+
+    def __init__(
+        self,
+        base: str,
+        origin: str,
+        limits: SyncLimits = SyncLimits(),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.prefix = f"{base.rstrip('/')}/{origin}/"
+        self.limits = limits
+        # trust_env=False: node-to-node traffic never goes through proxies picked up from the
+        # environment by accident.
+        self.client = httpx.Client(timeout=limits.timeout, transport=transport, trust_env=False)
+
+    def fetch(self, path: str, limit: int) -> bytes:
+        """Fetch with retries and backoff on transport errors and 5xx; 4xx fails at once."""
+        url = self.prefix + path
+        for attempt in range(self.limits.retries):
+            try:
+                return self._get(url, limit)
+            except (httpx.TransportError, _Retry) as e:
+                if attempt == self.limits.retries - 1:
+                    raise PeerError(f"{url}: {e or type(e).__name__}") from None
+                time.sleep(self.limits.backoff * 2**attempt)
+        raise PeerError(f"{url}: no attempt made")
+
+    def _get(self, url: str, limit: int) -> bytes:
+        with self.client.stream("GET", url) as response:
+            if response.status_code >= 500:
+                raise _Retry(f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                raise PeerError(f"{url}: HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise PeerError(f"{url}: response larger than {limit} bytes")
+            return bytes(body)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
+
+
+class _Retry(Exception):
+    """Internal: a failure worth another attempt."""
+
+
+class DirectorySource:
+    """A static mirror on disk: the output of `kimberley tiles publish`."""
+
+    def __init__(self, root: Path, origin: str) -> None:
+        self.root = root / origin
+
+    def fetch(self, path: str, limit: int) -> bytes:
+        """Read one file, refusing a missing or oversized one."""
+        file = self.root / path
+        try:
+            if file.stat().st_size > limit:
+                raise PeerError(f"{file}: larger than {limit} bytes")
+            return file.read_bytes()
+        except OSError as e:
+            raise PeerError(f"{file}: {e.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class RemoteTree:
+    """Complete-subtree hashes of the served tree of `size` entries, from fetched hash tiles."""
+
+    def __init__(self, source: TileSource, size: int) -> None:
+        self.source, self.size = source, size
+        self._tiles: dict[tuple[int, int], bytes] = {}
+
+    def node(self, level: int, index: int) -> bytes:
+        """Hash of the subtree covering leaves [index << level, (index + 1) << level)."""
+        tile_level, sub = divmod(level, TILE_HEIGHT)
+        number, offset = divmod(index << sub, TILE_WIDTH)
+        tile = self._tile(tile_level, number)
+        start, end = offset * HASH_SIZE, (offset + (1 << sub)) * HASH_SIZE
+        if len(tile) < end:
+            raise ProofError(
+                f"served tile {tile_level}/{number} is too short for node {level}/{index}"
+            )
+        return subtree_hash(tile[start:end], sub)
+
+    def _tile(self, level: int, number: int) -> bytes:
+        key = (level, number)
+        if key not in self._tiles:
+            nodes = self.size >> (level * TILE_HEIGHT)
+            width = min(TILE_WIDTH, nodes - number * TILE_WIDTH)
+            data = self.source.fetch(TileRef(level, number, width).path(), width * HASH_SIZE)
+            if len(data) != width * HASH_SIZE:
+                raise ProofError(
+                    f"served tile {level}/{number} has {len(data)} bytes, want {width * HASH_SIZE}"
+                )
+            self._tiles[key] = data
+        return self._tiles[key]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one pull of one log did."""
+
+    origin: str
+    before: int
+    after: int
+    checkpoint_size: int
+
+
+def pull(
+    store: Store,
+    log_key: Verifier,
+    source: TileSource,
+    *,
+    limits: SyncLimits = SyncLimits(),
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Bring the replica of `log_key.name` up to the source's checkpoint, verifying all."""
+    origin = log_key.name
+    note = source.fetch("checkpoint", limits.max_checkpoint)
+    cp, _ = open_checkpoint(note, log_key)
+    replica = Replica(store, log_key)
+    have = replica.size()
+    if cp.size <= have:
+        if replica.root(cp.size) != cp.root:
+            raise ProofError(
+                f"{origin}: the served checkpoint at size {cp.size} conflicts with "
+                "the entries already verified here (a fork of the log)"
+            )
+        return SyncReport(origin, have, have, cp.size)
+    tree = RemoteTree(source, cp.size)
+    if have:
+        try:
+            proof = merkle.consistency_proof(have, cp.size, tree.node)
+            merkle.verify_consistency(have, cp.size, replica.root(have), cp.root, proof)
+        except LedgerError as e:
+            raise ProofError(
+                f"{origin}: checkpoint of size {cp.size} is not proven consistent "
+                f"with the {have} entries held here: {e}"
+            ) from None
+    position = have
+    while position < cp.size:
+        batch: list[bytes] = []
+        while position < cp.size and len(batch) < limits.batch_entries:
+            number, skip = divmod(position, TILE_WIDTH)
+            width = min(TILE_WIDTH, cp.size - number * TILE_WIDTH)
+            data = source.fetch(TileRef(ENTRIES, number, width).path(), MAX_BUNDLE_SIZE)
+            batch += decode_bundle(data, width=width)[skip:]
+            position = number * TILE_WIDTH + width
+        proof = merkle.consistency_proof(position, cp.size, tree.node) if position < cp.size else []
+        replica.accept(batch, note, proof)
+        if progress is not None:
+            progress(position, cp.size)
+    return SyncReport(origin, have, cp.size, cp.size)

@@ -1,0 +1,169 @@
+"""Sync: a node pulls a peer's log over real HTTP or from a static mirror, trusting none of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.datadir import DataDir
+from ledger.errors import EncodingError, IntegrityError, NoteError, PeerError, ProofError
+from ledger.replica import Replica
+from ledger.verify import verify_log
+from node.sync import DirectorySource, HttpSource, SyncLimits, pull
+from tests.conftest import mine_body
+from tests.test_serve import running_node
+
+
+def publish(data: Path, out: Path) -> None:
+    """Publish a node's logs as static files from another process, as an operator would."""
+    code = "import sys; from pathlib import Path; from node.publish import publish; "
+    code += "publish(Path(sys.argv[1]), Path(sys.argv[2]))"
+    subprocess.run([sys.executable, "-c", code, str(data), str(out)], check=True, timeout=60)
+
+
+@pytest.fixture
+def bw(tmp_path: Path) -> Iterator[DataDir]:
+    """Botswana's node with 700 entries in three commits."""
+    node = DataDir.init(tmp_path / "bw", "BW", "kp.example")
+    log = node.own_log()
+    for start, stop in ((0, 300), (300, 600), (600, 700)):
+        log.append_many([("parcel.mine", mine_body(i)) for i in range(start, stop)])
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def eu(tmp_path: Path) -> Iterator[DataDir]:
+    """The EU node that pulls Botswana's log."""
+    node = DataDir.init(tmp_path / "eu", "EU", "kp.example")
+    yield node
+    node.close()
+
+
+def test_a_node_pulls_a_peers_log_over_http_and_catches_up_later(
+    bw: DataDir, eu: DataDir, tmp_path: Path
+) -> None:
+    """A pull from a running node rebuilds the log exactly; a later pull fetches only the new."""
+    limits = SyncLimits(batch_entries=256)
+    with running_node(bw.path, tmp_path / "node.log") as base:
+        source = HttpSource(base, bw.origin, limits)
+        first = pull(eu.store, bw.signer.verifier, source, limits=limits)
+        assert (first.before, first.after) == (0, 700)
+        bw.own_log().append_many([("parcel.mine", mine_body(i)) for i in range(700, 1000)])
+        second = pull(eu.store, bw.signer.verifier, source, limits=limits)
+        assert (second.before, second.after) == (700, 1000)
+        third = pull(eu.store, bw.signer.verifier, source, limits=limits)
+        assert (third.before, third.after) == (1000, 1000)
+        source.close()
+    replica = Replica(eu.store, bw.signer.verifier)
+    assert replica.root() == bw.own_log().root()
+    assert verify_log(eu.store, bw.signer.verifier, threads=2).size == 1000
+
+
+def test_a_static_mirror_is_a_source_like_any_other(
+    bw: DataDir, eu: DataDir, tmp_path: Path
+) -> None:
+    """`tiles publish` output on disk syncs to the same verified replica."""
+    publish(bw.path, tmp_path / "mirror")
+    report = pull(eu.store, bw.signer.verifier, DirectorySource(tmp_path / "mirror", bw.origin))
+    assert report.after == 700
+    assert Replica(eu.store, bw.signer.verifier).root() == bw.own_log().root()
+
+
+def _hostile(
+    bw: DataDir, tmp_path: Path, change: Callable[[str, bytes], bytes | None]
+) -> HttpSource:
+    """A peer serving Botswana's published mirror through `change(path, body)` (None = 404)."""
+    publish(bw.path, tmp_path / "mirror")
+    root = tmp_path / "mirror"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.lstrip("/")
+        file = root / path
+        if not file.is_file():
+            return httpx.Response(404)
+        body = change(path.split(bw.origin + "/", 1)[1], file.read_bytes())
+        return httpx.Response(404) if body is None else httpx.Response(200, content=body)
+
+    limits = SyncLimits(retries=1, batch_entries=256)
+    return HttpSource("http://peer.test", bw.origin, limits, transport=httpx.MockTransport(handler))
+
+
+def _flip_in_bundle(path: str, body: bytes) -> bytes:
+    if path.startswith("tile/entries/001"):
+        changed = bytearray(body)
+        changed[100] ^= 0x01
+        return bytes(changed)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (_flip_in_bundle, IntegrityError),
+        (lambda p, b: b[:-7] if p.startswith("tile/entries/") else b, EncodingError),
+        (lambda p, b: b + b"\x00\x01x" if p.startswith("tile/entries/000") else b, EncodingError),
+        (
+            lambda p, b: b.replace(b"kp.example/BW", b"kp.example/ZA") if p == "checkpoint" else b,
+            NoteError,
+        ),
+        (lambda p, b: None if p.startswith("tile/entries/002") else b, PeerError),
+        (lambda p, b: b[:32] + bytes(32) + b[64:] if p.startswith("tile/1/000") else b, ProofError),
+        (lambda p, b: b * 400 if p == "checkpoint" else b, PeerError),
+    ],
+    ids=[
+        "flipped-entry-byte",
+        "truncated-bundle",
+        "padded-bundle",
+        "checkpoint-of-another-log",
+        "missing-bundle",
+        "forged-tree-hash",
+        "oversized-checkpoint",
+    ],
+)
+def test_a_hostile_peer_gets_nothing_stored_beyond_what_verified(
+    bw: DataDir,
+    eu: DataDir,
+    tmp_path: Path,
+    change: Callable[[str, bytes], bytes | None],
+    error: type[Exception],
+) -> None:
+    """Each fault is refused with a typed error; what is stored is only ever a verified prefix."""
+    source = _hostile(bw, tmp_path, change)
+    with pytest.raises(error):
+        pull(eu.store, bw.signer.verifier, source, limits=source.limits)
+    replica = Replica(eu.store, bw.signer.verifier)
+    size = replica.size()
+    assert size < 700
+    if size:
+        assert replica.root(size) == bw.own_log().root(size)
+        assert verify_log(eu.store, bw.signer.verifier, threads=2).size == size
+
+
+def test_a_rolled_back_checkpoint_changes_nothing(bw: DataDir, eu: DataDir, tmp_path: Path) -> None:
+    """A peer that later serves an older checkpoint cannot shrink or alter the replica."""
+    publish(bw.path, tmp_path / "mirror")
+    pull(eu.store, bw.signer.verifier, DirectorySource(tmp_path / "mirror", bw.origin))
+    older = bw.own_log().checkpoint(600)
+    (tmp_path / "mirror" / bw.origin / "checkpoint").write_bytes(older)
+    report = pull(eu.store, bw.signer.verifier, DirectorySource(tmp_path / "mirror", bw.origin))
+    assert (report.before, report.after, report.checkpoint_size) == (700, 700, 600)
+    assert Replica(eu.store, bw.signer.verifier).size() == 700
+
+
+def test_a_stalled_peer_times_out(bw: DataDir, eu: DataDir) -> None:
+    """A peer that never answers is abandoned after the timeout, with nothing stored."""
+
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("stalled", request=request)
+
+    limits = SyncLimits(retries=2, backoff=0.01)
+    source = HttpSource("http://peer.test", bw.origin, limits, transport=httpx.MockTransport(stall))
+    with pytest.raises(PeerError, match="stalled"):
+        pull(eu.store, bw.signer.verifier, source, limits=limits)
+    assert Replica(eu.store, bw.signer.verifier).size() == 0
