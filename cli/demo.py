@@ -5,8 +5,9 @@ roster v1. Botswana and Russia record production and export to the EU. Antwerp i
 both shipments against their certificate proofs, sorts and mixes them, and re-exports to
 India, which confirms receipt. The demo then shows custody, a certificate proof checked
 with nothing but the exporter's key, a consistency proof between two checkpoints, a
-refused double import, and a full replay of every log. Nodes and sync come with the node
-issue; here the proof files are the only thing that passes between Participants.
+refused double import, and a full replay of every log. Here the proof files are the only
+thing that passes between Participants; running nodes and syncing them is `node serve` and
+`sync`, which the demo does not start yet.
 """
 
 from __future__ import annotations
