@@ -8,7 +8,6 @@ SigningKey.sign rate is measured in that same process just before.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.common import HeapPeak, measured, raw_sign_rate, report, run_scales
+from benchmarks.common import HeapPeak, measured, raw_sign_rate, run_and_report, scale_parser
 from ledger.datadir import DataDir
 
 
@@ -59,22 +58,20 @@ def one(n: int, batch: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, action="append", help="entries (repeatable)")
+    parser = scale_parser(__doc__ or "", "entries")
     parser.add_argument("--batch", type=int, default=1000, help="records per append_many")
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.batch)))
         return
-    scales = args.scale or [100_000, 1_000_000]
-    results = run_scales(__file__, scales, ["--batch", str(args.batch)])
-    report(
+    run_and_report(
+        __file__,
+        args.scale,
+        ["--batch", str(args.batch)],
         f"append (batches of {args.batch}), vs raw PyNaCl sign on one core",
         "entries",
         "raw_sign",
         "raw sign/s",
-        results,
     )
 
 

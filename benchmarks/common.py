@@ -6,6 +6,7 @@ same machine, so results from different machines compare as ratios.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -136,6 +137,28 @@ def report(
         "peak heap = RssAnon, the process's own memory; peak RSS adds LMDB's mapped "
         "file pages (page cache the kernel can reclaim)"
     )
+
+
+def scale_parser(doc: str, unit: str) -> argparse.ArgumentParser:
+    """The options every benchmark shares: --scale (repeatable) and the internal --one."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append", help=f"{unit} (repeatable)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def run_and_report(
+    script: str,
+    scales: list[int] | None,
+    extra: list[str],
+    title: str,
+    unit: str,
+    raw_key: str,
+    raw_label: str,
+) -> None:
+    """Run each scale (default 100k and 1M) in its own process and print the table."""
+    results = run_scales(script, scales or [100_000, 1_000_000], extra)
+    report(title, unit, raw_key, raw_label, results)
 
 
 def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from benchmarks.append import body
-from benchmarks.common import HeapPeak, measured, raw_verify_rate, report, run_scales
+from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, scale_parser
 from ledger.datadir import DataDir
 from ledger.verify import verify_log
 
@@ -61,10 +61,8 @@ def one(n: int, threads: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, action="append", help="entries (repeatable)")
+    parser = scale_parser(__doc__ or "", "entries")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
@@ -73,14 +71,14 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.threads)))
         return
-    scales = args.scale or [100_000, 1_000_000]
-    results = run_scales(__file__, scales, ["--threads", str(args.threads)])
-    report(
+    run_and_report(
+        __file__,
+        args.scale,
+        ["--threads", str(args.threads)],
         f"verify replay, vs raw PyNaCl verify on {args.threads} threads",
         "entries",
         "raw_verify",
         "raw verify/s",
-        results,
     )
 
 
