@@ -1,0 +1,118 @@
+"""Sync throughput: entries/s a fresh node pulls, verifies and stores from a peer over loopback.
+
+    python benchmarks/sync.py [--scale 100000 --scale 1000000] [--threads N]
+
+Each scale: a separate process builds the peer's log, `kimberley node serve` serves it
+on 127.0.0.1, and the measuring process (the puller) times `node.sync.pull` into a fresh
+store, against the raw VerifyKey.verify rate on all threads measured just before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+
+from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, scale_parser
+from ledger.datadir import DataDir
+from node.sync import HttpSource, pull
+
+_SERVE = "import sys; from cli.node_cmd import node_app; node_app(sys.argv[1:])"
+
+
+def _serve(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `node serve` on a free loopback port; return the process and its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SERVE,
+            "serve",
+            "--data",
+            str(data),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1, trust_env=False).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("node did not start")
+
+
+def one(n: int, threads: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        peer = Path(tmp) / "bw"
+        verify_script = Path(__file__).with_name("verify.py")
+        subprocess.run(
+            [sys.executable, str(verify_script), "--build", str(n), str(peer)], check=True
+        )
+        owner = DataDir.open(peer)
+        verifier = owner.signer.verifier
+        owner.close()
+        proc, base = _serve(peer)
+        try:
+            raw = raw_verify_rate(threads)
+            heap = HeapPeak()
+            node = DataDir.init(Path(tmp) / "eu", "EU", "kp.example")
+            source = HttpSource(base, verifier.name)
+            start = time.perf_counter()
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task(f"sync {n:,}", total=n)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done)
+                    heap.sample()
+
+                report = pull(node.store, verifier, source, progress=progress)
+            elapsed = time.perf_counter() - start
+            source.close()
+            node.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return measured(report.after, elapsed, raw, "raw_verify", heap)
+
+
+def main() -> None:
+    parser = scale_parser(__doc__ or "", "entries")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.threads)))
+        return
+    run_and_report(
+        __file__,
+        args.scale,
+        ["--threads", str(args.threads)],
+        f"sync over loopback HTTP, vs raw PyNaCl verify on {args.threads} threads",
+        "entries",
+        "raw_verify",
+        "raw verify/s",
+    )
+
+
+if __name__ == "__main__":
+    main()
