@@ -31,6 +31,8 @@ _DB_NAMES = (
     "meta", "logs", "entries", "tiles", "checkpoints", "heads",
     # custody indexes (ledger.custody)
     "actors", "parcels", "parcel_log", "certificates", "awaiting", "foreign_proofs",
+    # witness state (node.witness)
+    "witnessed",
 )
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")

@@ -1,22 +1,27 @@
-"""The node's read-only HTTP API: every log it holds, as C2SP tlog-tiles, plus health and metrics.
+"""The node's HTTP API: every log it holds, as C2SP tlog-tiles, its witness, health and metrics.
 
     GET /<origin>/checkpoint                 latest signed checkpoint (text/plain)
     GET /<origin>/tile/<L>/<N>[.p/<W>]       hash tile (application/octet-stream)
     GET /<origin>/tile/entries/<N>[.p/<W>]   entry bundle, gzip when the client accepts it
     GET /health                              JSON: ok and the size of each log
     GET /metrics                             Prometheus text: entries per log, requests served
+    POST /add-checkpoint                     C2SP tlog-witness: cosign a roster log's checkpoint
 
 An origin holds a '/' (``kp.example/BW``), so a path is split where the rest is
 ``checkpoint`` or starts with ``tile/``, and the part before must be a log in the store;
 else 404. A known log with a tile path that is not the canonical spelling gets 400.
 
 Every request reads one LMDB snapshot, so a tile and the size it is checked against come
-from the same commit. Nothing here writes: only GET (and HEAD) are routed, the store is
-never opened for writing, and a Log object (whose constructor registers the origin) is
-never built. A tile's bytes at a path never change, so tiles and bundles, full or
-partial, are served as immutable; the checkpoint may be cached for a few seconds. A
-partial tile is served for any width up to what the log holds, as the prefix of the
-stored tile, so clients holding an older checkpoint still get their tiles.
+from the same commit. The only write is the witness's: `POST /add-checkpoint` updates the
+`witnessed` database (see node.witness) and nothing else; no Log object (whose constructor
+registers the origin) is ever built. The witness cosigns with the data directory's key
+(``log.key``, when present) and trusts the roster installed there, re-read on every
+request; with no key or no roster every origin is unknown (404).
+
+A tile's bytes at a path never change, so tiles and bundles, full or partial, are served
+as immutable; the checkpoint may be cached for a few seconds. A partial tile is served for
+any width up to what the log holds, as the prefix of the stored tile, so clients holding
+an older checkpoint still get their tiles.
 """
 
 from __future__ import annotations
@@ -31,14 +36,20 @@ from pathlib import Path
 
 import lmdb
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ledger.errors import StoreError
+from ledger.errors import RosterError, StoreError
+from ledger.keys import Signer, load_signer
+from ledger.note import MAX_NOTE_SIZE
+from ledger.roster import Roster
+from ledger.roster_files import load_roster
 from ledger.store import Store, entry_key, tile_key
 from ledger.tiles import HASH_SIZE
 from node.tlog_tiles import TilePathError, TileRef, encode_bundle
+from node.witness import MAX_PROOF_LINES, SIZE_TYPE, SizeConflictError, Witness, WitnessError
 
 CHECKPOINT_TYPE = "text/plain; charset=utf-8"
 TILE_TYPE = "application/octet-stream"
@@ -53,12 +64,16 @@ NO_STORE = "no-store"
 MAX_KEY_SIZE = 511
 #: gzip level for entry bundles (msgpack compresses well; hash tiles do not, and are not).
 GZIP_LEVEL = 6
+#: Largest add-checkpoint body: the old line, 63 proof lines, the blank line and a note.
+MAX_WITNESS_BODY = 32 + MAX_PROOF_LINES * 45 + 1 + MAX_NOTE_SIZE
 
 
 def make_app(data_dir: Path) -> Starlette:
     """The ASGI app serving every log in `data_dir`'s store; closes the store on shutdown."""
     store = Store(data_dir / "store")
-    node = _Node(store)
+    key_path = data_dir / "log.key"
+    signer = load_signer(key_path) if key_path.exists() else None
+    node = _Node(store, data_dir, signer)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -70,6 +85,7 @@ def make_app(data_dir: Path) -> Starlette:
     routes = [
         Route("/health", node.health, methods=["GET"]),
         Route("/metrics", node.metrics, methods=["GET"]),
+        Route("/add-checkpoint", node.add_checkpoint, methods=["POST"]),
         Route("/{path:path}", node.log_resource, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -78,8 +94,10 @@ def make_app(data_dir: Path) -> Starlette:
 class _Node:
     """The endpoints, over one store and one set of request counters."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, data_dir: Path, signer: Signer | None) -> None:
         self.store = store
+        self.data_dir = data_dir
+        self.signer = signer
         self._served: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
 
@@ -154,6 +172,38 @@ class _Node:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=TILE_TYPE, headers=headers)
+
+    # -- tlog-witness -------------------------------------------------------------------
+
+    async def add_checkpoint(self, request: Request) -> Response:
+        """Cosign a roster log's checkpoint that is consistent with the one last witnessed."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_WITNESS_BODY:
+                return self.count("witness", _error(413, "request body too large"))
+        response = await run_in_threadpool(self._witness, bytes(body))
+        return self.count("witness", response)
+
+    def _witness(self, body: bytes) -> Response:
+        if self.signer is None:
+            return _error(404, "this node has no key to witness with")
+        try:
+            roster: Roster | None = load_roster(self.data_dir)
+        except RosterError:
+            roster = None
+        try:
+            lines = Witness(self.store, self.signer, roster).add_checkpoint(body)
+        except SizeConflictError as e:
+            return Response(
+                f"{e.held}\n",
+                status_code=e.status,
+                media_type=SIZE_TYPE,
+                headers={"Cache-Control": NO_STORE},
+            )
+        except WitnessError as e:
+            return _error(e.status, str(e))
+        return Response(lines, media_type=CHECKPOINT_TYPE, headers={"Cache-Control": NO_STORE})
 
     # -- operations --------------------------------------------------------------------
 
