@@ -18,6 +18,9 @@ from ledger.errors import EncodingError, EntryTooLargeError
 
 #: Largest entry a log accepts: C2SP tlog-tiles entry bundles prefix entries with a uint16.
 MAX_ENTRY_SIZE = 65_535
+#: Deepest nesting of arrays and maps a document may have (records need a handful); the
+#: encoder and the decoder enforce the same limit, so whatever is written can be read.
+MAX_DEPTH = 32
 
 #: Values a canonical document may hold.
 Value: TypeAlias = bool | int | str | bytes | Sequence["Value"] | Mapping[str, "Value"] | None
@@ -31,6 +34,10 @@ _SCALARS = (str, bytes, bool, type(None))
 
 def canonical(value: Any, path: str = "$") -> Any:
     """Return `value` with every map's keys sorted; raise EncodingError on a non-canonical type."""
+    return _canonical(value, path, 0)
+
+
+def _canonical(value: Any, path: str, depth: int) -> Any:
     kind = type(value)
     if kind in _SCALARS:
         return value
@@ -39,26 +46,30 @@ def canonical(value: Any, path: str = "$") -> Any:
             raise EncodingError(f"{path}: integer {value} outside the msgpack range")
         return value
     if kind is dict:
-        return _canonical_map(value, path)
+        return _canonical_map(value, path, depth)
     if isinstance(value, Mapping):
-        return _canonical_map(dict(value), path)
+        return _canonical_map(dict(value), path, depth)
     if kind is list or kind is tuple:
-        return [canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if depth >= MAX_DEPTH:
+            raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        return [_canonical(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, float):
         raise EncodingError(f"{path}: float {value!r} not allowed (use integer units)")
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):  # a subclass such as an IntEnum: encode its value
-        return canonical(int(value), path)
+        return _canonical(int(value), path, depth)
     if isinstance(value, str):
-        return canonical(str(value), path)
+        return _canonical(str(value), path, depth)
     if isinstance(value, bytes):
         return bytes(value)
     raise EncodingError(f"{path}: type {kind.__name__} cannot be encoded")
 
 
-def _canonical_map(value: dict[Any, Any], path: str) -> dict[str, Any]:
+def _canonical_map(value: dict[Any, Any], path: str, depth: int) -> dict[str, Any]:
     """Sorted copy of a map; scalar values are taken as they are (the common, fast case)."""
+    if depth >= MAX_DEPTH:
+        raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     try:
         keys = sorted(value)
     except TypeError:
@@ -72,7 +83,7 @@ def _canonical_map(value: dict[Any, Any], path: str) -> dict[str, Any]:
         if kind in _SCALARS or (kind is int and _INT_MIN <= item <= _INT_MAX):
             out[key] = item
         else:
-            out[key] = canonical(item, f"{path}.{key}")
+            out[key] = _canonical(item, f"{path}.{key}", depth + 1)
     return out
 
 
@@ -130,18 +141,32 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
     return value
 
 
-def _check_types(value: Any, path: str) -> None:
-    if isinstance(value, float):
-        raise EncodingError(f"{path}: float {value!r} not allowed")
-    if isinstance(value, dict):
+_DECODED_SCALARS = (str, bytes, int, bool, type(None))
+
+
+def _check_types(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse every decoded type outside the canonical set, and nesting beyond MAX_DEPTH.
+
+    Exact types, because msgpack turns ext -1 into a Timestamp without asking `ext_hook`.
+    """
+    kind = type(value)
+    if kind in _DECODED_SCALARS:
+        return
+    if depth >= MAX_DEPTH:
+        raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if kind is dict:
         keys = list(value)
-        if any(not isinstance(k, str) for k in keys) or keys != sorted(keys):
-            bad = next((k for k in keys if not isinstance(k, str)), None)
+        if any(type(k) is not str for k in keys) or keys != sorted(keys):
+            bad = next((k for k in keys if type(k) is not str), None)
             if bad is not None:
                 raise EncodingError(f"{path}: map key {bad!r} is not a str")
             raise EncodingError(f"{path}: map keys not in sorted order: {keys[:8]}")
         for key, item in value.items():
-            _check_types(item, f"{path}.{key}")
-    elif isinstance(value, list):
+            _check_types(item, f"{path}.{key}", depth + 1)
+    elif kind is list:
         for i, item in enumerate(value):
-            _check_types(item, f"{path}[{i}]")
+            _check_types(item, f"{path}[{i}]", depth + 1)
+    elif kind is float:
+        raise EncodingError(f"{path}: float {value!r} not allowed")
+    else:
+        raise EncodingError(f"{path}: {kind.__name__} (a msgpack ext type) not allowed")

@@ -52,6 +52,10 @@ def _split_key_text(text: str, what: str) -> tuple[str, bytes, bytes]:
         raise KeyFileError(f"{what} for {name!r}: bad encoding: {e}") from e
     if len(raw) != 33 or len(want_id) != 4:
         raise KeyFileError(f"{what} for {name!r}: wrong length")
+    if hex_id != want_id.hex() or blob != base64.b64encode(raw).decode():
+        raise KeyFileError(
+            f"{what} for {name!r}: not in canonical form (lowercase hex id, padded standard base64)"
+        )
     return name, want_id, raw
 
 

@@ -12,6 +12,8 @@ one batch.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +36,14 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True, slots=True)
 class SyncLimits:
-    """Bounds on what a pull will wait for, fetch and hold."""
+    """Bounds on what a pull will wait for, fetch and hold.
+
+    `timeout` bounds each network read; `fetch_seconds` the whole of one fetch, so a peer
+    that drips a byte per read cannot hold a pull for hours.
+    """
 
     timeout: float = 10.0
+    fetch_seconds: float = 60.0
     retries: int = 3
     backoff: float = 0.2
     max_checkpoint: int = 64 * 1024
@@ -84,6 +91,7 @@ class HttpSource:
         raise PeerError(f"{url}: no attempt made")
 
     def _get(self, url: str, limit: int) -> bytes:
+        deadline = time.monotonic() + self.limits.fetch_seconds
         with self.client.stream("GET", url) as response:
             if response.status_code >= 500:
                 raise _Retry(f"HTTP {response.status_code}")
@@ -94,6 +102,8 @@ class HttpSource:
                 body += chunk
                 if len(body) > limit:
                     raise PeerError(f"{url}: response larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise _Retry(f"took longer than {self.limits.fetch_seconds} s")
             return bytes(body)
 
     def close(self) -> None:
@@ -112,14 +122,18 @@ class DirectorySource:
         self.root = root / origin
 
     def fetch(self, path: str, limit: int) -> bytes:
-        """Read one file, refusing a missing or oversized one."""
+        """Read one regular file, never more than `limit` bytes (no devices, FIFOs, growth)."""
         file = self.root / path
         try:
-            if file.stat().st_size > limit:
-                raise PeerError(f"{file}: larger than {limit} bytes")
-            return file.read_bytes()
+            with open(file, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise PeerError(f"{file}: not a regular file")
+                data = f.read(limit + 1)
         except OSError as e:
             raise PeerError(f"{file}: {e.strerror}") from None
+        if len(data) > limit:
+            raise PeerError(f"{file}: larger than {limit} bytes")
+        return data
 
     def close(self) -> None:
         """Nothing to release."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,3 +168,34 @@ def test_a_stalled_peer_times_out(bw: DataDir, eu: DataDir) -> None:
     with pytest.raises(PeerError, match="stalled"):
         pull(eu.store, bw.signer.verifier, source, limits=limits)
     assert Replica(eu.store, bw.signer.verifier).size() == 0
+
+
+def test_a_mirror_file_that_is_not_a_regular_file_is_refused(bw: DataDir, tmp_path: Path) -> None:
+    """A checkpoint that is a link to a device is refused instead of read without end."""
+    root = tmp_path / "mirror" / bw.origin
+    root.mkdir(parents=True)
+    (root / "checkpoint").symlink_to("/dev/zero")
+    with pytest.raises(PeerError, match="not a regular file"):
+        DirectorySource(tmp_path / "mirror", bw.origin).fetch("checkpoint", 65536)
+
+
+def test_a_peer_that_drips_bytes_is_abandoned(bw: DataDir, eu: DataDir) -> None:
+    """A response that keeps trickling past the whole-fetch deadline is given up on."""
+
+    class Drip(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            while True:
+                time.sleep(0.05)
+                yield b"x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Drip())
+
+    limits = SyncLimits(retries=1, fetch_seconds=0.3)
+    source = HttpSource(
+        "http://peer.test", bw.origin, limits, transport=httpx.MockTransport(handler)
+    )
+    started = time.monotonic()
+    with pytest.raises(PeerError, match="longer than"):
+        pull(eu.store, bw.signer.verifier, source, limits=limits)
+    assert time.monotonic() - started < 5

@@ -1,0 +1,152 @@
+"""Canonical msgpack: everything encodable round-trips, every other spelling is refused."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.encoding import MAX_DEPTH, canonical, decode, encode
+from ledger.errors import EncodingError, EntryTooLargeError
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _listify(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _listify(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_listify(v) for v in value]
+    return value
+
+
+@given(values)
+def test_any_value_round_trips_to_the_same_bytes(value: Any) -> None:
+    """Encoding then decoding gives the value back, and re-encoding gives the same bytes."""
+    data = encode(value)
+    assert decode(data) == _listify(canonical(value))
+    assert encode(decode(data)) == data
+
+
+@given(st.dictionaries(st.text(max_size=6), st.integers(0, 9), min_size=2, max_size=6))
+def test_map_keys_out_of_order_are_refused(mapping: dict[str, int]) -> None:
+    """The same map with its keys in any order but sorted is refused."""
+    ordered = sorted(mapping)
+    reordered = list(reversed(ordered))
+    raw = msgpack.packb({k: mapping[k] for k in reordered}, use_bin_type=True)
+    with pytest.raises(EncodingError, match="sorted"):
+        decode(raw)
+
+
+@given(st.integers(min_value=0, max_value=127))
+def test_an_int_in_a_wider_form_than_needed_is_refused(n: int) -> None:
+    """A small int spelled as uint8, uint16, uint32, uint64 or int8 is refused."""
+    for wide in (
+        b"\xcc" + bytes([n]),
+        b"\xcd" + struct.pack(">H", n),
+        b"\xce" + struct.pack(">I", n),
+        b"\xcf" + struct.pack(">Q", n),
+        b"\xd0" + struct.pack(">b", n),
+    ):
+        with pytest.raises(EncodingError, match="non-canonical"):
+            decode(wide)
+
+
+@given(st.text(max_size=30))
+def test_a_short_str_or_bin_in_a_wide_header_is_refused(text: str) -> None:
+    """str8/str16 headers for strings that fit a fixstr, and bin16 for short bytes, are refused."""
+    raw = text.encode()
+    if len(raw) < 32:
+        with pytest.raises(EncodingError):
+            decode(b"\xd9" + bytes([len(raw)]) + raw)
+    with pytest.raises(EncodingError):
+        decode(b"\xda" + struct.pack(">H", len(raw)) + raw)
+    with pytest.raises(EncodingError):
+        decode(b"\xc5" + struct.pack(">H", len(raw)) + raw)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x82\xa1a\x01\xa1a\x02", "non-canonical"),  # duplicate key
+        (b"\xca" + struct.pack(">f", 1.5), "float"),
+        (b"\xcb" + struct.pack(">d", 1.5), "float"),
+        (b"\xd4\x01\x00", "ext type"),
+        (b"\x81\xa1t" + msgpack.packb(msgpack.Timestamp(1, 0)), "ext type"),
+        (b"\x01\x02", "trailing"),
+        (b"\xa2\xff\xfe", "UTF-8"),
+        (b"\x81\x01\x01", "not a str"),
+        (b"\x81\xc4\x01k\x01", "not a str"),
+        (b"\x92\x01", "malformed"),
+        (b"", "malformed"),
+        (b"\xde\x00\x01\xa1a\x01", "non-canonical"),  # map16 for a one-entry map
+        (b"\xdc\x00\x01\x01", "non-canonical"),  # array16 for a one-element array
+        (b"\x91" * (MAX_DEPTH + 1) + b"\xc0", "nested deeper"),
+        (b"\x91" * 999 + b"\xc0", "nested deeper"),
+    ],
+    ids=[
+        "duplicate-key",
+        "float32",
+        "float64",
+        "ext",
+        "timestamp-ext",
+        "trailing-bytes",
+        "invalid-utf8",
+        "int-key",
+        "bin-key",
+        "truncated",
+        "empty",
+        "map16",
+        "array16",
+        "too-deep",
+        "very-deep",
+    ],
+)
+def test_each_non_canonical_input_is_refused_by_name(data: bytes, message: str) -> None:
+    """Every kind of non-canonical or hostile input gets an EncodingError naming the fault."""
+    with pytest.raises(EncodingError, match=message):
+        decode(data)
+
+
+def test_oversized_input_is_refused_before_parsing() -> None:
+    """An entry over the size limit is refused as too large."""
+    with pytest.raises(EntryTooLargeError):
+        decode(b"\xc0" * 70_000, max_size=65_535)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"carats": 1.5}, {1: "x"}, {"a": object()}, {"a": 2**64}, {"a": -(2**63) - 1}],
+    ids=["float", "int-key", "object", "int-too-large", "int-too-small"],
+)
+def test_the_encoder_refuses_what_the_decoder_would(value: Any) -> None:
+    """encode refuses floats, non-str keys, foreign types and out-of-range ints."""
+    with pytest.raises(EncodingError):
+        encode(value)
+
+
+def test_the_encoder_and_decoder_agree_on_the_depth_limit() -> None:
+    """A document at the depth limit round-trips; one level deeper is refused by both sides."""
+    deep: Any = 1
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    assert decode(encode(deep)) == deep
+    with pytest.raises(EncodingError, match="nested deeper"):
+        encode([deep])
