@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import lmdb
@@ -61,6 +62,7 @@ from ledger.rules import (
     CertificateVoided,
     ForeignProofInvalid,
     ParcelState,
+    check_received_by,
 )
 
 __all__ = [
@@ -113,6 +115,9 @@ class Custody:
         record = known[1] if known is not None and known[0] is body else parse_record(kind, body)
         if self._batch is None or self._batch[0] is not txn:
             self._batch = (txn, Index(LmdbTables(txn, self._dbs), self.log_id))
+        if isinstance(record, Import):
+            today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
+            check_received_by(record, today)
         apply_record(self._batch[1], index, record, self.origin, self._staged_export, self.roster)
 
     def _staged_export(self, origin: str, index: int) -> Foreign | None:

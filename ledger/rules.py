@@ -212,6 +212,25 @@ class ImportBeforeIssue(RuleViolation):
     rule = "import.after-issue"
 
 
+class ReceiptInFuture(RuleViolation):
+    """An import whose date of receipt is after the day the confirmation is recorded."""
+
+    rule = "import.received-not-in-future"
+
+
+def check_received_by(record: Import, today: str) -> None:
+    """A receipt cannot be confirmed before it happened: `received` must be on or before `today`.
+
+    Expiry is checked against `received`, so this bounds how far a confirmation can move
+    it forward; backdating within the certificate's validity is left to audit.
+    """
+    if record.received > today:
+        raise ReceiptInFuture(
+            f"{record.KIND}: certificate {record.certificate!r} received {record.received}, "
+            f"after today ({today})"
+        )
+
+
 class ImportMisdirected(RuleViolation):
     """A certificate imported by a Participant other than its destination."""
 

@@ -349,6 +349,18 @@ def pair(nodes: dict[str, DataDir]) -> tuple[Custody, Custody, TlogProof]:
     return bw, india, bw.export_proof("BW-2026-000001")
 
 
+def test_a_receipt_dated_after_today_is_refused(pair: tuple[Custody, Custody, TlogProof]) -> None:
+    """An import cannot claim a date of receipt later than the day it is recorded."""
+    _, india, proof = pair
+    india.log.clock = lambda: 1_773_000_000_000  # 2026-03-08 (UTC)
+
+    def future() -> object:
+        return india.import_certificate(proof, importer="IMP-1", received="2026-03-09")
+
+    assert "after today (2026-03-08)" in refused(india, rules.ReceiptInFuture, future)
+    india.import_certificate(proof, importer="IMP-1", received="2026-03-08")
+
+
 def test_a_proved_certificate_is_imported_once(pair: tuple[Custody, Custody, TlogProof]) -> None:
     """India imports Botswana's certificate from its proof alone; a second import is refused."""
     bw, india, proof = pair
