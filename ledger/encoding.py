@@ -148,6 +148,7 @@ def _check_types(value: Any, path: str, depth: int = 0) -> None:
     """Refuse every decoded type outside the canonical set, and nesting beyond MAX_DEPTH.
 
     Exact types, because msgpack turns ext -1 into a Timestamp without asking `ext_hook`.
+    Scalars are checked inline (this runs on every entry a replay or sync reads).
     """
     kind = type(value)
     if kind in _DECODED_SCALARS:
@@ -155,18 +156,25 @@ def _check_types(value: Any, path: str, depth: int = 0) -> None:
     if depth >= MAX_DEPTH:
         raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if kind is dict:
-        keys = list(value)
-        if any(type(k) is not str for k in keys) or keys != sorted(keys):
-            bad = next((k for k in keys if type(k) is not str), None)
-            if bad is not None:
-                raise EncodingError(f"{path}: map key {bad!r} is not a str")
-            raise EncodingError(f"{path}: map keys not in sorted order: {keys[:8]}")
-        for key, item in value.items():
-            _check_types(item, f"{path}.{key}", depth + 1)
+        _check_map(value, path, depth)
     elif kind is list:
         for i, item in enumerate(value):
-            _check_types(item, f"{path}[{i}]", depth + 1)
+            if type(item) not in _DECODED_SCALARS:
+                _check_types(item, f"{path}[{i}]", depth + 1)
     elif kind is float:
         raise EncodingError(f"{path}: float {value!r} not allowed")
     else:
         raise EncodingError(f"{path}: {kind.__name__} (a msgpack ext type) not allowed")
+
+
+def _check_map(value: dict[Any, Any], path: str, depth: int) -> None:
+    """str keys in sorted order, then each non-scalar value."""
+    keys = list(value)
+    for key in keys:
+        if type(key) is not str:
+            raise EncodingError(f"{path}: map key {key!r} is not a str")
+    if keys != sorted(keys):
+        raise EncodingError(f"{path}: map keys not in sorted order: {keys[:8]}")
+    for key, item in value.items():
+        if type(item) not in _DECODED_SCALARS:
+            _check_types(item, f"{path}.{key}", depth + 1)
