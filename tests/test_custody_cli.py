@@ -79,6 +79,35 @@ def _actor(capsys: pytest.CaptureFixture[str], data: str, actor: str, role: str)
     )
 
 
+def _mine(
+    capsys: pytest.CaptureFixture[str],
+    data: str,
+    parcel: str,
+    mine: str,
+    carats: str,
+    usd: str,
+    date: str,
+    origin: str,
+) -> None:
+    cli(
+        capsys,
+        "mine",
+        parcel,
+        "--mine",
+        mine,
+        "--carats",
+        carats,
+        "--value-usd",
+        usd,
+        "--date",
+        date,
+        "--origin",
+        origin,
+        "--data",
+        data,
+    )
+
+
 def _export(
     capsys: pytest.CaptureFixture[str],
     data: str,
@@ -128,46 +157,14 @@ def test_a_parcel_travels_botswana_antwerp_india(
     bw, ru, eu, india, tmp = (network[k] for k in ("BW", "RU", "EU", "IN", "tmp"))
     _actor(capsys, bw, "BW-MINE-JWANENG", "mine")
     _actor(capsys, bw, "BW-EXP-ODC", "exporter")
-    cli(
-        capsys,
-        "mine",
-        "BW-P-1",
-        "--mine",
-        "BW-MINE-JWANENG",
-        "--carats",
-        "1200.50",
-        "--value-usd",
-        "180000",
-        "--date",
-        "2026-03-01",
-        "--origin",
-        "BW",
-        "--data",
-        bw,
-    )
+    _mine(capsys, bw, "BW-P-1", "BW-MINE-JWANENG", "1200.50", "180000", "2026-03-01", "BW")
     _export(
         capsys, bw, "BW-2026-000001", "BW-EXP-ODC", "EU", ["BW-P-1"], "180000", f"{tmp}/bw.proof"
     )
 
     _actor(capsys, ru, "RU-MINE-MIR", "mine")
     _actor(capsys, ru, "RU-EXP-ALROSA", "exporter")
-    cli(
-        capsys,
-        "mine",
-        "RU-P-1",
-        "--mine",
-        "RU-MINE-MIR",
-        "--carats",
-        "300",
-        "--value-usd",
-        "30000",
-        "--date",
-        "2026-03-02",
-        "--origin",
-        "RU",
-        "--data",
-        ru,
-    )
+    _mine(capsys, ru, "RU-P-1", "RU-MINE-MIR", "300", "30000", "2026-03-02", "RU")
     _export(
         capsys, ru, "RU-2026-000001", "RU-EXP-ALROSA", "EU", ["RU-P-1"], "30000", f"{tmp}/ru.proof"
     )
@@ -266,23 +263,7 @@ def test_refusals_are_one_line_and_change_nothing(
     bw, eu, india, tmp = (network[k] for k in ("BW", "EU", "IN", "tmp"))
     _actor(capsys, bw, "BW-MINE-1", "mine")
     _actor(capsys, bw, "BW-EXP-1", "exporter")
-    cli(
-        capsys,
-        "mine",
-        "BW-P-9",
-        "--mine",
-        "BW-MINE-1",
-        "--carats",
-        "10",
-        "--value-usd",
-        "1000",
-        "--date",
-        "2026-03-01",
-        "--origin",
-        "BW",
-        "--data",
-        bw,
-    )
+    _mine(capsys, bw, "BW-P-9", "BW-MINE-1", "10", "1000", "2026-03-01", "BW")
     _export(capsys, bw, "BW-2026-000009", "BW-EXP-1", "EU", ["BW-P-9"], "1000", f"{tmp}/c.proof")
     _actor(capsys, eu, "EU-IMP-1", "importer")
     _actor(capsys, india, "IN-IMP-1", "importer")
@@ -338,23 +319,7 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
     """`kimberley sync --peer DIR` verifies and stores Botswana's log on the EU's node."""
     bw, eu, tmp = network["BW"], network["EU"], network["tmp"]
     _actor(capsys, bw, "BW-MINE-1", "mine")
-    cli(
-        capsys,
-        "mine",
-        "BW-P-1",
-        "--mine",
-        "BW-MINE-1",
-        "--carats",
-        "10",
-        "--value-usd",
-        "1000",
-        "--date",
-        "2026-03-01",
-        "--origin",
-        "BW",
-        "--data",
-        bw,
-    )
+    _mine(capsys, bw, "BW-P-1", "BW-MINE-1", "10", "1000", "2026-03-01", "BW")
     cli(capsys, "tiles", "publish", f"{tmp}/mirror", "--data", bw)
     out = cli(
         capsys,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,6 +45,29 @@ def _flip(node: DataDir, db: str, key: bytes, position: int) -> bytes:
 def _restore(node: DataDir, db: str, key: bytes, value: bytes) -> None:
     with node.store.write() as txn:
         txn.put(key, value, db=node.store.db(db))
+
+
+@contextmanager
+def _replaced(node: DataDir, key: bytes, make: Callable[[bytes], bytes | None]) -> Iterator[None]:
+    """Replace stored entry `key` by make(original) (None deletes it), restoring it afterwards."""
+    with node.store.write() as txn:
+        original = bytes(txn.get(key, db=node.store.db("entries")))
+        replacement = make(original)
+        if replacement is None:
+            txn.delete(key, db=node.store.db("entries"))
+        else:
+            txn.put(key, replacement, db=node.store.db("entries"))
+    try:
+        yield
+    finally:
+        _restore(node, "entries", key, original)
+
+
+def _first_fault(node: DataDir) -> IntegrityError:
+    """Run a replay that must fail; return its error."""
+    with pytest.raises(IntegrityError) as caught:
+        verify_log(node.store, node.signer.verifier, threads=2)
+    return caught.value
 
 
 def test_an_untouched_log_verifies(built: DataDir) -> None:
@@ -117,48 +143,29 @@ def test_a_corrupted_checkpoint_is_reported(built: DataDir) -> None:
 def test_a_validly_signed_entry_with_a_broken_chain_is_found(built: DataDir) -> None:
     """An entry re-signed with the right key but a wrong prev is caught by the chain check."""
     log = built.own_log()
-    key = entry_key(log.log_id, 300)
-    with built.store.read() as txn:
-        original = bytes(txn.get(key, db=built.store.db("entries")))
     forged = sign_entry(built.signer, encode_payload(log.origin, 300, bytes(32), 1, "x", {}))
-    _restore(built, "entries", key, forged)
-    try:
-        with pytest.raises(IntegrityError, match="prev") as caught:
-            verify_log(built.store, built.signer.verifier, threads=2)
-        assert caught.value.index == 300
-    finally:
-        _restore(built, "entries", key, original)
+    with _replaced(built, entry_key(log.log_id, 300), lambda _: forged):
+        fault = _first_fault(built)
+    assert (fault.index, "prev" in fault.reason) == (300, True)
 
 
 def test_an_entry_signed_by_another_key_is_found(built: DataDir) -> None:
     """An otherwise perfect entry signed by someone else's key fails its signature check."""
     log = built.own_log()
-    key = entry_key(log.log_id, 0)
-    with built.store.read() as txn:
-        original = bytes(txn.get(key, db=built.store.db("entries")))
-    entry = parse_entry(original)
     impostor = Signer.generate(log.origin)
-    _restore(built, "entries", key, sign_entry(impostor, entry.payload))
-    try:
-        with pytest.raises(IntegrityError, match="signature") as caught:
-            verify_log(built.store, built.signer.verifier, threads=2)
-        assert caught.value.index == 0
-    finally:
-        _restore(built, "entries", key, original)
+    with _replaced(
+        built, entry_key(log.log_id, 0), lambda raw: sign_entry(impostor, parse_entry(raw).payload)
+    ):
+        fault = _first_fault(built)
+    assert (fault.index, "signature" in fault.reason) == (0, True)
 
 
 def test_a_missing_entry_is_reported(built: DataDir) -> None:
     """Deleting an entry from the store is reported at its index."""
     log = built.own_log()
-    key = entry_key(log.log_id, 450)
-    with built.store.write() as txn:
-        original = bytes(txn.pop(key, db=built.store.db("entries")))
-    try:
-        with pytest.raises(IntegrityError, match="missing") as caught:
-            verify_log(built.store, built.signer.verifier, threads=2)
-        assert caught.value.index == 450
-    finally:
-        _restore(built, "entries", key, original)
+    with _replaced(built, entry_key(log.log_id, 450), lambda _: None):
+        fault = _first_fault(built)
+    assert (fault.index, "missing" in fault.reason) == (450, True)
 
 
 def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> None:
