@@ -76,7 +76,14 @@ class HttpSource:
         self.limits = limits
         # trust_env=False: node-to-node traffic never goes through proxies picked up from the
         # environment by accident.
-        self.client = httpx.Client(timeout=limits.timeout, transport=transport, trust_env=False)
+        # Accept-Encoding identity: the size limit then counts the bytes that arrive, so a
+        # small compressed response cannot expand into a huge one before it is checked.
+        self.client = httpx.Client(
+            timeout=limits.timeout,
+            transport=transport,
+            trust_env=False,
+            headers={"Accept-Encoding": "identity"},
+        )
 
     def fetch(self, path: str, limit: int) -> bytes:
         """Fetch with retries and backoff on transport errors and 5xx; 4xx fails at once."""

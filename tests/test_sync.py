@@ -199,3 +199,19 @@ def test_a_peer_that_drips_bytes_is_abandoned(bw: DataDir, eu: DataDir) -> None:
     with pytest.raises(PeerError, match="longer than"):
         pull(eu.store, bw.signer.verifier, source, limits=limits)
     assert time.monotonic() - started < 5
+
+
+def test_sync_asks_for_uncompressed_responses(bw: DataDir, eu: DataDir, tmp_path: Path) -> None:
+    """The puller asks for identity encoding, so its size limits count real bytes."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("accept-encoding", ""))
+        return httpx.Response(404)
+
+    source = HttpSource(
+        "http://peer.test", bw.origin, SyncLimits(retries=1), transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(PeerError):
+        source.fetch("checkpoint", 1024)
+    assert seen == ["identity"]
