@@ -174,15 +174,9 @@ class Log:
         """Entry bytes from `start` up to `stop` (default: the size at the snapshot), streamed."""
         with self.store.read() as txn:
             size = self.store.head(txn, self.log_id).size
-            stop = size if stop is None else min(stop, size)
-            if start >= stop:
-                return
-            with txn.cursor(db=self.store.db("entries")) as cur:
-                if not cur.set_key(entry_key(self.log_id, start)):
-                    raise LogError(f"{self.origin} entry {start} is missing")
-                for _ in range(stop - start):
-                    yield bytes(cur.value())
-                    cur.next()
+            yield from self.store.entries(
+                txn, self.log_id, start, size if stop is None else min(stop, size)
+            )
 
     def root(self, size: int | None = None) -> bytes:
         """The tree root at `size` (default: current), from O(log n) tile reads."""
@@ -208,29 +202,21 @@ class Log:
 
     def checkpoint(self, size: int | None = None) -> bytes:
         """The signed checkpoint at `size`, or the latest one; LogError if none is stored."""
-        db = self.store.db("checkpoints")
-        with self.store.read() as txn, txn.cursor(db=db) as cur:
+        with self.store.read() as txn:
             if size is not None:
-                note = txn.get(checkpoint_key(self.log_id, size), db=db)
+                note = txn.get(checkpoint_key(self.log_id, size), db=self.store.db("checkpoints"))
                 if note is None:
                     raise LogError(f"{self.origin} has no checkpoint at size {size}")
                 return bytes(note)
-            upper = (int.from_bytes(self.log_id, "big") + 1).to_bytes(4, "big")
-            moved = cur.prev() if cur.set_range(upper) else cur.last()
-            if moved and bytes(cur.key()).startswith(self.log_id):
-                return bytes(cur.value())
-        raise LogError(f"{self.origin} has no checkpoint yet")
+            latest = self.store.latest_checkpoint(txn, self.log_id)
+        if latest is None:
+            raise LogError(f"{self.origin} has no checkpoint yet")
+        return latest
 
     def checkpoints(self) -> Iterator[tuple[int, bytes]]:
         """Every stored (size, checkpoint note), smallest size first."""
-        db = self.store.db("checkpoints")
-        with self.store.read() as txn, txn.cursor(db=db) as cur:
-            if not cur.set_range(self.log_id):
-                return
-            for key, note in cur:
-                if not bytes(key).startswith(self.log_id):
-                    return
-                yield int.from_bytes(key[4:], "big"), bytes(note)
+        with self.store.read() as txn:
+            yield from self.store.checkpoints(txn, self.log_id)
 
     def open_checkpoint(self, note: bytes) -> Checkpoint:
         """Verify a checkpoint note against this log's key."""

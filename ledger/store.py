@@ -28,9 +28,19 @@ from ledger.errors import NotInitialisedError, StoreError
 #: Address space reserved for the map; the file only grows as data is written.
 DEFAULT_MAP_SIZE = 1 << 40
 _DB_NAMES = (
-    "meta", "logs", "entries", "tiles", "checkpoints", "heads",
+    "meta",
+    "logs",
+    "entries",
+    "tiles",
+    "checkpoints",
+    "heads",
     # custody indexes (ledger.custody)
-    "actors", "parcels", "parcel_log", "certificates", "awaiting", "foreign_proofs",
+    "actors",
+    "parcels",
+    "parcel_log",
+    "certificates",
+    "awaiting",
+    "foreign_proofs",
     # witness state (node.witness)
     "witnessed",
 )
@@ -157,3 +167,34 @@ class Store:
     def put_head(self, txn: lmdb.Transaction, log_id: bytes, head: Head) -> None:
         """Record the log's new head (in the same transaction as its entries)."""
         txn.put(log_id, head.to_bytes(), db=self.dbs["heads"])
+
+    def checkpoints(self, txn: lmdb.Transaction, log_id: bytes) -> Iterator[tuple[int, bytes]]:
+        """Every stored (size, checkpoint note) of a log in this snapshot, smallest first."""
+        with txn.cursor(db=self.dbs["checkpoints"]) as cur:
+            if not cur.set_range(log_id):
+                return
+            for key, note in cur:
+                if not bytes(key).startswith(log_id):
+                    return
+                yield int.from_bytes(key[4:], "big"), bytes(note)
+
+    def latest_checkpoint(self, txn: lmdb.Transaction, log_id: bytes) -> bytes | None:
+        """The checkpoint of the largest stored size for a log, or None."""
+        upper = (int.from_bytes(log_id, "big") + 1).to_bytes(4, "big")
+        with txn.cursor(db=self.dbs["checkpoints"]) as cur:
+            moved = cur.prev() if cur.set_range(upper) else cur.last()
+            if moved and bytes(cur.key()).startswith(log_id):
+                return bytes(cur.value())
+        return None
+
+    def entries(
+        self, txn: lmdb.Transaction, log_id: bytes, start: int, stop: int
+    ) -> Iterator[bytes]:
+        """Entries [start, stop) of a log in this snapshot; StoreError at the first gap."""
+        with txn.cursor(db=self.dbs["entries"]) as cur:
+            positioned = cur.set_key(entry_key(log_id, start)) if start < stop else False
+            for index in range(start, stop):
+                if not positioned or bytes(cur.key()) != entry_key(log_id, index):
+                    raise StoreError(f"entry {index} is missing below the log's head")
+                yield bytes(cur.value())
+                positioned = cur.next()

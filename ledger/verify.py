@@ -189,7 +189,7 @@ def _replay(
 ) -> tuple[bytes, int]:
     """Take worker results in order and check the chain, the tree and the checkpoints."""
     tiles = _TileCheck(txn, store.db("tiles"), log_id)
-    checkpoints = _stored_checkpoints(txn, store, log_id)
+    checkpoints = store.checkpoints(txn, log_id)
     rng = merkle.CompactRange()
     prev, last_time = ZERO_HASH, 0
     next_cp, checked = _check_checkpoints(next(checkpoints, None), checkpoints, 0, rng, verifier, 0)
@@ -227,18 +227,6 @@ def _replay(
     if size and (head.last_leaf != prev or head.time_ms != last_time):
         raise Fault(size - 1, "stored head does not match the last entry")
     return rng.root(), checked
-
-
-def _stored_checkpoints(
-    txn: lmdb.Transaction, store: Store, log_id: bytes
-) -> Iterator[tuple[int, bytes]]:
-    with txn.cursor(db=store.db("checkpoints")) as cur:
-        if not cur.set_range(log_id):
-            return
-        for key, note in cur:
-            if not bytes(key).startswith(log_id):
-                return
-            yield int.from_bytes(key[4:], "big"), bytes(note)
 
 
 def _check_checkpoints(

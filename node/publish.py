@@ -34,7 +34,6 @@ from ledger.errors import LedgerError, LogError, NoteError, StoreError
 from ledger.note import Note
 from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE
-from node.serve import latest_checkpoint, read_entries
 from node.tlog_tiles import TileRef, encode_bundle, tiles_for_size
 
 #: progress(done, total): files considered so far, over every log being published.
@@ -122,7 +121,7 @@ def _plans(store: Store, only: str | None) -> list[_Plan]:
         for origin in origins:
             log_id = store.log_id(txn, origin)
             assert log_id is not None
-            note = latest_checkpoint(store, txn, log_id)
+            note = store.latest_checkpoint(txn, log_id)
             if note is None:
                 if only is not None:
                     raise LogError(f"{origin} has no checkpoint yet; nothing to publish")
@@ -175,7 +174,7 @@ def _read_tile(store: Store, log_id: bytes, ref: TileRef) -> bytes:
     """The bytes of one hash tile or entry bundle, from a short snapshot."""
     with store.read() as txn:
         if ref.is_bundle:
-            return encode_bundle(read_entries(store, txn, log_id, ref.start, ref.width))
+            return encode_bundle(store.entries(txn, log_id, ref.start, ref.start + ref.width))
         stored = txn.get(tile_key(log_id, ref.level, ref.number), db=store.db("tiles"))
         need = ref.width * HASH_SIZE
         if stored is None or len(stored) < need:

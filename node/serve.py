@@ -41,12 +41,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ledger.errors import RosterError, StoreError
+from ledger.errors import RosterError
 from ledger.keys import Signer, load_signer
 from ledger.note import MAX_NOTE_SIZE
 from ledger.roster import Roster
 from ledger.roster_files import load_roster
-from ledger.store import Store, entry_key, tile_key
+from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE
 from node.tlog_tiles import TilePathError, TileRef, encode_bundle
 from node.witness import MAX_PROOF_LINES, SIZE_TYPE, SizeConflictError, Witness, WitnessError
@@ -145,7 +145,7 @@ class _Node:
         return None
 
     def _checkpoint(self, txn: lmdb.Transaction, log_id: bytes) -> Response:
-        note = latest_checkpoint(self.store, txn, log_id)
+        note = self.store.latest_checkpoint(txn, log_id)
         if note is None:
             return _error(404, "the log has no checkpoint yet")
         return Response(
@@ -166,7 +166,7 @@ class _Node:
     ) -> Response:
         if self.store.head(txn, log_id).size < ref.start + ref.width:
             return _error(404, "no such entry bundle in the log yet")
-        body = encode_bundle(read_entries(self.store, txn, log_id, ref.start, ref.width))
+        body = encode_bundle(self.store.entries(txn, log_id, ref.start, ref.start + ref.width))
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
         if accepts_gzip(accept_encoding):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
@@ -247,34 +247,6 @@ class _Node:
                 assert log_id is not None
                 sizes[origin] = self.store.head(txn, log_id).size
             return sizes
-
-
-def latest_checkpoint(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bytes | None:
-    """The stored checkpoint of the largest size for `log_id`, or None."""
-    upper = (int.from_bytes(log_id, "big") + 1).to_bytes(4, "big")
-    with txn.cursor(db=store.db("checkpoints")) as cur:
-        moved = cur.prev() if cur.set_range(upper) else cur.last()
-        if moved and bytes(cur.key()).startswith(log_id):
-            return bytes(cur.value())
-    return None
-
-
-def read_entries(
-    store: Store, txn: lmdb.Transaction, log_id: bytes, start: int, count: int
-) -> list[bytes]:
-    """Entries [start, start + count) of a log from one snapshot; the caller checks the size."""
-    entries: list[bytes] = []
-    with txn.cursor(db=store.db("entries")) as cur:
-        if cur.set_key(entry_key(log_id, start)):
-            for key, value in cur:
-                if key != entry_key(log_id, start + len(entries)):
-                    break
-                entries.append(bytes(value))
-                if len(entries) == count:
-                    break
-    if len(entries) != count:
-        raise StoreError(f"entry {start + len(entries)} is missing below the log's head")
-    return entries
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
