@@ -9,6 +9,7 @@ The same bytes are what a tlog-tiles server hands out, so serving is a slice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import lmdb
 
@@ -28,6 +29,20 @@ def subtree_hash(hashes: bytes, levels: int) -> bytes:
             hashlib.sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)
         ]
     return row[0]
+
+
+def node_from_tiles(tile: Callable[[int, int], bytes], level: int, index: int) -> bytes | None:
+    """A complete subtree's hash from the one tile that holds its descendants at a tile level.
+
+    `tile(tile_level, number)` returns that tile's bytes; None when it is too short to hold them.
+    """
+    tile_level, sub = divmod(level, TILE_HEIGHT)
+    number, offset = divmod(index << sub, TILE_WIDTH)
+    data = tile(tile_level, number)
+    start, end = offset * HASH_SIZE, (offset + (1 << sub)) * HASH_SIZE
+    if len(data) < end:
+        return None
+    return subtree_hash(data[start:end], sub)
 
 
 class TileReader:
@@ -51,14 +66,10 @@ class TileReader:
 
     def node(self, level: int, index: int) -> bytes:
         """Hash of the complete subtree covering leaves [index << level, (index+1) << level)."""
-        tile_level, sub = divmod(level, TILE_HEIGHT)
-        first = index << sub
-        number, offset = divmod(first, TILE_WIDTH)
-        tile = self.tile(tile_level, number)
-        start, end = offset * HASH_SIZE, (offset + (1 << sub)) * HASH_SIZE
-        if len(tile) < end:
+        found = node_from_tiles(self.tile, level, index)
+        if found is None:
             raise LogError(f"tree node ({level}, {index}) is not stored")
-        return subtree_hash(tile[start:end], sub)
+        return found
 
 
 class TileWriter:

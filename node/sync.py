@@ -28,7 +28,7 @@ from ledger.errors import LedgerError, PeerError, ProofError
 from ledger.keys import Verifier
 from ledger.replica import Replica
 from ledger.store import Store
-from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
+from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
 
 Progress = Callable[[int, int], None]
@@ -155,15 +155,10 @@ class RemoteTree:
 
     def node(self, level: int, index: int) -> bytes:
         """Hash of the subtree covering leaves [index << level, (index + 1) << level)."""
-        tile_level, sub = divmod(level, TILE_HEIGHT)
-        number, offset = divmod(index << sub, TILE_WIDTH)
-        tile = self._tile(tile_level, number)
-        start, end = offset * HASH_SIZE, (offset + (1 << sub)) * HASH_SIZE
-        if len(tile) < end:
-            raise ProofError(
-                f"served tile {tile_level}/{number} is too short for node {level}/{index}"
-            )
-        return subtree_hash(tile[start:end], sub)
+        found = node_from_tiles(self._tile, level, index)
+        if found is None:
+            raise ProofError(f"served tiles are too short for tree node {level}/{index}")
+        return found
 
     def _tile(self, level: int, number: int) -> bytes:
         key = (level, number)
