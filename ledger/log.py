@@ -74,8 +74,11 @@ class Log:
         self.clock = clock
         self.hook = hook
         self._range: merkle.CompactRange | None = None
-        with store.write() as txn:
-            log_id = store.log_id(txn, self.origin, create=True)
+        with store.read() as txn:
+            log_id = store.log_id(txn, self.origin)
+        if log_id is None:  # a new log: only then take the writer lock
+            with store.write() as txn:
+                log_id = store.log_id(txn, self.origin, create=True)
         assert log_id is not None
         self.log_id = log_id
 
