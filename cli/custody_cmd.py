@@ -47,6 +47,12 @@ def open_custody(data: Path) -> Custody:
     return Custody(open_data(data), load_roster(data))
 
 
+def certificate_totals(custody: Custody, parcels: list[str]) -> tuple[int, tuple[str, ...]]:
+    """Carats and mining origins a certificate for `parcels` must state, from their states."""
+    states = parcels_in_custody(custody, parcels)
+    return sum(s.carats for s in states), tuple(sorted({c for s in states for c in s.origins}))
+
+
 def parcels_in_custody(custody: Custody, parcels: list[str]) -> list[ParcelState]:
     """The states of parcels the command totals up; an unknown parcel is named."""
     states = []
@@ -185,8 +191,7 @@ def export(
 ) -> None:
     """Issue a KP certificate for parcels in custody and write its proof file."""
     custody = open_custody(data)
-    states = parcels_in_custody(custody, parcel)
-    origins = sorted({c for s in states for c in s.origins})
+    carats, origins = certificate_totals(custody, parcel)
     record = Export(
         certificate=certificate,
         authority=authority,
@@ -194,11 +199,11 @@ def export(
         importer=importer,
         destination=destination.upper(),
         parcels=tuple(parcel),
-        carats=sum(s.carats for s in states),
+        carats=carats,
         value=parse_usd(value_usd),
         parcel_count=len(parcel),
         hs_code=hs_code,
-        origins=tuple(origins),
+        origins=origins,
         issued=issued,
         expires=expires,
         seal=seal,

@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.custody_cmd import certificate_totals
 from cli.output import console
 from ledger import merkle
 from ledger.checkpoint import TlogProof
@@ -79,9 +80,7 @@ def _export(
     value: int,
     issued: str,
 ) -> TlogProof:
-    states = [custody.parcel(p) for p in parcels]
-    carats = sum(s.carats for s in states if s is not None)
-    origins = sorted({c for s in states if s is not None for c in s.origins})
+    carats, origins = certificate_totals(custody, parcels)
     custody.append(
         Export(
             cert,
@@ -94,7 +93,7 @@ def _export(
             value,
             len(parcels),
             "7102.31",
-            tuple(origins),
+            origins,
             issued,
             "2026-12-31",
             f"SEAL-{cert}",
