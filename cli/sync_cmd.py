@@ -45,7 +45,7 @@ def sync(
                 bar.update(task, completed=done, total=total)
 
             try:
-                reports.append(pull(node.store, key, source, progress=advance))
+                reports.append(pull(node.store, key, source, progress=advance, roster=roster))
             finally:
                 source.close()
     if as_json:

@@ -23,10 +23,10 @@ custody (the shipment never left). Imports are accepted only through
 appended is built from the proved export. `replay_indexes` rebuilds every index from the
 log (plus the stored foreign proofs, the one input the log alone does not hold).
 
-Known limit: "a voided certificate cannot be imported" needs the exporter's void entry.
-This node checks it only once it holds the exporter's log replica (sync, not yet built);
-until then an import of a certificate voided after its proof was issued is accepted here,
-and the exporter's `awaiting` list and the audit are what catch that race.
+"A voided certificate cannot be imported" needs the exporter's void entry: the hook checks
+the exporter's log replica when this node holds it (sync keeps its custody indexes, see
+`ledger.replica`). A certificate voided after the last sync is still accepted here; the
+audit's cross-log checks catch that race.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from ledger.note import Note
 from ledger.records import Export, ExportRef, Import, ParcelShare, Record, parse_record
 from ledger.roster import Roster
 from ledger.rules import (
+    VOIDED,
     CertificateNotFound,
     CertificateState,
     CertificateVoided,
@@ -118,7 +119,20 @@ class Custody:
         if isinstance(record, Import):
             today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
             check_received_by(record, today)
+            self._check_not_voided(txn, record)
         apply_record(self._batch[1], index, record, self.origin, self._staged_export, self.roster)
+
+    def _check_not_voided(self, txn: lmdb.Transaction, record: Import) -> None:
+        """Refuse an import of a certificate the exporter's replica (when held) shows voided."""
+        exporter = self.store.log_id(txn, record.export_ref.origin)
+        if exporter is None:
+            return
+        state = Index(LmdbTables(txn, self._dbs), exporter).certificate(record.certificate)
+        if state is not None and state.status == VOIDED and state.index == record.export_ref.index:
+            raise CertificateVoided(
+                f"import: certificate {record.certificate!r} was voided on "
+                f"{record.export_ref.origin}'s log (as synced here)"
+            )
 
     def _staged_export(self, origin: str, index: int) -> Foreign | None:
         return self._staged.get((origin, index))

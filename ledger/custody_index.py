@@ -43,6 +43,7 @@ from ledger.rules import (
     SPLIT,
     VOIDED,
     ActorState,
+    CertificateAlreadyImported,
     CertificateState,
     ForeignProofInvalid,
     ParcelState,
@@ -240,8 +241,14 @@ def apply_record(
     own_origin: str,
     foreign: ForeignLookup,
     roster: Roster | None,
+    *,
+    linked: bool = True,
 ) -> None:
-    """Check (when `roster` is given) and apply `record` at `index` to the custody state."""
+    """Check (when `roster` is given) and apply `record` at `index` to the custody state.
+
+    `linked` False (replicas) lets an import whose export is not at hand through, checked
+    only against this log; the cross-log check is then the audit's.
+    """
     check = roster is not None
     kind = record.KIND
     match record:
@@ -267,7 +274,7 @@ def apply_record(
         case ExportVoid():
             _void(ix, index, record, own_origin, check)
         case Import():
-            _import(ix, index, record, own_origin, foreign, roster)
+            _import(ix, index, record, own_origin, foreign, roster, linked)
 
 
 def _consume(ix: Index, p: ParcelState, status: str, index: int) -> None:
@@ -374,9 +381,13 @@ def _import(
     own_origin: str,
     lookup: ForeignLookup,
     roster: Roster | None,
+    linked: bool = True,
 ) -> None:
     ref = r.export_ref
     foreign = lookup(ref.origin, ref.index)
+    if foreign is None and not linked:
+        _unlinked_import(ix, index, r, own_origin, roster)
+        return
     if foreign is None or foreign.leaf_hash != ref.leaf_hash:
         raise ForeignProofInvalid(
             f"{r.KIND}: certificate {r.certificate!r}: no verified proof of {ref.origin} entry "
@@ -418,3 +429,44 @@ def _import(
         )
     )
     ix.put_proof(foreign)
+
+
+def _unlinked_import(
+    ix: Index, index: int, r: Import, own_origin: str, roster: Roster | None
+) -> None:
+    """An import on a replica whose export is not held here: indexed from the record alone.
+
+    Checked against this log only (a registered importer, new parcel ids, not imported
+    before here); origins stay unknown until the exporter's log is held (trace follows
+    `export_ref` at read time, the audit cross-checks).
+    """
+    ref = r.export_ref
+    if roster is not None:
+        check_actor(r.KIND, "importer", r.importer, ix.actor(r.importer), IMPORTER_ROLES)
+        already = ix.certificate(r.certificate)
+        if already is not None and already.origin != own_origin:
+            raise CertificateAlreadyImported(
+                f"{r.KIND}: certificate {r.certificate!r} was already imported at entry "
+                f"{already.import_index}"
+            )
+        for share in r.parcels:
+            check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
+    for s in r.parcels:
+        state = ParcelState(s.parcel, s.carats, s.value, IN_CUSTODY, index, None, (), ())
+        ix.put_parcel(state, index)
+    ix.put_certificate(
+        CertificateState(
+            r.certificate,
+            ref.origin,
+            ref.index,
+            ref.leaf_hash,
+            own_origin.rpartition("/")[2],
+            r.carats,
+            r.value,
+            "",
+            "",
+            IMPORTED,
+            index,
+            tuple(s.parcel for s in r.parcels),
+        )
+    )

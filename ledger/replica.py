@@ -7,6 +7,15 @@ the run to the checkpoint. The run is accepted only when every entry checks out
 the tree it extends is the checkpoint's tree or provably a prefix of it. Then entries,
 tiles and head are committed in one durable transaction; otherwise nothing is written.
 Each run commits on its own, so a long pull is resumable and memory stays flat.
+
+Given the roster, a replica also applies the custody rules of that Participant's log to
+every record (a validly signed entry that breaks one is refused like a bad signature) and
+keeps the same custody indexes as the own log (`ledger.custody`), keyed by the replica's
+log id: parcels, the entries mentioning each parcel, certificates. Trace, cross-verify and
+the import checks read them. An import whose export is on a log held here is checked
+against that export; one whose exporter's log is not (yet) held is checked against this log
+alone and indexed from the record (`apply_record(..., linked=False)`); the audit does the
+cross-log checks once every log is held.
 """
 
 from __future__ import annotations
@@ -16,11 +25,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import lmdb
+
 from ledger import merkle
 from ledger.checkpoint import Checkpoint, open_checkpoint
-from ledger.errors import IntegrityError, LogError, ProofError
+from ledger.custody_index import INDEX_DBS, Foreign, Index, LmdbTables, apply_record
+from ledger.entry import parse_entry
+from ledger.errors import IntegrityError, LedgerError, LogError, ProofError, RuleViolation
 from ledger.keys import Verifier
 from ledger.log import Log
+from ledger.records import Export, parse_record
+from ledger.roster import Roster
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import TileReader, TileWriter
 from ledger.verify import CHUNK, CheckedEntries, check_entries
@@ -36,29 +51,81 @@ class Accepted:
     complete: bool
 
 
+class PeerRuleError(RuleViolation):
+    """A validly signed peer entry that breaks a custody rule of its log: not accepted."""
+
+    def __init__(self, origin: str, index: int, cause: LedgerError) -> None:
+        self.origin, self.index = origin, index
+        self.rule = getattr(cause, "rule", type(cause).__name__)
+        super().__init__(f"{origin} entry {index} breaks a custody rule: {cause}")
+
+
+def held_export(store: Store, txn: lmdb.Transaction, origin: str, index: int) -> Foreign | None:
+    """The export at `origin`/`index` when this store holds that entry, else None."""
+    log_id = store.log_id(txn, origin)
+    if log_id is None:
+        return None
+    raw = txn.get(entry_key(log_id, index), db=store.db("entries"))
+    if raw is None:
+        return None
+    entry = parse_entry(bytes(raw))
+    if entry.kind != Export.KIND:
+        return None
+    return Foreign(origin, index, merkle.leaf_hash(entry.raw), Export.from_body(entry.body), b"")
+
+
 class Replica(Log):
     """A peer's log in this store: readable like any log, extended only by `accept`."""
 
-    def __init__(self, store: Store, verifier: Verifier, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        verifier: Verifier,
+        *,
+        roster: Roster | None = None,
+        threads: int | None = None,
+    ) -> None:
         super().__init__(store, verifier)
+        self.roster = roster
         self.threads = threads or os.cpu_count() or 1
 
     def _check(self, start: int, raws: list[bytes]) -> CheckedEntries:
         """Check entries in parallel runs (libsodium releases the GIL); results in order."""
         size = max(CHUNK, -(-len(raws) // self.threads))
         runs = [(start + i, raws[i : i + size]) for i in range(0, len(raws), size)]
+        keep = self.roster is not None
         if len(runs) <= 1:
-            return check_entries(self.verifier, start, raws)
+            return check_entries(self.verifier, start, raws, bodies=keep)
         with ThreadPoolExecutor(self.threads) as pool:
-            parts = list(pool.map(lambda run: check_entries(self.verifier, *run), runs))
-        prevs, times, leaves = [], [], []
+            parts = list(
+                pool.map(lambda run: check_entries(self.verifier, *run, bodies=keep), runs)
+            )
+        prevs, times, leaves, bodies = [], [], [], []
         for part in parts:
             prevs += part.prevs
             times += part.times
             leaves += part.leaves
+            bodies += part.bodies
             if part.fault is not None:
-                return CheckedEntries(prevs, times, leaves, part.fault)
-        return CheckedEntries(prevs, times, leaves, None)
+                return CheckedEntries(prevs, times, leaves, part.fault, bodies)
+        return CheckedEntries(prevs, times, leaves, None, bodies)
+
+    def _apply_rules(self, txn: lmdb.Transaction, start: int, checked: CheckedEntries) -> None:
+        """Run every record through this log's custody rules and indexes (same transaction)."""
+        if self.roster is None:
+            return
+        store = self.store
+        ix = Index(LmdbTables(txn, {name: store.db(name) for name in INDEX_DBS}), self.log_id)
+
+        def lookup(origin: str, index: int) -> Foreign | None:
+            return held_export(store, txn, origin, index)
+
+        for index, (kind, body) in enumerate(checked.bodies, start):
+            try:
+                record = parse_record(kind, body)
+                apply_record(ix, index, record, self.origin, lookup, self.roster, linked=False)
+            except LedgerError as e:
+                raise PeerRuleError(self.origin, index, e) from None
 
     def accept(
         self, entries: Sequence[bytes], note: bytes, proof: Sequence[bytes] = ()
@@ -102,6 +169,7 @@ class Replica(Log):
                 rng.append(leaf, tiles.add)
             if checked.fault is not None:
                 raise IntegrityError(self.origin, checked.fault.index, checked.fault.reason)
+            self._apply_rules(txn, head.size, checked)
             root = rng.root()
             if end == cp.size:
                 if root != cp.root:

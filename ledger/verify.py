@@ -15,7 +15,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import lmdb
 from nacl import bindings
@@ -60,18 +61,23 @@ class CheckedEntries:
     times: list[int]
     leaves: list[bytes]
     fault: Fault | None
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def check_entries(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedEntries:
+def check_entries(
+    verifier: Verifier, start: int, raws: list[bytes], *, bodies: bool = False
+) -> CheckedEntries:
     """Parse, place and signature-check entries `start`...: the per-entry half of a replay.
 
     Independent per entry, so it runs in worker threads; the chain (`prev`, time) and the
-    tree are the caller's, in order. Used by replay and by replica sync alike.
+    tree are the caller's, in order. Used by replay and by replica sync alike; with
+    `bodies` each entry's kind and body are kept too, for the custody rules.
     """
     origin, public_key = verifier.name, verifier.public_key
     prevs: list[bytes] = []
     times: list[int] = []
     leaves: list[bytes] = []
+    kept: list[tuple[str, dict[str, Any]]] = []
     fault = None
     for index, raw in enumerate(raws, start):
         try:
@@ -93,7 +99,9 @@ def check_entries(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedE
         prevs.append(entry.prev)
         times.append(entry.time_ms)
         leaves.append(merkle.leaf_hash(raw))
-    return CheckedEntries(prevs, times, leaves, fault)
+        if bodies:
+            kept.append((entry.kind, entry.body))
+    return CheckedEntries(prevs, times, leaves, fault, kept)
 
 
 class _TileCheck:

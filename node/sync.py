@@ -27,6 +27,7 @@ from ledger.checkpoint import open_checkpoint
 from ledger.errors import LedgerError, PeerError, ProofError
 from ledger.keys import Verifier
 from ledger.replica import Replica
+from ledger.roster import Roster
 from ledger.store import Store
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
@@ -191,12 +192,17 @@ def pull(
     *,
     limits: SyncLimits = SyncLimits(),
     progress: Progress | None = None,
+    roster: Roster | None = None,
 ) -> SyncReport:
-    """Bring the replica of `log_key.name` up to the source's checkpoint, verifying all."""
+    """Bring the replica of `log_key.name` up to the source's checkpoint, verifying all.
+
+    With `roster`, every record must also keep the custody rules of its log (see
+    `ledger.replica`); the node always passes it, bare replication is for tests and tools.
+    """
     origin = log_key.name
     note = source.fetch("checkpoint", limits.max_checkpoint)
     cp, _ = open_checkpoint(note, log_key)
-    replica = Replica(store, log_key)
+    replica = Replica(store, log_key, roster=roster)
     have = replica.size()
     if cp.size <= have:
         if replica.root(cp.size) != cp.root:
