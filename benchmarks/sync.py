@@ -46,6 +46,9 @@ def _serve(data: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(data),
             "--listen",
             f"127.0.0.1:{port}",
+            "--public",  # the benchmark peer has no roster to check member signatures against
+            "--sync-every",
+            "0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ are checked before anything is signed.
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -248,11 +249,18 @@ def void(
 
 
 def import_(
-    proof_file: Annotated[
-        Path, typer.Argument(help="The certificate proof file from the exporter.")
-    ],
     importer: Annotated[str, typer.Option(help="Registered importer actor id here.")],
     received: Annotated[str, typer.Option(help="Date of receipt, YYYY-MM-DD.")],
+    proof_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The certificate proof file from the exporter; omit it to take the proof "
+            "from the exporter's log as synced here (with --certificate)."
+        ),
+    ] = None,
+    certificate: Annotated[
+        str | None, typer.Option(help="Certificate number, proved from the synced log.")
+    ] = None,
     carats: Annotated[str | None, typer.Option("--carats", help="Carats received.")] = None,
     value_usd: Annotated[str | None, typer.Option("--value-usd", help="Value received.")] = None,
     parcel: Annotated[str | None, typer.Option(help="Id for the received parcel.")] = None,
@@ -264,8 +272,14 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Confirm receipt of a shipment against its certificate proof (KPCS Section III)."""
+    if (proof_file is None) == (certificate is None):
+        raise LedgerError("give either a proof file or --certificate (proved from the synced log)")
     custody = open_custody(data)
-    proof = TlogProof.from_text(proof_file.read_text())
+    if proof_file is not None:
+        proof = TlogProof.from_text(proof_file.read_text())
+    else:
+        assert certificate is not None
+        proof = custody.synced_export_proof(certificate)
     got_carats = None if carats is None else parse_carats(carats)
     got_value = None if value_usd is None else parse_usd(value_usd)
     shares = None
@@ -329,14 +343,34 @@ def _readable(key: str, value: Any) -> str:
 @certificate_app.command("show")
 def certificate_show(
     number: Annotated[str, typer.Argument(help="Certificate number.")],
+    overdue_days: Annotated[
+        int, typer.Option(help="Days after issue an unconfirmed export is overdue.", min=1)
+    ] = 30,
+    as_of: Annotated[
+        str | None, typer.Option(help="Judge overdue as of this date (default today).")
+    ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a certificate issued or imported here, and whether it is confirmed."""
-    state = open_custody(data).certificate(number)
+    """Show a certificate issued or imported here, and whether it is confirmed.
+
+    For a certificate issued here, `confirmation` cross-verifies it against the importer's
+    log as synced here: confirmed, awaiting, overdue (no import after --overdue-days) or voided.
+    """
+    custody = open_custody(data)
+    state = custody.certificate(number)
     if state is None:
         raise LedgerError(f"certificate {number} is not known here")
-    _show_state(f"certificate {number}", asdict(state), as_json)
+    shown = asdict(state)
+    if state.origin == custody.origin:
+        today = as_of or datetime.now(UTC).date().isoformat()
+        seen = custody.confirmation(number, today, overdue_days)
+        shown["confirmation"] = seen.status
+        shown["confirmed_by"] = (
+            None if seen.import_index is None else f"{seen.destination} entry {seen.import_index}"
+        )
+        shown["destination_entries_held"] = seen.destination_size
+    _show_state(f"certificate {number}", shown, as_json)
 
 
 def custody_now(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:

@@ -9,11 +9,13 @@ import typer
 
 from cli.custody_cmd import register_commands
 from cli.demo import demo
+from cli.evidence_cmd import evidence_app
 from cli.log_cmd import log_app, proof_app
 from cli.node_cmd import node_app, tiles_app
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, close_all
 from cli.output import console, emit_json, errors
 from cli.roster_cmd import roster_app
+from cli.stats_cmd import stats
 from cli.sync_cmd import sync
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
@@ -30,7 +32,9 @@ app.add_typer(proof_app, name="proof")
 app.add_typer(roster_app, name="roster")
 app.add_typer(node_app, name="node")
 app.add_typer(tiles_app, name="tiles")
+app.add_typer(evidence_app, name="evidence")
 app.command("sync")(sync)
+app.command("stats")(stats)
 app.command("demo")(demo)
 register_commands(app)
 

@@ -48,11 +48,32 @@ def parse_listen(text: str) -> tuple[str, int]:
 def serve(
     data: DataOption = DEFAULT_DATA,
     listen: Annotated[str, typer.Option(help="Address to listen on, HOST:PORT.")] = DEFAULT_LISTEN,
+    sync_every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between rounds of pulling every roster log from peers and asking "
+            "them to cosign this node's checkpoint; 0 turns both off.",
+            min=0,
+        ),
+    ] = 10.0,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra peer URL to pull from (the roster's URLs are always tried)."),
+    ] = None,
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public",
+            help="Serve reads (GET, HEAD) to anyone. By default every request but /health "
+            "must be signed (RFC 9421, Ed25519) by a roster Participant or observer.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve every log in the data directory, own and replicas, read-only until interrupted."""
+    """Serve every log in the data directory, keep the roster's logs in sync, until interrupted."""
     host, port = parse_listen(listen)
-    app = make_app(data)
-    errors.print(f"serving the logs in {data} on http://{listen}/", markup=False)
+    app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
+    who = "to anyone" if public else "to roster members' signed requests"
+    errors.print(f"serving the logs in {data} on http://{listen}/ {who}", markup=False)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 
 

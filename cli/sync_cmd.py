@@ -36,7 +36,7 @@ def sync(
             key = roster.log_key(name)
             source: TileSource
             if peer.startswith(("http://", "https://")):
-                source = HttpSource(peer, name)
+                source = HttpSource(peer, name, signer=node.signer)
             else:
                 source = DirectorySource(Path(peer), name)
             task = bar.add_task(name, total=None)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import lmdb
@@ -54,7 +54,15 @@ from ledger.entry import parse_entry
 from ledger.errors import EncodingError, NoteError, ProofError, RecordError, RosterError
 from ledger.log import Appended, Clock, Log, wall_clock_ms
 from ledger.note import Note
-from ledger.records import Export, ExportRef, Import, ParcelShare, Record, parse_record
+from ledger.records import (
+    Export,
+    ExportRef,
+    Import,
+    ParcelShare,
+    Record,
+    certificate_issuer,
+    parse_record,
+)
 from ledger.roster import Roster
 from ledger.rules import (
     VOIDED,
@@ -68,12 +76,24 @@ from ledger.rules import (
 
 __all__ = [
     "CertificateState",
+    "Confirmation",
     "Custody",
     "Foreign",
     "ParcelState",
     "decode_value",
     "verify_foreign",
 ]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Whether the importer's log (as synced here) confirms a certificate issued here."""
+
+    certificate: str
+    status: str  # confirmed | awaiting | overdue | voided
+    destination: str  # the importer's log origin
+    destination_size: int  # entries of it held here (0: not synced)
+    import_index: int | None
+
 
 #: Placeholder leaf hash of a certificate issued here (filled in from its entry on read).
 _OWN_LEAF: Final = b""
@@ -150,6 +170,57 @@ class Custody:
         size = self.log.open_checkpoint(note).size
         hashes = self.log.inclusion_proof(state.index, size)
         return TlogProof(state.index, tuple(hashes), note, self.log.entry(state.index))
+
+    def synced_export_proof(self, certificate: str) -> TlogProof:
+        """The export proof built from the exporter's log as synced here (no file needed).
+
+        CertificateNotFound when this node holds no replica of the issuer's log or the
+        certificate is not on it; the proof is then verified like one from a file.
+        """
+        code = certificate_issuer(certificate)
+        origin = self.roster.origin(code)
+        where = f"import: certificate {certificate!r}"
+        with self.store.read() as txn:
+            log_id = self.store.log_id(txn, origin)
+            state = None
+            if log_id is not None:
+                state = Index(LmdbTables(txn, self._dbs), log_id).certificate(certificate)
+        if log_id is None:
+            raise CertificateNotFound(
+                f"{where}: {origin}'s log is not held here (run `kimberley sync`, or import "
+                "with the proof file)"
+            )
+        if state is None or state.origin != origin:
+            raise CertificateNotFound(f"{where}: not on {origin}'s log as synced here")
+        exporter = Log(self.store, self.roster.log_key(origin))
+        note = exporter.checkpoint()
+        size = exporter.open_checkpoint(note).size
+        hashes = exporter.inclusion_proof(state.index, size)
+        return TlogProof(state.index, tuple(hashes), note, exporter.entry(state.index))
+
+    def confirmation(self, number: str, today: str, overdue_days: int = 30) -> Confirmation:
+        """Cross-verify a certificate issued here against the importer's log as synced here.
+
+        confirmed: the destination's log holds an import of this very export entry;
+        voided; overdue: neither, and more than `overdue_days` since issue; else awaiting.
+        """
+        state = self.certificate(number)
+        if state is None or state.origin != self.origin:
+            raise CertificateNotFound(f"certificate {number!r} was not issued here")
+        destination = self.roster.origin(state.destination)
+        with self.store.read() as txn:
+            log_id = self.store.log_id(txn, destination)
+            seen = None
+            if log_id is not None:
+                seen = Index(LmdbTables(txn, self._dbs), log_id).certificate(number)
+            held = 0 if log_id is None else self.store.head(txn, log_id).size
+        if state.status == VOIDED:
+            return Confirmation(number, "voided", destination, held, None)
+        if seen is not None and (seen.origin, seen.index) == (self.origin, state.index):
+            return Confirmation(number, "confirmed", destination, held, seen.import_index)
+        due = date.fromisoformat(state.issued) + timedelta(days=overdue_days)
+        status = "overdue" if date.fromisoformat(today) > due else "awaiting"
+        return Confirmation(number, status, destination, held, None)
 
     def verify_export_proof(self, proof: TlogProof) -> Foreign:
         """Verify a certificate proof with the roster key of its origin; the proved export."""

@@ -9,21 +9,24 @@ are ``id || big-endian position`` so a cursor walks them in order.
     logs         origin (utf-8)                         -> log id (4 bytes)
     entries      id || index (8)                        -> entry bytes
     tiles        id || level (1) || tile number (8)     -> up to 256 x 32-byte hashes
-    checkpoints  id || size (8)                         -> signed checkpoint note
+    checkpoints  id || size (8)                         -> signed checkpoint note (plus any
+                                                           witness cosignatures gathered)
     heads        id                                     -> size (8) || last leaf hash || time (8)
+    evidence     equivocation evidence and frozen origins (layout in ledger.freeze)
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
 
-from ledger.errors import NotInitialisedError, StoreError
+from ledger.errors import LogError, NotInitialisedError, StoreError
+from ledger.note import Note, NoteSignature, add_signatures
 
 #: Address space reserved for the map; the file only grows as data is written.
 DEFAULT_MAP_SIZE = 1 << 40
@@ -43,6 +46,8 @@ _DB_NAMES = (
     "foreign_proofs",
     # witness state (node.witness)
     "witnessed",
+    # equivocation evidence and frozen origins (ledger.freeze)
+    "evidence",
 )
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
@@ -177,6 +182,22 @@ class Store:
                 if not bytes(key).startswith(log_id):
                     return
                 yield int.from_bytes(key[4:], "big"), bytes(note)
+
+    def add_cosignatures(
+        self, txn: lmdb.Transaction, log_id: bytes, size: int, extra: Sequence[NoteSignature]
+    ) -> bytes:
+        """Append witness cosignatures to the stored checkpoint of `size`; the new note.
+
+        The caller has verified each cosignature against its witness key; one by the same
+        key as a stored line replaces it (a newer timestamp). LogError if no such checkpoint.
+        """
+        key = checkpoint_key(log_id, size)
+        stored = txn.get(key, db=self.dbs["checkpoints"])
+        if stored is None:
+            raise LogError(f"no checkpoint of size {size} is stored")
+        note = add_signatures(Note.from_bytes(bytes(stored)), extra).to_bytes()
+        txn.put(key, note, db=self.dbs["checkpoints"])
+        return note
 
     def latest_checkpoint(self, txn: lmdb.Transaction, log_id: bytes) -> bytes | None:
         """The checkpoint of the largest stored size for a log, or None."""

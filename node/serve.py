@@ -7,6 +7,12 @@
     GET /metrics                             Prometheus text: entries per log, requests served
     POST /add-checkpoint                     C2SP tlog-witness: cosign a roster log's checkpoint
 
+Access (`MembersOnly`, `node.auth`): KP trade data is confidential, so every request but
+/health must carry an RFC 9421 Ed25519 signature by a roster Participant or observer (or
+the node's own key): 401 if unsigned, unknown, invalid, stale or replayed, 403 for a
+suspended Participant. A network configured public (`make_app(public=True)`, `node serve
+--public`) serves GET and HEAD to anyone; POST still needs a member's signature.
+
 An origin holds a '/' (``kp.example/BW``), so a path is split where the rest is
 ``checkpoint`` or starts with ``tile/``, and the part before must be a log in the store;
 else 404. A known log with a tile path that is not the canonical spelling gets 400.
@@ -19,35 +25,50 @@ registers the origin) is ever built. The witness cosigns with the data directory
 request; with no key or no roster every origin is unknown (404).
 
 A tile's bytes at a path never change, so tiles and bundles, full or partial, are served
-as immutable; the checkpoint may be cached for a few seconds. A partial tile is served for
-any width up to what the log holds, as the prefix of the stored tile, so clients holding
-an older checkpoint still get their tiles.
+as immutable (``private`` when the request was signed, so shared caches keep no copy);
+the checkpoint may be cached for a few seconds. A partial tile is served for any width up
+to what the log holds, as the prefix of the stored tile, so clients holding an older
+checkpoint still get their tiles.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import lmdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.errors import RosterError
-from ledger.keys import Signer, load_signer
+from ledger.keys import Signer, Verifier, load_signer
 from ledger.note import MAX_NOTE_SIZE
 from ledger.roster import Roster
-from ledger.roster_files import load_roster
+from ledger.roster_files import load_roster, roster_dir
 from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE
+from node.auth import (
+    AuthError,
+    ReplayGuard,
+    RequestParts,
+    RosterMember,
+    accept_signature_header,
+    authenticate,
+    roster_members,
+)
+from node.peers import Peers
 from node.tlog_tiles import TilePathError, TileRef, encode_bundle
 from node.witness import MAX_PROOF_LINES, SIZE_TYPE, SizeConflictError, Witness, WitnessError
 
@@ -68,8 +89,20 @@ GZIP_LEVEL = 6
 MAX_WITNESS_BODY = 32 + MAX_PROOF_LINES * 45 + 1 + MAX_NOTE_SIZE
 
 
-def make_app(data_dir: Path) -> Starlette:
-    """The ASGI app serving every log in `data_dir`'s store; closes the store on shutdown."""
+def make_app(
+    data_dir: Path,
+    *,
+    sync_interval: float | None = None,
+    peers: Sequence[str] = (),
+    public: bool = False,
+) -> Starlette:
+    """The ASGI app serving every log in `data_dir`'s store; closes the store on shutdown.
+
+    With `sync_interval` (seconds) and a node key, a background thread keeps every roster
+    log replicated and the own checkpoints cosigned (`node.peers`) while the app runs.
+    Every request but /health must be signed by a roster member (`MembersOnly`); with
+    `public`, GET and HEAD are served to anyone.
+    """
     store = Store(data_dir / "store")
     key_path = data_dir / "log.key"
     signer = load_signer(key_path) if key_path.exists() else None
@@ -77,9 +110,20 @@ def make_app(data_dir: Path) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = None
+        if sync_interval is not None and signer is not None:
+            duties = Peers(data_dir, store, signer, extra_peers=peers)
+            worker = threading.Thread(
+                target=duties.run, args=(stop, sync_interval), name="peers", daemon=True
+            )
+            worker.start()
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=30)
             store.close()
 
     routes = [
@@ -88,7 +132,9 @@ def make_app(data_dir: Path) -> Starlette:
         Route("/add-checkpoint", node.add_checkpoint, methods=["POST"]),
         Route("/{path:path}", node.log_resource, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    own = signer.verifier if signer is not None else None
+    access = Middleware(MembersOnly, data_dir=data_dir, own=own, public=public, count=node.count)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[access])
 
 
 class _Node:
@@ -277,3 +323,86 @@ def _error(status: int, message: str) -> Response:
         media_type="text/plain; charset=utf-8",
         headers={"Cache-Control": NO_STORE},
     )
+
+
+class MembersOnly:
+    """ASGI middleware: only requests signed by a roster member (RFC 9421) reach the node.
+
+    /health is open; with `public`, so are GET and HEAD. Anything else needs a signature
+    (`node.auth.authenticate`): 401 with an Accept-Signature hint when it is missing, bad,
+    stale, replayed or by a key the roster does not list, 403 for a suspended Participant.
+    Members are the roster's Participants and observers and the node's own key; the roster
+    is re-read when its files change (name, size, mtime, checked on each request).
+    Responses to signed requests are marked ``private``: no shared cache may hand one
+    member's answer to anyone else.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        data_dir: Path,
+        own: Verifier | None,
+        public: bool,
+        count: Callable[[str, Response], Response],
+    ) -> None:
+        self.app, self.data_dir, self.own = app, data_dir, own
+        self.public, self.count = public, count
+        self.guard = ReplayGuard()
+        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._members: dict[str, RosterMember] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass open and well-signed requests on; answer the rest with 401 or 403."""
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        if self.public and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            parts = RequestParts.from_asgi(scope)
+            authenticate(parts, self.members(), self.guard, int(time.time()))
+        except AuthError as e:
+            response = _error(e.status, str(e))
+            if e.status == 401:
+                response.headers["Accept-Signature"] = accept_signature_header()
+            await self.count("refused", response)(scope, receive, send)
+            return
+
+        async def send_private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, _private(k, v)) for k, v in message["headers"]]
+            await send(message)
+
+        await self.app(scope, receive, send_private)
+
+    def members(self) -> dict[str, RosterMember]:
+        """Who may sign requests now: re-read when the roster files have changed."""
+        stamp = _roster_stamp(self.data_dir)
+        if stamp != self._stamp:
+            try:
+                roster: Roster | None = load_roster(self.data_dir)
+            except RosterError:
+                roster = None  # fail closed: only the node's own key
+            self._members, self._stamp = roster_members(roster, self.own), stamp
+        return self._members
+
+
+def _private(name: bytes, value: bytes) -> bytes:
+    """A Cache-Control value with ``public`` turned into ``private``; other headers as they are."""
+    if name.lower() == b"cache-control" and value.startswith(b"public"):
+        return b"private" + value[len(b"public") :]
+    return value
+
+
+def _roster_stamp(data_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of each file in the roster directory: changes when it does."""
+    try:
+        with os.scandir(roster_dir(data_dir)) as entries:
+            return tuple(sorted((e.name, *_size_mtime(e.stat())) for e in entries))
+    except OSError:
+        return ()
+
+
+def _size_mtime(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns

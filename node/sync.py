@@ -8,6 +8,12 @@ arrive bundle by bundle and go to `Replica.accept`, which re-checks every entry 
 proves each batch a prefix of the checkpoint's tree before anything is stored. Each
 batch commits on its own, so a pull resumes where a kill stopped it, and memory holds
 one batch.
+
+A served checkpoint that conflicts with what is held is refused before any entry is
+fetched. When the peer's own tiles then prove that the log signed two histories (see
+`ledger.evidence`), the evidence is stored, the origin frozen and `EquivocationError`
+raised; a frozen origin is not pulled at all (`FrozenOriginError`) until an operator
+unfreezes it.
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from typing import Protocol
 
 import httpx
 
-from ledger import merkle
+from ledger import freeze, merkle
 from ledger.checkpoint import open_checkpoint
 from ledger.errors import LedgerError, PeerError, ProofError
-from ledger.keys import Verifier
+from ledger.keys import Signer, Verifier
+from ledger.log import wall_clock_ms
 from ledger.replica import Replica
 from ledger.roster import Roster
 from ledger.store import Store
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
+from node.auth import SignatureAuth
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
 
 Progress = Callable[[int, int], None]
@@ -64,7 +72,11 @@ class TileSource(Protocol):
 
 
 class HttpSource:
-    """A peer node or static web server: GET <base>/<origin>/<path>, bounded and retried."""
+    """A peer node or static web server: GET <base>/<origin>/<path>, bounded and retried.
+
+    With a `signer`, each GET is signed (RFC 9421, `node.auth.SignatureAuth`) so a peer
+    that serves only roster members answers it.
+    """
 
     def __init__(
         self,
@@ -72,6 +84,7 @@ class HttpSource:
         origin: str,
         limits: SyncLimits = SyncLimits(),
         transport: httpx.BaseTransport | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.prefix = f"{base.rstrip('/')}/{origin}/"
         self.limits = limits
@@ -84,6 +97,7 @@ class HttpSource:
             transport=transport,
             trust_env=False,
             headers={"Accept-Encoding": "identity"},
+            auth=SignatureAuth(signer) if signer is not None else None,
         )
 
     def fetch(self, path: str, limit: int) -> bytes:
@@ -200,15 +214,23 @@ def pull(
     `ledger.replica`); the node always passes it, bare replication is for tests and tools.
     """
     origin = log_key.name
+    with store.read() as txn:
+        freeze.check_not_frozen(store, txn, origin)
     note = source.fetch("checkpoint", limits.max_checkpoint)
     cp, _ = open_checkpoint(note, log_key)
     replica = Replica(store, log_key, roster=roster)
     have = replica.size()
     if cp.size <= have:
         if replica.root(cp.size) != cp.root:
-            raise ProofError(
-                f"{origin}: the served checkpoint at size {cp.size} conflicts with "
-                "the entries already verified here (a fork of the log)"
+            raise _conflict(
+                store,
+                log_key,
+                source,
+                note,
+                ProofError(
+                    f"{origin}: the served checkpoint at size {cp.size} conflicts with "
+                    "the entries already verified here (a fork of the log)"
+                ),
             )
         return SyncReport(origin, have, have, cp.size)
     tree = RemoteTree(source, cp.size)
@@ -217,9 +239,15 @@ def pull(
             proof = merkle.consistency_proof(have, cp.size, tree.node)
             merkle.verify_consistency(have, cp.size, replica.root(have), cp.root, proof)
         except LedgerError as e:
-            raise ProofError(
-                f"{origin}: checkpoint of size {cp.size} is not proven consistent "
-                f"with the {have} entries held here: {e}"
+            raise _conflict(
+                store,
+                log_key,
+                source,
+                note,
+                ProofError(
+                    f"{origin}: checkpoint of size {cp.size} is not proven consistent "
+                    f"with the {have} entries held here: {e}"
+                ),
             ) from None
     position = have
     while position < cp.size:
@@ -235,3 +263,46 @@ def pull(
         if progress is not None:
             progress(position, cp.size)
     return SyncReport(origin, have, cp.size, cp.size)
+
+
+def _conflict(
+    store: Store, log_key: Verifier, source: TileSource, note: bytes, refusal: ProofError
+) -> ProofError:
+    """The error for a served checkpoint that conflicts with what is held here.
+
+    When the peer's own tiles prove that it and the latest checkpoint held are two histories
+    the log signed, the evidence is stored, the origin frozen, and EquivocationError returned;
+    otherwise (bad tiles, nothing signed to compare with) `refusal`.
+    """
+    size = open_checkpoint(note, log_key)[0].size
+    tree = RemoteTree(source, size)
+    try:
+        evidence = freeze.against_replica(
+            store, log_key, note, tree.node, lambda index: _entry(source, size, index)
+        )
+    except LedgerError:
+        return refusal
+    if evidence is None:
+        return refusal
+    with store.write() as txn:
+        where = f"sync from {_where(source)}"
+        record = freeze.put(store, txn, evidence, log_key, source=where, now_ms=wall_clock_ms())
+    assert record is not None  # proven evidence is always kept
+    return freeze.EquivocationError(log_key.name, record)
+
+
+def _entry(source: TileSource, size: int, index: int) -> bytes:
+    """Entry `index` of the served tree of `size` entries, from its entry bundle."""
+    number, skip = divmod(index, TILE_WIDTH)
+    width = min(TILE_WIDTH, size - number * TILE_WIDTH)
+    data = source.fetch(TileRef(ENTRIES, number, width).path(), MAX_BUNDLE_SIZE)
+    return decode_bundle(data, width=width)[skip]
+
+
+def _where(source: TileSource) -> str:
+    """Where a source reads from, for the evidence record."""
+    if isinstance(source, HttpSource):
+        return source.prefix
+    if isinstance(source, DirectorySource):
+        return str(source.root)
+    return type(source).__name__

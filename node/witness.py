@@ -2,10 +2,18 @@
 
 A request body is ``old <size>``, up to 63 base64 consistency-proof hashes, a blank line,
 then the checkpoint note. The witness trusts exactly the log keys of the roster's active
-Participants, keeps the latest checkpoint it cosigned per origin (size and root) in the
-`witnessed` database, and cosigns with the node's key as a tlog-cosignature/v1 (type 0x04):
+Participants, keeps the latest checkpoint it cosigned per origin (size, root and the note)
+in the `witnessed` database, and cosigns with the node's key as a tlog-cosignature/v1 (type
+0x04):
 
-    witnessed    origin (utf-8)                         -> size (8) || root (32)
+    witnessed    origin (utf-8)                         -> size (8) || root (32) || note
+
+A refused request whose checkpoint and the held note are two histories the log signed (the
+same size with another root, or a larger tree whose proof leads to its root but gives the
+held size another root) is kept as equivocation evidence and freezes the origin (see
+`ledger.freeze`); after that every checkpoint of it gets 403 until an operator unfreezes it.
+A proof that merely fails is kept as unproven and freezes nothing. The statuses stay the
+spec's: 409 for another root at the held size, 422 for a proof that fails.
 
 The check of ``old`` against the held size, the consistency check against the held root
 and the update are one LMDB write transaction, so two concurrent requests can never roll
@@ -20,8 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ledger import freeze
 from ledger.checkpoint import Checkpoint, cosign, open_checkpoint, parse_decimal
 from ledger.errors import LedgerError, NoteError, ProofError
+from ledger.evidence import EvidenceError, judge_checkpoints
 from ledger.keys import Signer
 from ledger.merkle import verify_consistency
 from ledger.note import Note, b64decode_strict
@@ -84,6 +94,10 @@ class InconsistentCheckpointError(WitnessError):
     status = 422
 
 
+class FrozenLogError(UntrustedCheckpointError):
+    """A log frozen on this node for equivocation: nothing of it is cosigned (403)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Witnessed:
     """The latest checkpoint cosigned for one origin: its size and root."""
@@ -92,13 +106,13 @@ class Witnessed:
     root: bytes
 
     def to_bytes(self) -> bytes:
-        """Fixed 40-byte form stored in the `witnessed` database."""
+        """Fixed 40-byte form that starts the `witnessed` value (the cosigned note follows)."""
         return _STATE.pack(self.size, self.root)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Witnessed:
         """Parse the stored form."""
-        size, root = _STATE.unpack(data)
+        size, root = _STATE.unpack_from(data)
         return cls(size, root)
 
 
@@ -163,7 +177,25 @@ class Witness:
         if request.old > cp.size:
             raise MalformedRequestError(f"old size {request.old} exceeds checkpoint size {cp.size}")
         key = cp.origin.encode()
+        try:
+            line = self._add(key, request, cp)
+        except (SizeConflictError, InconsistentCheckpointError) as refusal:
+            record = self._keep_evidence(cp, request)
+            if record is not None:
+                frozen = ", origin frozen" if record.evidence().proven else ""
+                refusal.args = (f"{refusal}; {record.kind} evidence {record.id[:16]} kept{frozen}",)
+            raise
+        return (line + "\n").encode()
+
+    def _add(self, key: bytes, request: AddCheckpoint, cp: Checkpoint) -> str:
+        """The checks against the held state and its update, in one write transaction."""
         with self.store.write() as txn:
+            frozen = freeze.frozen_by(self.store, txn, cp.origin)
+            if frozen is not None:
+                raise FrozenLogError(
+                    f"{cp.origin} is frozen on this node for equivocation "
+                    f"(evidence {frozen.evidence[:16]}); not witnessed"
+                )
             data = txn.get(key, db=self.store.db("witnessed"))
             held = Witnessed(0, b"") if data is None else Witnessed.from_bytes(bytes(data))
             if request.old != held.size:
@@ -185,9 +217,38 @@ class Witness:
                 raise InconsistentCheckpointError(
                     f"a proof from size {held.size} to {cp.size} must be empty"
                 )
-            txn.put(key, Witnessed(cp.size, cp.root).to_bytes(), db=self.store.db("witnessed"))
-            line = cosign(cp, self.signer, self.clock()).to_line()
-        return (line + "\n").encode()
+            state = Witnessed(cp.size, cp.root).to_bytes() + request.note
+            txn.put(key, state, db=self.store.db("witnessed"))
+            return cosign(cp, self.signer, self.clock()).to_line()
+
+    def _keep_evidence(
+        self, cp: Checkpoint, request: AddCheckpoint
+    ) -> freeze.EvidenceRecord | None:
+        """Store evidence when the held note and the refused checkpoint are two histories."""
+        participant = None if self.roster is None else self.roster.by_origin(cp.origin)
+        assert participant is not None  # _verified found it
+        with self.store.write() as txn:
+            data = txn.get(cp.origin.encode(), db=self.store.db("witnessed"))
+            if data is None or len(data) <= _STATE.size:
+                return None  # nothing held, or held before notes were kept
+            held = Witnessed.from_bytes(bytes(data))
+            proof = request.proof if request.old == held.size else None
+            try:
+                evidence = judge_checkpoints(
+                    participant.key, bytes(data)[_STATE.size :], request.note, proof
+                )
+            except EvidenceError:
+                return None  # the held note no longer opens (the roster rotated the key)
+            if evidence is None:
+                return None
+            return freeze.put(
+                self.store,
+                txn,
+                evidence,
+                participant.key,
+                source="witness add-checkpoint request",
+                now_ms=self.clock() * 1000,
+            )
 
     def _verified(self, note_bytes: bytes) -> Checkpoint:
         """The checkpoint, once well formed (400), on the roster (404) and validly signed (403)."""

@@ -90,7 +90,11 @@ def test_published_files_match_the_node_and_only_new_ones_are_written(tmp_path: 
     before = files_under(out)
     assert "kp.example/BW/tile/0/002.p/88" in before
 
-    with running_node(data, tmp_path / "node.log") as node_url, static_server(out) as static_url:
+    with (
+        # a network that publishes its tiles statically is public: the node serves them unsigned
+        running_node(data, tmp_path / "node.log", "--public") as node_url,
+        static_server(out) as static_url,
+    ):
         assert_same_bytes(node_url, static_url, sorted(before))
         append(data, 600, 200)  # the node keeps serving while the log grows
         second = publish(data, out)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import gzip
 import re
 import socket
+import string
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
 
 from cli.node_cmd import parse_listen
 from ledger import merkle
@@ -23,11 +27,15 @@ from ledger.datadir import DataDir
 from ledger.errors import LedgerError
 from ledger.keys import Signer, Verifier
 from ledger.log import Log
+from ledger.roster import Observer, Participant, Roster, SignedRoster
+from ledger.roster_files import install_roster
+from node.auth import SignatureAuth, sign_request
 from node.serve import accepts_gzip
 from node.tlog_tiles import ENTRIES, TileRef, decode_bundle, tiles_for_size
 from tests.conftest import mine_body
 
 BW, ZA = "kp.example/BW", "kp.example/ZA"
+CF, NA = "kp.example/CF", "kp.example/NA"  # on the roster: CF suspended, NA suspended in v2
 SIZE = 600  # two full tiles and a partial one of 88 at level 0; a partial of 2 at level 1
 STARTUP_SECONDS = 15.0
 _SERVER = "import sys; from cli.node_cmd import node_app; node_app(sys.argv[1:])"
@@ -41,9 +49,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_node(data: Path, log_file: Path) -> Iterator[str]:
-    """Run `kimberley node serve` in a subprocess; yield its base URL; always stop it."""
-    port = free_port()
+def running_node(
+    data: Path, log_file: Path, *options: str, port: int | None = None
+) -> Iterator[str]:
+    """Run `kimberley node serve` in a subprocess; yield its base URL; always stop it.
+
+    Peer sync is off unless `options` sets `--sync-every` (test rosters name hosts that
+    must never be contacted).
+    """
+    port = port or free_port()
+    options = options if "--sync-every" in options else (*options, "--sync-every", "0")
     with log_file.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -55,6 +70,7 @@ def running_node(data: Path, log_file: Path) -> Iterator[str]:
                 str(data),
                 "--listen",
                 f"127.0.0.1:{port}",
+                *options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -86,14 +102,20 @@ class Served:
     """The running node, the entries it holds and the keys that check them."""
 
     client: httpx.Client
-    entries: list[bytes]
+    entries: list[bytes] = field(repr=False)
     bw: Verifier
     za: Verifier
+    base: str = ""
+    data: Path = Path()
+    keys: dict[str, Signer] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A node holding BW's own log of 600 entries and a 3-entry log of ZA, over real HTTP."""
+    """A node holding BW's own log of 600 entries and a 3-entry log of ZA, over real HTTP.
+
+    Its roster lists BW, ZA, NA, CF (suspended) and an observer; the client signs as ZA.
+    """
     tmp = tmp_path_factory.mktemp("serve")
     node = DataDir.init(tmp / "bw", "BW", "kp.example")
     log = node.own_log()
@@ -102,12 +124,43 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     za = Signer.generate(ZA)  # a second log in the same store, as sync will hold replicas
     Log(node.store, za.verifier, za).append_many([("parcel.mine", mine_body(i)) for i in range(3)])
     bw = node.signer.verifier
+    keys = {BW: node.signer, ZA: za, CF: Signer.generate(CF), NA: Signer.generate(NA)}
+    keys["observer"] = Signer.generate("kp-monitoring")
+    roster = roster_of(keys, CF=True)
+    install_roster(tmp / "bw", signed_by(roster, keys).to_bytes(), bw)
     node.close()
     with (
         running_node(tmp / "bw", tmp / "node.log") as base,
-        httpx.Client(base_url=base, trust_env=False) as c,
+        httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(za)) as c,
     ):
-        yield Served(c, entries, bw, za.verifier)
+        yield Served(c, entries, bw, za.verifier, base, tmp / "bw", keys)
+
+
+def roster_of(keys: dict[str, Signer], version: int = 1, **suspended: bool) -> Roster:
+    """A roster of the Participant keys in `keys` (named <network>/<code>) and the observer."""
+    participants = tuple(
+        Participant(
+            code,
+            f"Authority of {code}",
+            ("BE", "FR") if code == "EU" else (code,),
+            signer.verifier,
+            f"https://{code.lower()}.kp.example/",
+            "suspended" if suspended.get(code) else "active",
+        )
+        for name, signer in keys.items()
+        if (code := name.rpartition("/")[2]) and name != "observer"
+    )
+    observers = tuple(Observer("KP", k.verifier) for n, k in keys.items() if n == "observer")
+    return Roster("kp.example", version, participants, observers)
+
+
+def signed_by(roster: Roster, keys: dict[str, Signer]) -> SignedRoster:
+    """`roster` signed by every Participant key in `keys`."""
+    signed = SignedRoster(roster)
+    for name, signer in keys.items():
+        if name != "observer":
+            signed = signed.sign(signer)
+    return signed
 
 
 def get_ok(client: httpx.Client, path: str) -> httpx.Response:
@@ -204,7 +257,8 @@ def test_tiles_are_immutable_and_the_checkpoint_short_lived(served: Served) -> N
         response = get_ok(served.client, f"/{BW}/{path}")
         assert response.headers["content-type"] == "application/octet-stream"
         cache = response.headers["cache-control"]
-        assert "immutable" in cache and "max-age=31536000" in cache and "public" in cache
+        assert "immutable" in cache and "max-age=31536000" in cache
+        assert "private" in cache  # signed reads: no shared cache may keep them
     cache = get_ok(served.client, f"/{BW}/checkpoint").headers["cache-control"]
     assert "immutable" not in cache
     max_age = re.search(r"max-age=(\d+)", cache)
@@ -346,3 +400,208 @@ def test_listen_addresses_parse_or_fail_with_a_ledger_error() -> None:
     for bad in ["8470", "127.0.0.1:", ":80", "host:0", "host:65536", "host:\uff18\uff10"]:
         with pytest.raises(LedgerError, match="HOST:PORT"):
             parse_listen(bad)
+
+
+# -- who may read: RFC 9421 signatures checked against the roster ----------------------------
+
+
+def signed_get(
+    served: Served, signer: Signer, path: str, *, now: int | None = None
+) -> httpx.Request:
+    """A GET of `path` on the served node, signed by `signer` (at `now`, default the clock)."""
+    request = httpx.Request("GET", served.base + path)
+    sign_request(request, signer, now=now)
+    return request
+
+
+def send(request: httpx.Request) -> httpx.Response:
+    """Send a prepared request as is, with no client-side auth."""
+    with httpx.Client(trust_env=False) as client:
+        return client.send(request)
+
+
+def test_members_signed_reads_are_served(served: Served) -> None:
+    """A Participant, an observer and the node's own key each read the checkpoint."""
+    for who in (ZA, "observer", BW):
+        response = send(signed_get(served, served.keys[who], f"/{BW}/checkpoint"))
+        assert response.status_code == 200, (who, response.text)
+        assert open_checkpoint(response.content, served.bw)[0].size == SIZE
+
+
+@pytest.mark.parametrize("path", [f"/{BW}/checkpoint", f"/{BW}/tile/0/000", "/metrics", "/x"])
+def test_unsigned_requests_are_401_except_health(served: Served, path: str) -> None:
+    """Without a signature nothing but /health answers; the 401 says what to sign."""
+    with httpx.Client(base_url=served.base, trust_env=False) as anonymous:
+        response = anonymous.get(path)
+        assert response.status_code == 401
+        assert "not signed" in response.text
+        assert '"@method"' in response.headers["accept-signature"]
+        assert response.headers["cache-control"] == "no-store"
+        assert anonymous.get("/health").status_code == 200
+    refused = r'kimberley_http_requests_total\{endpoint="refused",code="401"\} [1-9]'
+    assert re.search(refused, get_ok(served.client, "/metrics").text)
+
+
+def test_keys_not_on_the_roster_are_401(served: Served) -> None:
+    """A stranger's key, or another key under a member's name, is refused."""
+    stranger = send(signed_get(served, Signer.generate("kp.example/XX"), f"/{BW}/checkpoint"))
+    assert (stranger.status_code, "not a roster member" in stranger.text) == (401, True)
+    impostor = send(signed_get(served, Signer.generate(ZA), f"/{BW}/checkpoint"))
+    assert (impostor.status_code, "does not verify" in impostor.text) == (401, True)
+
+
+def test_a_suspended_participant_is_403(served: Served) -> None:
+    """CF is on the roster, suspended: its valid signature earns a 403."""
+    response = send(signed_get(served, served.keys[CF], f"/{BW}/checkpoint"))
+    assert response.status_code == 403
+    assert "suspended" in response.text
+
+
+def test_a_replayed_or_stale_signature_is_401(served: Served) -> None:
+    """The same signed request twice, or one created 10 minutes ago or ahead, is refused."""
+    request = signed_get(served, served.keys[ZA], f"/{BW}/checkpoint")
+    assert send(request).status_code == 200
+    again = send(request)
+    assert (again.status_code, "already used" in again.text) == (401, True)
+    for skew in (-600, 600):
+        old = signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=int(time.time()) + skew)
+        assert send(old).status_code == 401
+
+
+def test_a_signature_over_another_path_is_401(served: Served) -> None:
+    """Headers signed for ZA's checkpoint do not open BW's."""
+    genuine = signed_get(served, served.keys[ZA], f"/{ZA}/checkpoint")
+    tampered = httpx.Request(
+        "GET",
+        f"{served.base}/{BW}/checkpoint",
+        headers={k: genuine.headers[k] for k in ("signature-input", "signature")},
+    )
+    response = send(tampered)
+    assert (response.status_code, "does not verify" in response.text) == (401, True)
+
+
+def test_a_roster_update_takes_effect_while_the_node_runs(served: Served) -> None:
+    """NA reads until roster v2 suspends it; from then on the running node answers 403."""
+    assert send(signed_get(served, served.keys[NA], f"/{BW}/checkpoint")).status_code == 200
+    v2 = roster_of(served.keys, version=2, CF=True, NA=True)
+    install_roster(served.data, signed_by(v2, served.keys).to_bytes(), served.bw)
+    assert send(signed_get(served, served.keys[NA], f"/{BW}/checkpoint")).status_code == 403
+    assert send(signed_get(served, served.keys[ZA], f"/{BW}/checkpoint")).status_code == 200
+
+
+def test_a_public_node_serves_unsigned_reads_only(tmp_path: Path) -> None:
+    """With --public, GETs need no signature and stay publicly cacheable; POSTs still do."""
+    node = DataDir.init(tmp_path / "bw", "BW", "kp.example")
+    node.own_log().append_many([("parcel.mine", mine_body(i)) for i in range(3)])
+    node.close()
+    with (
+        running_node(tmp_path / "bw", tmp_path / "node.log", "--public") as base,
+        httpx.Client(base_url=base, trust_env=False) as anonymous,
+    ):
+        response = anonymous.get(f"/{BW}/tile/entries/000.p/3")
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("public")
+        assert anonymous.head(f"/{BW}/checkpoint").status_code == 200
+        assert anonymous.post("/add-checkpoint", content=b"old 0\n\n").status_code == 401
+
+
+@dataclass
+class Probe:
+    """A client that signs nothing by itself, the node's URL, and keys to sign with."""
+
+    client: httpx.Client
+    base: str
+    keys: dict[str, Signer]
+
+
+@pytest.fixture(scope="module")
+def probe(served: Served) -> Iterator[Probe]:
+    """The served node's members' keys plus a stranger's and an impostor's (another ZA key)."""
+    keys = served.keys | {"stranger": Signer.generate("kp.example/XX")}
+    keys["impostor"] = Signer.generate(ZA)
+    with httpx.Client(trust_env=False) as client:
+        yield Probe(client, served.base, keys)
+
+
+REQUEST_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
+PATH_TEXT = st.text(
+    alphabet=string.ascii_letters + string.digits + "/._-~%:@!$&'()*+,;=", max_size=40
+)
+PATHS = st.one_of(
+    PATH_TEXT.map(lambda p: "/" + p),
+    st.sampled_from(
+        [
+            f"/{BW}/checkpoint",
+            f"/{BW}/tile/0/000",
+            f"/{BW}/tile/entries/000.p/5",
+            f"/{ZA}/tile/1/000.p/1",
+            "/add-checkpoint",
+            "/metrics",
+            "/health",
+            "/heal%74h",
+        ]
+    ),
+    st.tuples(st.sampled_from([f"/{BW}/", f"/{ZA}/", "/kp.example/"]), PATH_TEXT).map("".join),
+)
+HEADER_VALUE = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60
+).map(str.strip)  # HTTP itself forbids leading and trailing spaces in a field value
+HEADERS = st.dictionaries(
+    st.sampled_from(
+        ["signature-input", "signature", "accept-encoding", "content-type", "date", "x-extra"]
+    ),
+    st.one_of(
+        HEADER_VALUE,
+        st.sampled_from(['sig=("@method" "@path");created=1;keyid="kp.example/ZA"', "sig=:AA==:"]),
+    ),
+    max_size=3,
+)
+SIGNERS = st.sampled_from([ZA, "observer", None, CF, "stranger", "impostor"])
+
+
+@given(
+    method=st.one_of(
+        st.just("GET"),
+        st.sampled_from(REQUEST_METHODS),
+        st.text(alphabet=string.ascii_uppercase, min_size=1, max_size=8).filter(
+            lambda m: m != "CONNECT"
+        ),
+    ),
+    path=PATHS,
+    query=st.one_of(st.none(), st.text(alphabet=string.ascii_letters + "=&%", max_size=12)),
+    headers=HEADERS,
+    body=st.binary(max_size=300),
+    who=SIGNERS,
+)
+def test_no_request_makes_the_node_fail_or_lets_a_stranger_in(
+    probe: Probe,
+    method: str,
+    path: str,
+    query: str | None,
+    headers: dict[str, str],
+    body: bytes,
+    who: str | None,
+) -> None:
+    """Random methods, paths, headers and bodies, signed or not: never a 5xx; no 200 without a
+    member's signature except /health; a suspended member gets only 403."""
+    url = probe.base + path + ("" if query is None else "?" + query)
+    request = probe.client.build_request(method, url, headers=headers, content=body)
+    if who is not None:
+        sign_request(request, probe.keys[who])
+    response = probe.client.send(request)
+    event(f"{who}: {response.status_code}")
+    assert response.status_code < 500, (method, url, response.status_code, response.text)
+    if unquote(request.url.path) == "/health":
+        return
+    if who in (None, "stranger", "impostor"):
+        assert response.status_code == 401, (method, url, response.status_code)
+    if who == CF:
+        assert response.status_code == 403, (method, url, response.status_code)
+
+
+def test_nothing_any_caller_sent_changed_a_log(served: Served) -> None:
+    """After every request the tests sent, the node still holds exactly the logs it started with."""
+    health = httpx.get(served.base + "/health", trust_env=False).json()
+    assert health["logs"] == {BW: SIZE, ZA: 3}
+    checkpoint = get_ok(served.client, f"/{BW}/checkpoint").content
+    assert open_checkpoint(checkpoint, served.bw)[0].size == SIZE

@@ -14,10 +14,11 @@ import pytest
 from ledger.datadir import DataDir
 from ledger.errors import EncodingError, IntegrityError, NoteError, PeerError, ProofError
 from ledger.replica import Replica
+from ledger.roster_files import install_roster
 from ledger.verify import verify_log
 from node.sync import DirectorySource, HttpSource, SyncLimits, pull
 from tests.conftest import mine_body
-from tests.test_serve import running_node
+from tests.test_serve import roster_of, running_node, signed_by
 
 
 def publish(data: Path, out: Path) -> None:
@@ -49,10 +50,19 @@ def eu(tmp_path: Path) -> Iterator[DataDir]:
 def test_a_node_pulls_a_peers_log_over_http_and_catches_up_later(
     bw: DataDir, eu: DataDir, tmp_path: Path
 ) -> None:
-    """A pull from a running node rebuilds the log exactly; a later pull fetches only the new."""
+    """A pull from a running node rebuilds the log exactly; a later pull fetches only the new.
+
+    BW's node serves roster members only; the EU signs its requests with its log key.
+    """
     limits = SyncLimits(batch_entries=256)
+    keys = {bw.origin: bw.signer, eu.origin: eu.signer}
+    install_roster(bw.path, signed_by(roster_of(keys), keys).to_bytes(), bw.signer.verifier)
     with running_node(bw.path, tmp_path / "node.log") as base:
-        source = HttpSource(base, bw.origin, limits)
+        anonymous = HttpSource(base, bw.origin, limits)
+        with pytest.raises(PeerError, match="HTTP 401"):
+            pull(eu.store, bw.signer.verifier, anonymous)
+        anonymous.close()
+        source = HttpSource(base, bw.origin, limits, signer=eu.signer)
         first = pull(eu.store, bw.signer.verifier, source, limits=limits)
         assert (first.before, first.after) == (0, 700)
         bw.own_log().append_many([("parcel.mine", mine_body(i)) for i in range(700, 1000)])

@@ -20,6 +20,7 @@ from ledger.note import NoteSignature
 from ledger.roster import Participant, Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.store import Store
+from node.auth import SignatureAuth
 from node.serve import MAX_WITNESS_BODY
 from node.witness import (
     SIZE_TYPE,
@@ -279,15 +280,20 @@ def test_body_without_blank_line_or_note_is_400(setup: Setup) -> None:
 
 
 def test_witness_over_real_http(setup: Setup, tmp_path: Path) -> None:
-    """A node with a roster cosigns BW's checkpoints over HTTP and answers each refusal's code."""
+    """A node with a roster cosigns BW's checkpoints over HTTP and answers each refusal's code.
+
+    BW, a roster member, signs its requests (RFC 9421); unsigned ones are refused first.
+    """
     signed = SignedRoster(setup.roster).sign(setup.za.signer).sign(setup.bw.signer)
     install_roster(setup.za.path, signed.to_bytes(), setup.za.signer.verifier)
     witness_key = setup.za.signer.verifier.as_cosigner()
     setup.za.close()
     with (
         running_node(setup.za.path, tmp_path / "node.log") as base,
-        httpx.Client(base_url=base, trust_env=False) as client,
+        httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(setup.bw.signer)) as client,
     ):
+        unsigned = httpx.post(f"{base}/add-checkpoint", content=b"old 0\n", trust_env=False)
+        assert unsigned.status_code == 401
         note = setup.log.checkpoint()
         ok = client.post("/add-checkpoint", content=request(0, [], note))
         assert ok.status_code == 200, ok.text
@@ -318,11 +324,15 @@ def test_witness_over_real_http(setup: Setup, tmp_path: Path) -> None:
 
 
 def test_node_without_a_roster_answers_404_for_every_origin(setup: Setup, tmp_path: Path) -> None:
-    """With no roster installed the route knows no log; an oversized body is refused with 413."""
+    """With no roster installed the route knows no log; an oversized body is refused with 413.
+
+    Without a roster only the node's own key may call it (an operator's request).
+    """
+    own = setup.za.signer
     setup.za.close()
     with (
         running_node(setup.za.path, tmp_path / "node.log") as base,
-        httpx.Client(base_url=base, trust_env=False) as client,
+        httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(own)) as client,
     ):
         body = request(0, [], setup.log.checkpoint())
         assert client.post("/add-checkpoint", content=body).status_code == 404
