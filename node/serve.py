@@ -158,6 +158,10 @@ class _Node:
     def log_resource(self, request: Request) -> Response:
         """The checkpoint, a hash tile or an entry bundle of one log."""
         path: str = request.path_params["path"]
+        if path == "add-checkpoint":  # the witness endpoint answers POST only
+            response = _error(405, "add-checkpoint takes POST")
+            response.headers["Allow"] = "POST"
+            return self.count("witness", response)
         with self.store.read() as txn:
             found = self._find_log(txn, path)
             if found is None:

@@ -321,6 +321,8 @@ def test_witness_over_real_http(setup: Setup, tmp_path: Path) -> None:
         forged = sign_checkpoint(Checkpoint(cf.name.replace("CF", "BW"), 9, cp.root), impostor)
         assert client.post("/add-checkpoint", content=request(5, [], forged)).status_code == 403
         assert client.post("/add-checkpoint", content=b"old 0\n").status_code == 400
+        wrong_method = client.get("/add-checkpoint")
+        assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
 
 
 def test_node_without_a_roster_answers_404_for_every_origin(setup: Setup, tmp_path: Path) -> None:
