@@ -12,11 +12,14 @@ import httpx
 import pytest
 
 from ledger.datadir import DataDir
+from ledger.entry import parse_entry, seal, sign_entry
 from ledger.errors import EncodingError, IntegrityError, NoteError, PeerError, ProofError
+from ledger.keys import Signer
 from ledger.replica import Replica
 from ledger.roster_files import install_roster
 from ledger.verify import verify_log
 from node.sync import DirectorySource, HttpSource, SyncLimits, pull
+from node.tlog_tiles import decode_bundle, encode_bundle
 from tests.conftest import mine_body
 from tests.test_serve import roster_of, running_node, signed_by
 
@@ -113,10 +116,55 @@ def _flip_in_bundle(path: str, body: bytes) -> bytes:
     return body
 
 
+def _in_bundle(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[str, bytes], bytes]:
+    """A change that edits the entries of bundle 1 (entries 256-511) and re-encodes it."""
+
+    def change(path: str, body: bytes) -> bytes:
+        if not path.startswith("tile/entries/001"):
+            return body
+        return encode_bundle(edit(decode_bundle(body)))
+
+    return change
+
+
+def _swap(entries: list[bytes]) -> list[bytes]:
+    entries[10], entries[11] = entries[11], entries[10]
+    return entries
+
+
+def _duplicate(entries: list[bytes]) -> list[bytes]:
+    entries[11] = entries[10]
+    return entries
+
+
+def _bad_signature(entries: list[bytes]) -> list[bytes]:
+    entry = parse_entry(entries[10])
+    entries[10] = seal(entry.payload, bytes(64))
+    return entries
+
+
+def _signed_by_another_participant(entries: list[bytes]) -> list[bytes]:
+    """Entry 266 with its exact payload, signed by South Africa's key instead of Botswana's."""
+    za = Signer.generate("kp.example/ZA")
+    entries[10] = sign_entry(za, parse_entry(entries[10]).payload)
+    return entries
+
+
+def _closes_mid_response(path: str, body: bytes) -> bytes:
+    if path.startswith("tile/entries/001"):
+        raise httpx.RemoteProtocolError("peer closed the connection mid-response")
+    return body
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
         (_flip_in_bundle, IntegrityError),
+        (_in_bundle(_swap), IntegrityError),
+        (_in_bundle(_duplicate), IntegrityError),
+        (_in_bundle(_bad_signature), IntegrityError),
+        (_in_bundle(_signed_by_another_participant), IntegrityError),
+        (_closes_mid_response, PeerError),
         (lambda p, b: b[:-7] if p.startswith("tile/entries/") else b, EncodingError),
         (lambda p, b: b + b"\x00\x01x" if p.startswith("tile/entries/000") else b, EncodingError),
         (
@@ -129,6 +177,11 @@ def _flip_in_bundle(path: str, body: bytes) -> bytes:
     ],
     ids=[
         "flipped-entry-byte",
+        "reordered-entries",
+        "duplicated-entry",
+        "bad-signature",
+        "signed-by-another-participant",
+        "closed-mid-response",
         "truncated-bundle",
         "padded-bundle",
         "checkpoint-of-another-log",
