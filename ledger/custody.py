@@ -10,6 +10,7 @@ were. The indexes (named databases of the node's store; keys start with the log 
     actors          id || actor      -> [role, name, licence, location, zone, registered, revoked]
     parcels         id || parcel     -> [carats, value, status, entry, consumed_by, origins, zones]
     parcel_log      id || parcel || 0x00 || index (8) -> b""  (each entry mentioning the parcel)
+    holding         id || parcel     -> b""  (the parcels in custody now)
     certificates    id || number     -> [origin, index, leaf_hash, destination, carats, value,
                                          issued, expires, status, import_index, parcels]
     awaiting        id || number     -> b""  (issued here, neither imported nor voided)
@@ -288,11 +289,9 @@ class Custody:
         return dataclasses.replace(state, leaf_hash=leaf)
 
     def in_custody(self) -> Iterator[ParcelState]:
-        """Parcels in this Participant's custody now, by id (a streaming scan)."""
+        """Parcels in this Participant's custody now, by id (streams the `holding` index)."""
         with self.store.read() as txn:
-            for state in Index(LmdbTables(txn, self._dbs), self.log_id).parcels():
-                if state.status == "in-custody":
-                    yield state
+            yield from Index(LmdbTables(txn, self._dbs), self.log_id).holding()
 
     def awaiting(self) -> Iterator[CertificateState]:
         """Certificates issued here not yet known imported or voided, by number."""

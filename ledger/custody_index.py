@@ -59,7 +59,15 @@ from ledger.rules import (
 )
 
 #: The store's custody databases (listed in `ledger.store._DB_NAMES` too).
-INDEX_DBS: Final = ("actors", "parcels", "parcel_log", "certificates", "awaiting", "foreign_proofs")
+INDEX_DBS: Final = (
+    "actors",
+    "parcels",
+    "parcel_log",
+    "holding",
+    "certificates",
+    "awaiting",
+    "foreign_proofs",
+)
 _PACKED: Final = frozenset({"actors", "parcels", "certificates"})
 _U64 = struct.Struct(">Q")
 
@@ -114,7 +122,7 @@ class LmdbTables:
         self.txn.put(key, value, db=self.dbs[db])
 
     def delete(self, db: str, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs[db])
+        self.txn.delete(key, db=self.dbs[db])  # False (not an error) when there is no such key
 
     def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         with self.txn.cursor(db=self.dbs[db]) as cur:
@@ -183,12 +191,23 @@ class Index:
         for key, data in self.t.scan("parcels", self.id):
             yield ParcelState(key[len(self.id) :].decode(), *decode_value(data))
 
+    def holding(self) -> Iterator[ParcelState]:
+        """The parcels in this Participant's custody now, by id (reads only those)."""
+        for key, _ in self.t.scan("holding", self.id):
+            state = self.parcel(key[len(self.id) :].decode())
+            assert state is not None
+            yield state
+
     def put_parcel(self, p: ParcelState, index: int) -> None:
         """Store `p` and note that entry `index` mentions it."""
         value = [p.carats, p.value, p.status, p.entry, p.consumed_by, p.origins, p.zones]
         key = self.id + p.parcel.encode()
         self.t.put("parcels", key, pack_canonical(value))
         self.t.put("parcel_log", key + b"\x00" + _U64.pack(index), b"")
+        if p.status == IN_CUSTODY:
+            self.t.put("holding", key, b"")
+        else:
+            self.t.delete("holding", key)
 
     def mentions(self, parcel_id: str) -> Iterator[int]:
         prefix = self.id + parcel_id.encode() + b"\x00"

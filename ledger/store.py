@@ -41,6 +41,7 @@ _DB_NAMES = (
     "actors",
     "parcels",
     "parcel_log",
+    "holding",
     "certificates",
     "awaiting",
     "foreign_proofs",
