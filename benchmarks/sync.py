@@ -4,11 +4,14 @@
 
 Each scale: a separate process builds the peer's log, `kimberley node serve` serves it
 on 127.0.0.1, and the measuring process (the puller) times `node.sync.pull` into a fresh
-store, against the raw VerifyKey.verify rate on all threads measured just before.
+store, against the raw VerifyKey.verify rate on all threads measured just before. The
+puller holds a roster, so every record is also checked against the custody rules of
+Botswana's log and indexed, as a node's own sync does.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -24,8 +27,10 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
+from benchmarks.append import body
 from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, scale_parser
 from ledger.datadir import DataDir
+from ledger.roster import Participant, Roster
 from node.sync import HttpSource, pull
 
 _SERVE = "import sys; from cli.node_cmd import node_app; node_app(sys.argv[1:])"
@@ -65,13 +70,28 @@ def _serve(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("node did not start")
 
 
+def build(path: Path, n: int, batch: int = 1000) -> None:
+    """Botswana's custody log of n entries: its mine registered, then n-1 production records."""
+    node = DataDir.init(path, "BW", "kp.example")
+    log = node.own_log()
+    mine = {
+        "actor": "BW-MINE-JWANENG",
+        "role": "mine",
+        "name": "Jwaneng",
+        "licence": "ML-1",
+        "location": "Jwaneng",
+        "zone": "Southern",
+    }
+    log.append_many([("actor.register", mine)])
+    for first in range(0, n - 1, batch):
+        log.append_many([("parcel.mine", body(i)) for i in range(first, min(n - 1, first + batch))])
+    node.close()
+
+
 def one(n: int, threads: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         peer = Path(tmp) / "bw"
-        verify_script = Path(__file__).with_name("verify.py")
-        subprocess.run(
-            [sys.executable, str(verify_script), "--build", str(n), str(peer)], check=True
-        )
+        subprocess.run([sys.executable, __file__, "--build", str(n), str(peer)], check=True)
         owner = DataDir.open(peer)
         verifier = owner.signer.verifier
         owner.close()
@@ -80,6 +100,14 @@ def one(n: int, threads: int) -> dict[str, object]:
             raw = raw_verify_rate(threads)
             heap = HeapPeak()
             node = DataDir.init(Path(tmp) / "eu", "EU", "kp.example")
+            roster = Roster(
+                "kp.example",
+                1,
+                (
+                    Participant("BW", "Botswana", ("BW",), verifier, base),
+                    Participant("EU", "European Union", ("BE",), node.signer.verifier, base),
+                ),
+            )
             source = HttpSource(base, verifier.name)
             start = time.perf_counter()
             with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -89,7 +117,7 @@ def one(n: int, threads: int) -> dict[str, object]:
                     bar.update(task, completed=done)
                     heap.sample()
 
-                report = pull(node.store, verifier, source, progress=progress)
+                report = pull(node.store, verifier, source, progress=progress, roster=roster)
             elapsed = time.perf_counter() - start
             source.close()
             node.close()
@@ -102,7 +130,11 @@ def one(n: int, threads: int) -> dict[str, object]:
 def main() -> None:
     parser = scale_parser(__doc__ or "", "entries")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build:
+        build(Path(args.build[1]), int(args.build[0]))
+        return
     if args.one:
         print(json.dumps(one(args.one, args.threads)))
         return
@@ -110,7 +142,8 @@ def main() -> None:
         __file__,
         args.scale,
         ["--threads", str(args.threads)],
-        f"sync over loopback HTTP, vs raw PyNaCl verify on {args.threads} threads",
+        f"sync over loopback HTTP with the custody rules, vs raw PyNaCl verify on "
+        f"{args.threads} threads",
         "entries",
         "raw_verify",
         "raw verify/s",
