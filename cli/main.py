@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cli.audit_cmd import audit_command
 from cli.custody_cmd import register_commands
 from cli.demo import demo
 from cli.evidence_cmd import evidence_app
@@ -35,6 +36,7 @@ app.add_typer(tiles_app, name="tiles")
 app.add_typer(evidence_app, name="evidence")
 app.command("sync")(sync)
 app.command("stats")(stats)
+app.command("audit")(audit_command)
 app.command("demo")(demo)
 register_commands(app)
 

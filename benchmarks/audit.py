@@ -1,0 +1,264 @@
+"""Audit throughput: entries/s replayed (full verification + every custody rule + cross-log
+checks), vs raw PyNaCl verify x cores.
+
+    python benchmarks/audit.py [--scale 100000 --scale 1000000] [--threads N]
+
+The store holds three logs written by a separate process: Botswana (about 77% of the
+entries: rounds of six productions, a split, a merge, one more production and an export
+to the EU), the EU (imports every Botswana certificate, merges them in pairs, splits the
+mix and exports half to India) and India (imports every EU certificate). Every record is
+legal, so the audit must report no findings. The auditing process measures the raw
+VerifyKey.verify rate on all threads first, then audits every log in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+
+from benchmarks.common import (
+    HeapPeak,
+    measured,
+    raw_verify_rate,
+    report,
+    run_scales,
+    scale_parser,
+)
+from ledger.audit import audit
+from ledger.datadir import DataDir
+from ledger.encoding import decode, encode
+from ledger.keys import Signer
+from ledger.log import Log
+from ledger.records import (
+    ActorRegister,
+    Export,
+    ExportRef,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelShare,
+    ParcelSplit,
+    Record,
+)
+from ledger.roster import Participant, Roster
+
+NET = "kp.example"
+MINES = [f"BW-MINE-{i}" for i in range(10)]
+BATCH = 1000
+
+
+def _noon(day: str) -> int:
+    return int(datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _actor(actor_id: str, role: str) -> ActorRegister:
+    return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", "Main")
+
+
+def _certificate(number: str, dest: str, parcels: tuple[str, ...], carats: int, day: str) -> Export:
+    return Export(
+        number,
+        "KP Authority",
+        "EXP-1",
+        f"{dest} buyer",
+        dest,
+        parcels,
+        carats,
+        carats * 150,
+        len(parcels),
+        "7102.31",
+        ("BW",),
+        day,
+        day.replace("-03-", "-06-"),
+        f"S-{number}",
+    )
+
+
+def botswana(rounds: int) -> Iterator[Record]:
+    """Actors, then rounds of mine x6, split, merge, mine, export to the EU."""
+    for i, mine in enumerate(MINES):
+        yield ActorRegister(mine, "mine", f"Mine {i}", f"L-{i}", "Jwaneng", "Jwaneng")
+    yield _actor("EXP-1", "exporter")
+    for s in range(rounds):
+        mined = [
+            ParcelMine(
+                f"BW-P-{s:07d}-{k}",
+                MINES[(s + k) % 10],
+                1_000_00 + k,
+                150_000_00,
+                "2026-03-02",
+                "BW",
+            )
+            for k in range(7)
+        ]
+        a, b, c = mined[:3]
+        half = a.carats // 2
+        outs = (
+            ParcelShare(f"{a.parcel}-A", half, 1),
+            ParcelShare(f"{a.parcel}-B", a.carats - half, 1),
+        )
+        merged = ParcelShare(f"BW-M-{s:07d}", b.carats + c.carats, 2)
+        yield from mined[:6]
+        yield ParcelSplit(a.parcel, outs)
+        yield ParcelMerge((b.parcel, c.parcel), merged)
+        yield mined[6]
+        parcels = (outs[0].parcel, merged.parcel)
+        yield _certificate(
+            f"BW-2026-{s + 1:06d}", "EU", parcels, half + merged.carats, "2026-03-05"
+        )
+
+
+def _received(ref: ExportRef, export: Export, day: str) -> Import:
+    share = ParcelShare(export.certificate, export.carats, export.value)
+    return Import(
+        ref, export.certificate, "IMP-1", (share,), export.carats, export.value, day, True, None
+    )
+
+
+def hub(certs: list[tuple[ExportRef, Export]]) -> Iterator[Record]:
+    """The EU: per pair of Botswana certificates, two imports, a merge, a split, an export."""
+    yield _actor("IMP-1", "importer")
+    yield _actor("EXP-1", "exporter")
+    for s in range(len(certs) // 2):
+        (ra, a), (rb, b) = certs[2 * s], certs[2 * s + 1]
+        yield _received(ra, a, "2026-03-10")
+        yield _received(rb, b, "2026-03-10")
+        total = a.carats + b.carats
+        mix = f"EU-M-{s:07d}"
+        yield ParcelMerge((a.certificate, b.certificate), ParcelShare(mix, total, 3))
+        outs = (
+            ParcelShare(f"{mix}-A", total // 2, 1),
+            ParcelShare(f"{mix}-B", total - total // 2, 1),
+        )
+        yield ParcelSplit(mix, outs)
+        yield _certificate(
+            f"EU-2026-{s + 1:06d}", "IN", (outs[0].parcel,), total // 2, "2026-03-10"
+        )
+
+
+def india(certs: list[tuple[ExportRef, Export]]) -> Iterator[Record]:
+    """India imports every EU certificate."""
+    yield _actor("IMP-1", "importer")
+    for ref, export in certs:
+        yield _received(ref, export, "2026-03-15")
+
+
+def write(log: Log, records: Iterator[Record]) -> list[tuple[ExportRef, Export]]:
+    """Append `records` in batches (no rules: they are legal by construction); the exports."""
+    exports: list[tuple[ExportRef, Export]] = []
+    while batch := [r for _, r in zip(range(BATCH), records, strict=False)]:
+        done = log.append_many([(r.KIND, r.to_body()) for r in batch])
+        for record, at in zip(batch, done, strict=True):
+            if isinstance(record, Export):
+                exports.append((ExportRef(log.origin, at.index, at.leaf_hash), record))
+    return exports
+
+
+def build(path: Path, n: int) -> None:
+    """The EU's data directory holding its own log and Botswana's and India's (not timed)."""
+    rounds = max(2, (n - 14) // 13) // 2 * 2
+    node = DataDir.init(path / "eu", "EU", NET)
+    signers = {
+        "BW": Signer.generate(f"{NET}/BW"),
+        "EU": node.signer,
+        "IN": Signer.generate(f"{NET}/IN"),
+    }
+    roster = Roster(
+        NET,
+        1,
+        tuple(
+            Participant(
+                code,
+                code,
+                (code,) if code != "EU" else ("BE",),
+                s.verifier,
+                f"https://{code}.example/",
+            )
+            for code, s in signers.items()
+        ),
+    )
+    (path / "roster.bin").write_bytes(encode(roster.to_body()))
+
+    def log(code: str, day: str) -> Log:
+        """`code`'s log in the EU's store, its clock stopped at `day`."""
+        clock = _noon(day)
+        return Log(node.store, signers[code].verifier, signers[code], clock=lambda: clock)
+
+    from_bw = write(log("BW", "2026-03-05"), botswana(rounds))
+    from_eu = write(log("EU", "2026-03-10"), hub(from_bw))
+    write(log("IN", "2026-03-15"), india(from_eu))
+    node.close()
+
+
+def one(n: int, threads: int) -> dict[str, object]:
+    """Build an n-entry store in a subprocess, then time its audit."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        path = Path(tmp)
+        subprocess.run([sys.executable, __file__, "--build", str(n), str(path)], check=True)
+        roster = Roster.from_body(decode((path / "roster.bin").read_bytes()))
+        raw = raw_verify_rate(threads)
+        heap = HeapPeak()
+        node = DataDir.open(path / "eu")
+        findings: list[object] = []
+        start = time.perf_counter()
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("audit", total=None)
+
+            def progress(label: str, done: int, total: int) -> None:
+                """Advance the bar and sample the heap."""
+                bar.update(task, description=label, completed=done, total=total or None)
+                heap.sample()
+
+            done = audit(
+                node.store,
+                roster,
+                threads=threads,
+                scratch_dir=path,
+                progress=progress,
+                sink=findings.append,
+            )
+        elapsed = time.perf_counter() - start
+        node.close()
+    entries = sum(log.size for log in done.logs)
+    return measured(entries, elapsed, raw, "raw_verify", heap) | {"findings": len(findings)}
+
+
+def main() -> None:
+    """Run each scale in its own process and print the table."""
+    parser = scale_parser(__doc__ or "", "entries")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        build(Path(args.build[1]), int(args.build[0]))
+        return
+    if args.one:
+        print(json.dumps(one(args.one, args.threads)))
+        return
+    results = run_scales(__file__, args.scale or [100_000], ["--threads", str(args.threads)])
+    report(
+        f"audit (verify, rules, cross-log), vs raw PyNaCl verify on {args.threads} threads",
+        "entries",
+        "raw_verify",
+        "raw verify/s",
+        results,
+    )
+    found = [r["findings"] for r in results]
+    print(f"findings: {found} (every record is legal: each must be 0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""Audit: a clean four-Participant trade has no findings; a log written by a doctored tool
+(validly signed, rules skipped) yields exactly the faults planted in it, each naming its rule,
+log, entry and values; a flipped byte is an integrity finding at its entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import merkle
+from ledger.audit import (
+    INTEGRITY,
+    UNVERIFIABLE,
+    VIOLATION,
+    AuditError,
+    AuditReport,
+    ExportFact,
+    Finding,
+    ImportFact,
+    audit,
+    cross_check,
+)
+from ledger.custody import Custody
+from ledger.datadir import DataDir
+from ledger.keys import Signer
+from ledger.log import Log
+from ledger.records import (
+    ActorRegister,
+    Export,
+    ExportRef,
+    ExportVoid,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelShare,
+    ParcelSplit,
+    Record,
+)
+from ledger.replica import Replica
+from ledger.roster import Participant, Roster, SignedRoster
+from ledger.roster_files import install_roster
+from ledger.store import entry_key
+from tests.test_cli import run
+
+NET = "kp.example"
+CODES = ("BW", "RU", "EU", "IN")
+COUNTRIES = {"BW": ("BW",), "RU": ("RU",), "EU": ("BE", "DE", "NL"), "IN": ("IN",), "CF": ("CF",)}
+
+
+def at(day: str) -> Any:
+    """A clock stopped at noon UTC on `day`."""
+    ms = int(datetime.fromisoformat(f"{day}T12:00:00+00:00").astimezone(UTC).timestamp() * 1000)
+    return lambda: ms
+
+
+def origin(code: str) -> str:
+    """The log origin of Participant `code`."""
+    return f"{NET}/{code}"
+
+
+def actor(actor_id: str, role: str) -> ActorRegister:
+    """A licensed actor in the Main zone."""
+    return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", "Main")
+
+
+def mined(parcel: str, carats: int, country: str = "BW") -> ParcelMine:
+    """Production of `carats` hundredths at MINE-1."""
+    return ParcelMine(parcel, "MINE-1", carats, carats * 150, "2026-03-01", country)
+
+
+def shares(*pairs: tuple[str, int]) -> tuple[ParcelShare, ...]:
+    """Parcel shares valued at US$1.50 a hundredth."""
+    return tuple(ParcelShare(p, c, c * 150) for p, c in pairs)
+
+
+def export(number: str, parcels: tuple[str, ...], carats: int, dest: str, **over: Any) -> Export:
+    """A certificate of `parcels` issued 2026-03-05, valid three months."""
+    fields: dict[str, Any] = dict(
+        certificate=number,
+        authority="KP Authority",
+        exporter="EXP-1",
+        importer=f"{dest} buyer",
+        destination=dest,
+        parcels=parcels,
+        carats=carats,
+        value=carats * 150,
+        parcel_count=len(parcels),
+        hs_code="7102.31",
+        origins=(number[:2],),
+        issued="2026-03-05",
+        expires="2026-06-05",
+        seal=f"S-{number}",
+    )
+    return Export(**(fields | over))
+
+
+@dataclass
+class Network:
+    """Four Participants' data directories (CF is on the roster, suspended, with no log)."""
+
+    nodes: dict[str, DataDir]
+    roster: Roster
+    signers: dict[str, Signer]
+
+    def raw(self, code: str, day: str) -> Log:
+        """The doctored tool: `code`'s own log with no custody hook, at `day`."""
+        return self.nodes[code].own_log(clock=at(day))
+
+    def write(self, code: str, day: str, *records: Record) -> list[int]:
+        """Append `records` signed but unchecked; their indexes."""
+        done = self.raw(code, day).append_many([(r.KIND, r.to_body()) for r in records])
+        return [d.index for d in done]
+
+    def ref(self, code: str, index: int) -> ExportRef:
+        """The reference an import gives to entry `index` of `code`'s log."""
+        raw = self.nodes[code].own_log().entry(index)
+        return ExportRef(origin(code), index, merkle.leaf_hash(raw))
+
+    def gather(self, into: str = "EU", skip: tuple[str, ...] = ()) -> DataDir:
+        """Copy the other logs, as verified replicas, into `into`'s store."""
+        holder = self.nodes[into]
+        for code in CODES:
+            if code in (into, *skip):
+                continue
+            log = self.nodes[code].own_log()
+            Replica(holder.store, log.verifier).accept(list(log.entries()), log.checkpoint())
+        return holder
+
+
+def imported(
+    ref: ExportRef, number: str, parcel: str, carats: int, received: str, **over: Any
+) -> Import:
+    """IMP-1's confirmation of receipt of `carats` as one parcel, seal intact."""
+    record = Import(
+        ref, number, "IMP-1", shares((parcel, carats)), carats, carats * 150, received, True, None
+    )
+    return dataclasses.replace(record, **over)
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[Network]:
+    """The clean trade, through the custody rules and certificate proofs.
+
+    BW mines P1 and exports it to the EU (BW-2026-000001, entry 3); RU does the same with
+    R1 (RU-2026-000001); the EU imports both (entries 2, 3), splits the Botswana parcel,
+    mixes part of it with the Russian one and exports the mix to India (entry 6), which
+    imports it on 2026-04-20 (entry 1).
+    """
+    nodes = {code: DataDir.init(tmp_path / code, code, NET) for code in CODES}
+    signers = {code: node.signer for code, node in nodes.items()}
+    signers["CF"] = Signer.generate(origin("CF"))
+    roster = Roster(
+        NET,
+        1,
+        tuple(
+            Participant(
+                code,
+                f"Authority of {code}",
+                COUNTRIES[code],
+                signer.verifier,
+                f"https://{code.lower()}.kp.example/",
+                status="suspended" if code == "CF" else "active",
+            )
+            for code, signer in signers.items()
+        ),
+    )
+    bw = Custody(nodes["BW"], roster, clock=at("2026-03-05"))
+    ru = Custody(nodes["RU"], roster, clock=at("2026-03-05"))
+    for custody, country in ((bw, "BW"), (ru, "RU")):
+        parcel = "P1" if country == "BW" else "R1"
+        carats = 100_00 if country == "BW" else 30_00
+        custody.append_many(
+            [
+                actor("MINE-1", "mine"),
+                actor("EXP-1", "exporter"),
+                mined(parcel, carats, country),
+                export(f"{country}-2026-000001", (parcel,), carats, "EU"),
+            ]
+        )
+    eu = Custody(nodes["EU"], roster, clock=at("2026-03-10"))
+    eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
+    for custody, number in ((bw, "BW-2026-000001"), (ru, "RU-2026-000001")):
+        proof = custody.export_proof(number)
+        eu.import_certificate(proof, importer="IMP-1", received="2026-03-10")
+    eu.append_many(
+        [
+            ParcelSplit("BW-2026-000001", shares(("EU-A", 60_00), ("EU-B", 40_00))),
+            ParcelMerge(("EU-B", "RU-2026-000001"), ParcelShare("EU-MIX", 70_00, 1_000_000)),
+            export(
+                "EU-2026-000001",
+                ("EU-MIX",),
+                70_00,
+                "IN",
+                origins=("BW", "RU"),
+                issued="2026-03-10",
+                expires="2026-06-10",
+            ),
+        ]
+    )
+    india = Custody(nodes["IN"], roster, clock=at("2026-04-20"))
+    india.append(actor("IMP-1", "importer"))
+    proof = eu.export_proof("EU-2026-000001")
+    india.import_certificate(proof, importer="IMP-1", received="2026-04-20")
+    yield Network(nodes, roster, signers)
+    for node in nodes.values():
+        node.close()
+
+
+#: What `doctor` plants: (rule, log, entry).
+PLANTED = {
+    ("parcel.in-custody", "BW", 4),  # P1 exported a second time
+    ("carats.conserved", "BW", 6),  # P2 (50 ct) split into 30 + 25 ct
+    ("export.overdue", "BW", 12),  # BW-2026-000004 to India, never imported
+    ("export.destination", "BW", 14),  # BW-2026-000005 to CF, suspended
+    ("certificate.not-voided", "EU", 7),  # BW-2026-000003 imported after BW voided it
+    ("import.proof", "EU", 8),  # an import naming BW's entry 2, a parcel.mine
+    ("import.discrepancy", "EU", 9),  # RU-2026-000002 arrives 0.10 ct short, no note
+    ("import.received-not-in-future", "EU", 12),  # received the day after it was recorded
+    ("import.destination", "IN", 2),  # BW-2026-000001, imported by the EU, again by India
+}
+
+
+def doctor(net: Network) -> None:
+    """Plant the faults of PLANTED with the doctored tool (RU-2026-000002 goes by the rules).
+
+    Records that build on a refused one (the merge of the split's outputs, the EU's use of
+    the parcels it should not have received) are legal in themselves and are not reported.
+    """
+    assert net.write(
+        "BW",
+        "2026-03-06",
+        export("BW-2026-000002", ("P1",), 100_00, "EU"),
+        mined("P2", 50_00),
+        ParcelSplit("P2", shares(("P2-A", 30_00), ("P2-B", 25_00))),
+        ParcelMerge(("P2-A", "P2-B"), ParcelShare("P2-M", 55_00, 1)),
+        mined("P3", 10_00),
+        export("BW-2026-000003", ("P3",), 10_00, "EU"),
+        ExportVoid("BW-2026-000003", 9, "buyer withdrew"),
+        mined("P4", 20_00),
+        export("BW-2026-000004", ("P4",), 20_00, "IN"),
+        mined("P5", 5_00),
+        export("BW-2026-000005", ("P5",), 5_00, "CF"),
+    ) == list(range(4, 15))
+    ru = Custody(net.nodes["RU"], net.roster, clock=at("2026-03-05"))
+    ru.append_many(
+        [
+            mined("R2", 30_00, "RU"),
+            export("RU-2026-000002", ("R2",), 30_00, "EU"),
+            mined("R3", 1_00, "RU"),
+            export("RU-2026-000003", ("R3",), 1_00, "EU"),
+        ]
+    )
+    assert net.write(
+        "EU",
+        "2026-03-12",
+        imported(net.ref("BW", 9), "BW-2026-000003", "EU-P3", 10_00, "2026-03-12"),
+        imported(net.ref("BW", 2), "BW-2026-000009", "EU-P9", 5_00, "2026-03-12"),
+        imported(net.ref("RU", 5), "RU-2026-000002", "EU-R2", 29_90, "2026-03-12"),
+        ParcelSplit("EU-R2", shares(("EU-R2-A", 14_90), ("EU-R2-B", 15_00))),
+        ParcelMerge(("EU-P9", "EU-P3"), ParcelShare("EU-P39", 15_00, 1)),
+        imported(net.ref("RU", 7), "RU-2026-000003", "EU-R3", 1_00, "2026-03-13"),
+    ) == [7, 8, 9, 10, 11, 12]
+    net.write(
+        "IN",
+        "2026-04-20",
+        imported(net.ref("BW", 3), "BW-2026-000001", "IN-P1", 100_00, "2026-04-20"),
+    )
+
+
+def audited(holder: DataDir, roster: Roster, **kw: Any) -> tuple[AuditReport, list[Finding]]:
+    """Run the audit on `holder`'s store; the report and the findings in the order found."""
+    found: list[Finding] = []
+    report = audit(holder.store, roster, sink=found.append, threads=2, **kw)
+    return report, found
+
+
+def where(findings: list[Finding]) -> set[tuple[str, str, int]]:
+    """(rule, Participant, index) of each finding."""
+    return {(f.rule, f.origin.rpartition("/")[2], f.index) for f in findings}
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+
+def test_a_clean_trade_across_four_logs_has_no_findings(network: Network) -> None:
+    """BW -> EU -> IN with a merge of Russian goods, every log held: nothing to report."""
+    report, found = audited(network.gather(), network.roster)
+    assert found == []
+    assert report.findings == 0 and report.as_of == "2026-04-20"
+    assert [(log.origin, log.size, log.replayed, log.intact) for log in report.logs] == [
+        (origin("BW"), 4, 4, True),
+        (origin("EU"), 7, 7, True),
+        (origin("IN"), 2, 2, True),
+        (origin("RU"), 4, 4, True),
+    ]
+
+
+def test_a_doctored_log_yields_exactly_the_planted_findings(network: Network) -> None:
+    """Each planted fault is reported once, by rule, log and entry, and nothing else is."""
+    doctor(network)
+    report, found = audited(network.gather(), network.roster)
+    assert len(found) == len(PLANTED)
+    assert where(found) == PLANTED
+    assert {f.kind for f in found} == {VIOLATION}
+    assert report.findings == len(PLANTED)
+    assert {log.origin: log.findings for log in report.logs} == {
+        origin("BW"): 4,
+        origin("EU"): 4,
+        origin("IN"): 1,
+        origin("RU"): 0,
+    }
+    by = {(f.rule, f.origin.rpartition("/")[2], f.index): f for f in found}
+    split = by["carats.conserved", "BW", 6]
+    assert dict(split.values) == {"parcel": "P2", "outputs": "P2-A P2-B", "carats": 55_00}
+    assert "sum to 5500" in split.message and "weighs 5000" in split.message
+    overdue = dict(by["export.overdue", "BW", 12].values)
+    assert overdue == {
+        "certificate": "BW-2026-000004",
+        "destination": "IN",
+        "issued": "2026-03-05",
+        "as_of": "2026-04-20",
+        "days": 46,
+    }
+    voided = by["certificate.not-voided", "EU", 7]
+    assert dict(voided.values)["void"] == "kp.example/BW entry 10"
+    assert "'BW-2026-000003'" in voided.message
+    short = by["import.discrepancy", "EU", 9]
+    assert dict(short.values)["carats"] == 29_90 and "3000" in short.message
+    assert "not an export" in by["import.proof", "EU", 8].message
+    assert "addressed to EU, not IN" in by["import.destination", "IN", 2].message
+    assert "CF is suspended" in by["export.destination", "BW", 14].message
+    assert dict(by["parcel.in-custody", "BW", 4].values)["parcels"] == "P1"
+
+
+def test_the_overdue_limit_and_date_are_the_callers(network: Network) -> None:
+    """With 60 days' grace, or as of 2026-04-04, the unconfirmed export is not yet overdue."""
+    doctor(network)
+    holder = network.gather()
+    for kw in ({"overdue_days": 60}, {"as_of": "2026-04-04"}):
+        _, found = audited(holder, network.roster, **kw)
+        assert where(found) == PLANTED - {("export.overdue", "BW", 12)}
+    _, found = audited(holder, network.roster, as_of="2026-04-05")
+    assert where(found) == PLANTED
+    with pytest.raises(AuditError, match="2026-4-5"):
+        audited(holder, network.roster, as_of="2026-4-5")
+
+
+def test_a_flipped_byte_is_an_integrity_finding_at_its_entry(network: Network) -> None:
+    """A stored entry altered by one bit is reported at its index; the rules stop before it."""
+    holder = network.gather()
+    store = holder.store
+    with store.write() as txn:
+        log_id = store.log_id(txn, origin("BW"))
+        assert log_id is not None
+        stored = txn.get(entry_key(log_id, 2), db=store.db("entries"))
+        assert isinstance(stored, bytes)
+        raw = bytearray(stored)
+        raw[-5] ^= 0x01
+        txn.put(entry_key(log_id, 2), bytes(raw), db=store.db("entries"))
+    report, found = audited(holder, network.roster)
+    assert [(f.kind, f.rule, f.origin, f.index) for f in found] == [
+        (INTEGRITY, "log.integrity", origin("BW"), 2)
+    ]
+    assert "signature" in found[0].message
+    bw = report.logs[0]
+    assert (bw.origin, bw.size, bw.replayed, bw.intact, bw.findings) == (
+        origin("BW"),
+        4,
+        2,
+        False,
+        1,
+    )
+
+
+def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: Network) -> None:
+    """Without Russia's log its certificate's imports cannot be checked, a second one is caught;
+    a log whose origin is not on the roster cannot be verified at all."""
+    network.write(
+        "IN",
+        "2026-04-21",
+        imported(network.ref("RU", 3), "RU-2026-000001", "IN-R1", 30_00, "2026-04-21"),
+    )
+    holder = network.gather(skip=("RU",))
+    stranger = DataDir.init(holder.path.parent / "ZA", "ZA", NET)
+    log = stranger.own_log()
+    log.append("parcel.mine", mined("Z1", 1_00, "ZA").to_body())
+    Replica(holder.store, log.verifier).accept(list(log.entries()), log.checkpoint())
+    stranger.close()
+    report, found = audited(holder, network.roster)
+    assert {(f.kind, f.rule, f.origin.rpartition("/")[2], f.index) for f in found} == {
+        (UNVERIFIABLE, "import.proof", "EU", 3),
+        (UNVERIFIABLE, "import.proof", "IN", 2),
+        (VIOLATION, "import.once", "IN", 2),
+        (UNVERIFIABLE, "roster.listed", "ZA", 0),
+    }
+    assert all("kp.example/RU's log is not held here" in f.message for f in found[:2])
+    za = report.logs[-1]
+    assert (za.origin, za.size, za.replayed, za.intact) == (origin("ZA"), 1, 0, False)
+
+
+def test_only_the_named_logs_are_audited(network: Network) -> None:
+    """`origins` replays just those logs; checks needing another log's replay are left out."""
+    doctor(network)
+    holder = network.gather()
+    report, found = audited(holder, network.roster, origins=[origin("EU")])
+    eu = {p for p in PLANTED if p[1] == "EU"}
+    assert where(found) == eu - {("certificate.not-voided", "EU", 7)}  # BW's void not replayed
+    assert [log.origin for log in report.logs] == [origin("EU")]
+    with pytest.raises(AuditError, match="no log for kp.example/ZA"):
+        audited(holder, network.roster, origins=["kp.example/ZA"])
+
+
+def test_cross_log_checks_on_facts() -> None:
+    """The pure cross-log check: a second acceptance, a voided export, an overdue export."""
+    export_fact = ExportFact("BW-2026-000001", origin("BW"), 3, "EU", "2026-03-05", False)
+    first = ImportFact("BW-2026-000001", origin("EU"), 2, origin("BW"), 3, 10, False, True)
+    second = dataclasses.replace(first, origin=origin("IN"), index=5, time_ms=20)
+    kw: dict[str, Any] = {"audited": frozenset({"EU"}), "as_of": "2026-05-01", "overdue_days": 30}
+    assert cross_check([export_fact], [first], **kw) == []
+    assert where(cross_check([export_fact], [second, first], **kw)) == {("import.once", "IN", 5)}
+    voided = dataclasses.replace(export_fact, void_index=4)
+    assert where(cross_check([voided], [first], **kw)) == {("certificate.not-voided", "EU", 2)}
+    assert where(cross_check([export_fact], [], **kw)) == {("export.overdue", "BW", 3)}
+    assert cross_check([export_fact], [], **(kw | {"audited": frozenset({"IN"})})) == []
+    assert cross_check([voided], [], **kw) == []
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def install(net: Network, code: str = "EU") -> str:
+    """Install the roster (signed by all) in `code`'s data directory; close every store."""
+    signed = SignedRoster(net.roster)
+    for signer in net.signers.values():
+        signed = signed.sign(signer)
+    node = net.nodes[code]
+    install_roster(node.path, signed.to_bytes(), node.signer.verifier)
+    for n in net.nodes.values():
+        n.close()
+    return str(node.path)
+
+
+def test_cli_json_lists_every_finding_and_exits_1(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit --json` prints the findings with rule, log, entry and values, and per-log counts."""
+    doctor(network)
+    network.gather()
+    data = install(network)
+    code, out, _ = run(capsys, "audit", "--json", "--data", data)
+    assert code == 1
+    doc = json.loads(out)
+    got = {(f["rule"], f["origin"].rpartition("/")[2], f["index"]) for f in doc["findings"]}
+    assert got == PLANTED
+    assert all(f["message"] and f["values"] for f in doc["findings"])
+    assert doc["total"] == len(PLANTED) and doc["as_of"] == "2026-04-20"
+    assert {log["origin"]: log["findings"] for log in doc["logs"]}[origin("BW")] == 4
+    code, out, _ = run(capsys, "audit", "--json", "--origin", origin("RU"), "--data", data)
+    assert code == 0
+    assert json.loads(out)["findings"] == []
+
+
+def test_cli_text_report_of_a_clean_network_exits_0(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clean audit says so and exits 0."""
+    network.gather()
+    data = install(network)
+    code, out, _ = run(capsys, "audit", "--data", data)
+    assert code == 0
+    assert "no findings" in out and "kp.example/IN" in out
+
+
+def test_cli_html_report_escapes_what_the_logs_say(
+    network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--html FILE` writes a standalone page; a record kind carrying markup shows as text."""
+    doctor(network)
+    network.raw("IN", "2026-04-20").append("<script>alert(1)</script>", {"x": 1})
+    network.gather()
+    data = install(network)
+    page = tmp_path / "audit.html"
+    code, out, _ = run(capsys, "audit", "--html", str(page), "--data", data)
+    assert code == 1
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<script" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert text.count("<tr class=") == len(PLANTED) + 1
+    assert "record.well-formed" in text and "kp.example/IN entry 3" in out
+    assert f"{len(PLANTED) + 1} findings" in out
