@@ -1,238 +1,434 @@
-"""`kimberley demo`: a parcel from a Botswana mine through Antwerp to India, on one machine.
+"""`kimberley demo`: a living KP network on this machine, shaped by the published 2023 figures.
 
-Four Participants (BW, RU, EU, IN) each get a data directory and a log key and all sign
-roster v1. Botswana and Russia record production and export to the EU. Antwerp imports
-both shipments against their certificate proofs, sorts and mixes them, and re-exports to
-India, which confirms receipt. The demo then shows custody, a certificate proof checked
-with nothing but the exporter's key, a consistency proof between two checkpoints, a
-refused double import, and a full replay of every log. Here the proof files are the only
-thing that passes between Participants; running nodes and syncing them is `node serve` and
-`sync`, which the demo does not start yet.
+1. Participants (default eleven: BW, RU, CA, AO, ZA, NA, CD, CF, EU, AE, IN) each get a data
+   directory and a log key; all sign roster v1, which also names one observer (the auditor).
+2. One real node per Participant starts on 127.0.0.1 (`kimberley node serve`); each pulls
+   every other log and asks every other Participant to cosign its checkpoints.
+3. A seeded year of trade from `ledger.workload` runs through each Participant's custody
+   engine (the code the CLI uses): mines, hubs (Antwerp, Dubai) that sort, mix and re-export,
+   cutting centres that import. A few violations are planted with a doctored tool that signs
+   validly but skips the rules; the nodes refuse to replicate past them.
+4. The demo waits until the nodes have synced and witnessed each other, and shows every log's
+   checkpoint, who holds it and who cosigned it.
+5. A parcel an Indian importer holds is traced back to its mines across every log, and its
+   proof bundle is checked offline against roster v1 alone.
+6. The auditor pulls every log verbatim (signatures and trees checked, rules not) and audits
+   them: the findings are compared with what was planted.
+7. The statistics table, shaped like the KP's.
+
+Every node is stopped at the end, on an error and on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.table import Table
 
-from cli.custody_cmd import certificate_totals
-from cli.output import console
-from ledger import merkle
-from ledger.checkpoint import TlogProof
+from cli.output import console, progress_bar
+from cli.stats_cmd import anomaly_table, flow_tables
+from cli.trace_cmd import show_trace
+from ledger.audit import Finding, audit
+from ledger.bundle import BundleError, build_bundle, verify_bundle
+from ledger.checkpoint import Checkpoint, open_checkpoint, witnessed_by
 from ledger.custody import Custody
 from ledger.datadir import DataDir
-from ledger.errors import RuleViolation
-from ledger.keys import Verifier
-from ledger.quantities import format_carats, format_usd
-from ledger.records import ActorRegister, Export, ParcelMerge, ParcelMine, ParcelShare, ParcelSplit
-from ledger.roster import Participant, Roster, SignedRoster
-from ledger.roster_files import install_roster, load_roster
-from ledger.verify import verify_log
+from ledger.errors import LedgerError
+from ledger.keys import Signer
+from ledger.note import Note
+from ledger.roster import Observer, Roster, SignedRoster
+from ledger.roster_files import install_roster, load_roster, roster_dir
+from ledger.stats import Report, compute_stats
+from ledger.stats_source import held_records
+from ledger.store import Store
+from ledger.trace import BACKWARD, Start, Trace
+from ledger.trace_store import open_reader
+from ledger.workload import DEFAULT_SEED, ExpectedFinding, Plants, WorkloadError, generate
+from ledger.workload_run import roster_for, run
+from node.auth import SignatureAuth
+from node.local import LocalNodes, free_port
+from node.sync import HttpSource, pull
 
 NETWORK = "kp.example"
-PARTICIPANTS = {
-    "BW": ("Botswana", ("BW",)),
-    "RU": ("Russian Federation", ("RU",)),
-    "EU": ("European Union", ("BE", "DE", "NL")),
-    "IN": ("India", ("IN",)),
-}
+PARTICIPANTS = ("BW", "RU", "CA", "AO", "ZA", "NA", "CD", "CF", "EU", "AE", "IN")
+#: The order in which --participants adds to FEWEST: Dubai and the CAR first (a second hub,
+#: and the embargo's permitted zones), so small networks still show every planted fault.
+ADDED = ("AE", "CF", "CA", "AO", "ZA", "NA", "CD")
+#: The fewest Participants a trade through a hub to India needs.
+FEWEST = ("BW", "RU", "EU", "IN")
+AUDITOR = "kp-monitoring"
+#: Seconds between the nodes' sync-and-witness rounds.
+ROUND_SECONDS = 1.0
+#: How long the nodes may take to settle after the trade.
+SETTLE_SECONDS = 90.0
 
 
-def _network(base: Path) -> dict[str, Custody]:
-    """Init four data directories and install a roster v1 that all four signed."""
-    nodes = {code: DataDir.init(base / code.lower(), code, NETWORK) for code in PARTICIPANTS}
-    roster = Roster(
-        NETWORK,
-        1,
-        tuple(
-            Participant(
-                code, name, countries, nodes[code].signer.verifier, f"http://127.0.0.1:{8470 + i}"
-            )
-            for i, (code, (name, countries)) in enumerate(PARTICIPANTS.items())
-        ),
-    )
-    signed = SignedRoster(roster)
-    for node in nodes.values():
-        signed = signed.sign(node.signer)
-    for node in nodes.values():
-        install_roster(node.path, signed.to_bytes(), node.signer.verifier)
-    return {code: Custody(node, load_roster(node.path)) for code, node in nodes.items()}
+class DemoError(LedgerError):
+    """The demo could not set its network up or run it to the end."""
 
 
-def _actors(custody: Custody, *actors: tuple[str, str]) -> None:
-    custody.append_many(
-        ActorRegister(actor, role, f"{actor.title()} Ltd", f"L-{actor}", "Capital", "Main")
-        for actor, role in actors
-    )
-
-
-def _export(
-    custody: Custody,
-    cert: str,
-    exporter: str,
-    dest: str,
-    parcels: list[str],
-    value: int,
-    issued: str,
-) -> TlogProof:
-    carats, origins = certificate_totals(custody, parcels)
-    custody.append(
-        Export(
-            cert,
-            "KP Authority",
-            exporter,
-            f"{dest} buyer",
-            dest,
-            tuple(parcels),
-            carats,
-            value,
-            len(parcels),
-            "7102.31",
-            origins,
-            issued,
-            "2026-12-31",
-            f"SEAL-{cert}",
+def _codes(participants: int) -> tuple[str, ...]:
+    if not len(FEWEST) <= participants <= len(PARTICIPANTS):
+        raise DemoError(
+            f"--participants {participants}: choose {len(FEWEST)} to {len(PARTICIPANTS)} "
+            f"({', '.join(FEWEST)}, then {', '.join(ADDED)} in that order)"
         )
-    )
-    return custody.export_proof(cert)
+    chosen = set(FEWEST) | set(ADDED[: participants - len(FEWEST)])
+    return tuple(c for c in PARTICIPANTS if c in chosen)
 
 
-def _custody_table(network: dict[str, Custody], shown: int = 3) -> Table:
-    """Each Participant's parcels in custody: the first few, then how many more."""
-    table = Table(title="parcels in custody now")
-    for column in ("Participant", "parcel", "carats", "US$", "mining origins"):
-        table.add_column(column)
-    for code, custody in network.items():
-        count = 0
-        for count, p in enumerate(custody.in_custody(), start=1):
-            if count <= shown:
-                table.add_row(
-                    code,
-                    p.parcel,
-                    format_carats(p.carats),
-                    format_usd(p.value),
-                    ", ".join(p.origins),
-                )
-        if count > shown:
-            table.add_row(code, f"... {count - shown} more", "", "", "")
-        if count == 0:
-            table.add_row(code, "(none)", "", "", "")
+@contextmanager
+def _network(
+    base: Path, codes: Sequence[str], ports: dict[str, int], auditor: Signer
+) -> Iterator[dict[str, Custody]]:
+    """Data directories under `base` with roster v1 (signed by all, naming the auditor)."""
+    nodes: dict[str, DataDir] = {}
+    try:
+        for code in codes:
+            nodes[code] = DataDir.init(base / code.lower(), code, NETWORK)
+        keys = {code: node.signer.verifier for code, node in nodes.items()}
+        urls = {code: f"http://127.0.0.1:{ports[code]}" for code in codes}
+        roster: Roster = dataclasses.replace(
+            roster_for(codes, keys, urls),
+            observers=(Observer("KP Monitoring (auditor)", auditor.verifier),),
+        )
+        signed = SignedRoster(roster)
+        for node in nodes.values():
+            signed = signed.sign(node.signer)
+        for node in nodes.values():
+            install_roster(node.path, signed.to_bytes(), node.signer.verifier)
+        yield {code: Custody(node, load_roster(node.path)) for code, node in nodes.items()}
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def _plants(seed: int, records: int, codes: Sequence[str]) -> tuple[Plants, str]:
+    """Every plant the chosen Participants allow, except the fork (shown by its own tests)."""
+    names = ("reused_certificate", "revaluation", "outside_zone", "forged_import")
+    usable = []
+    for name in names:
+        try:
+            generate(seed, records, codes, Plants(**{name: True}))
+        except WorkloadError:
+            continue
+        usable.append(name)
+    if not usable:
+        return Plants(), "no violations planted (too few Participants for any)"
+    shown = ", ".join(n.replace("_", " ") for n in usable)
+    return Plants(**dict.fromkeys(usable, True)), f"violations planted: {shown}"
+
+
+def _own_checkpoint(custody: Custody) -> tuple[Checkpoint, Note]:
+    with custody.store.read() as txn:
+        note = custody.store.latest_checkpoint(txn, custody.log_id)
+    assert note is not None
+    cp, _ = open_checkpoint(note, custody.node.signer.verifier)
+    return cp, Note.from_bytes(note)
+
+
+def _held(nodes: LocalNodes, codes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Each node's view: origin -> entries held, from its open /health."""
+    seen: dict[str, dict[str, int]] = {}
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        for code in codes:
+            seen[code] = client.get(f"{nodes.url(code)}/health").json()["logs"]
+    return seen
+
+
+def _replicas_cosigned(
+    nodes: LocalNodes, codes: Sequence[str], roster: Roster, auditor: Signer
+) -> int:
+    """How many (holder, log) replicas a node serves with a checkpoint cosigned by a witness."""
+    count = 0
+    with httpx.Client(timeout=5, trust_env=False, auth=SignatureAuth(auditor)) as client:
+        for holder in codes:
+            for owner in codes:
+                if owner == holder:
+                    continue
+                origin = roster.origin(owner)
+                response = client.get(f"{nodes.url(holder)}/{origin}/checkpoint")
+                if response.status_code != 200:
+                    continue
+                note = Note.from_bytes(response.content)
+                cp = Checkpoint.parse(note.text)
+                others = [p.key.as_cosigner() for p in roster.participants if p.code != owner]
+                count += bool(witnessed_by(note, cp, others))
+    return count
+
+
+def _settle(
+    nodes: LocalNodes,
+    net: dict[str, Custody],
+    codes: Sequence[str],
+    auditor: Signer,
+) -> dict[str, dict[str, int]]:
+    """Wait until every node holds every log (or stays put at a refused entry), every own
+    checkpoint is cosigned by all others and every replica is served cosigned; give up after
+    SETTLE_SECONDS."""
+    roster = net[codes[0]].roster
+    deadline = time.monotonic() + SETTLE_SECONDS
+    quiet, last = 0, None
+    cosigner = {c: net[c].node.signer.verifier.as_cosigner() for c in codes}
+    pairs = len(codes) * (len(codes) - 1)
+    with progress_bar("sync and witness", 0) as bar:
+        task = bar.add_task("sync and witness", total=3 * pairs)
+        while True:
+            held = _held(nodes, codes)
+            synced = cosigned = 0
+            for owner in codes:
+                cp, note = _own_checkpoint(net[owner])
+                others = [cosigner[c] for c in codes if c != owner]
+                cosigned += len(witnessed_by(note, cp, others))
+                synced += sum(1 for h in codes if h != owner and held[h].get(cp.origin) == cp.size)
+            served = _replicas_cosigned(nodes, codes, roster, auditor)
+            bar.update(task, completed=synced + cosigned + served)
+            quiet = quiet + 1 if held == last else 0
+            last = held
+            if synced == cosigned == served == pairs:
+                return held
+            if quiet >= 5 and cosigned == pairs:
+                # Logs stopped at a refused entry stay short (shown in the table); their
+                # replicas keep the last checkpoint they could hold in full, maybe uncosigned.
+                return held
+            if time.monotonic() > deadline:
+                console.print("   (stopped waiting: the network had not settled in time)")
+                return held
+            time.sleep(0.5)
+
+
+def _checkpoint_table(
+    net: dict[str, Custody], codes: Sequence[str], held: dict[str, dict[str, int]]
+) -> Table:
+    table = Table(title="the network's checkpoints")
+    for heading in ("log", "entries", "root", "held in full by", "stopped short at", "cosigned by"):
+        table.add_column(heading)
+    cosigner = {c: net[c].node.signer.verifier.as_cosigner() for c in codes}
+    for owner in codes:
+        cp, note = _own_checkpoint(net[owner])
+        full = [h for h in codes if h != owner and held[h].get(cp.origin, 0) == cp.size]
+        short = sorted({held[h].get(cp.origin, 0) for h in codes if h != owner and h not in full})
+        witnesses = witnessed_by(note, cp, [cosigner[c] for c in codes if c != owner])
+        table.add_row(
+            owner,
+            f"{cp.size:,}",
+            base64.b64encode(cp.root).decode()[:12] + "…",
+            f"{len(full)} of {len(codes) - 1} nodes",
+            ", ".join(f"entry {s}" for s in short) or "-",
+            f"{len(witnesses)} witnesses",
+        )
     return table
 
 
-def demo(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Keep the data here.")] = None,
-    records: Annotated[int, typer.Option(help="Production records Botswana appends.")] = 1000,
-) -> None:
-    """Trace a parcel Botswana -> Antwerp -> India across four signed logs."""
-    with tempfile.TemporaryDirectory(prefix="kimberley-demo-") as scratch:
-        base = directory or Path(scratch)
-        net = _network(base)
-        bw, ru, eu, india = (net[c] for c in ("BW", "RU", "EU", "IN"))
-        console.print(
-            f"[bold]1. network[/]  {', '.join(net)} initialised in {base}; "
-            "roster v1 signed by all four and installed on each"
-        )
+def _pick_parcel(india: Custody) -> tuple[Trace, bytes, int]:
+    """A parcel India holds whose trace reaches a Botswana mine, preferring the most origins,
+    no break, and a bundle under the default witness policy. Returns trace, bundle, policy.
 
-        _actors(bw, ("BW-MINE-JWANENG", "mine"), ("BW-EXP-ODC", "exporter"))
-        first = bw.append_many(
-            ParcelMine(
-                f"BW-JW-2026-{i:06d}",
-                "BW-MINE-JWANENG",
-                1200_50 + i,
-                180_000_00,
-                "2026-03-02",
-                "BW",
-            )
-            for i in range(records)
-        )
-        old_size = first[-1].size
-        bw_proof = _export(
-            bw,
-            "BW-2026-000001",
-            "BW-EXP-ODC",
-            "EU",
-            ["BW-JW-2026-000001"],
-            180_000_00,
-            "2026-03-05",
-        )
-        _actors(ru, ("RU-MINE-MIR", "mine"), ("RU-EXP-ALROSA", "exporter"))
-        ru.append(ParcelMine("RU-MIR-2026-1", "RU-MINE-MIR", 300_00, 30_000_00, "2026-03-03", "RU"))
-        ru_proof = _export(
-            ru, "RU-2026-000001", "RU-EXP-ALROSA", "EU", ["RU-MIR-2026-1"], 30_000_00, "2026-03-05"
-        )
-        console.print(
-            f"[bold]2. production and export[/]  Botswana recorded {records} parcels "
-            "from Jwaneng and issued BW-2026-000001 to the EU; Russia issued "
-            "RU-2026-000001 to the EU"
-        )
+    A replica that stopped at a planted fault holds that log only up to the fault and no
+    checkpoint of it (the log never signed one at that size), so goods that passed through
+    it cannot be bundled from this node: they are skipped when others can be.
+    """
+    ranked = sorted(
+        ((len(s.origins), s.carats, s.parcel) for s in india.in_custody() if "BW" in s.origins),
+        reverse=True,
+    )
+    rosters = [f.read_bytes() for f in sorted(roster_dir(india.node.path).glob("v*.roster"))]
+    best: tuple[tuple[int, bool, bool], Trace, bytes, int] | None = None
+    with open_reader(india.store, NETWORK) as reader:
+        for _, _, parcel in ranked[:60]:
+            start = Start("parcel", parcel, india.origin)
+            for witnesses in (1, 0):
+                try:
+                    result, made = build_bundle(
+                        reader, start, BACKWARD, rosters, witnesses=witnesses
+                    )
+                except BundleError:
+                    continue
+                bw = any(s.mined.country == "BW" for s in result.sources)
+                score = (witnesses, bw, not result.breaks)
+                if best is None or score > best[0]:
+                    best = (score, result, made, witnesses)
+                break
+            if best is not None and best[0] == (1, True, True):
+                break
+    if best is None:
+        raise DemoError("India holds no parcel of Botswana origin that can be bundled")
+    return best[1], best[2], best[3]
 
-        key = Verifier.from_text(bw.node.signer.verifier.to_text())
-        cp = TlogProof.from_text(bw_proof.to_text()).verify(key)
-        console.print(
-            f"[bold]3. certificate proof[/]  BW-2026-000001 is entry {bw_proof.index} "
-            f"of {cp.origin} at size {cp.size}: checked with only Botswana's key "
-            f"({len(bw_proof.hashes)} hashes)"
-        )
-        merkle.verify_consistency(
-            old_size,
-            cp.size,
-            bw.log.root(old_size),
-            cp.root,
-            bw.log.consistency_proof(old_size, cp.size),
-        )
-        console.print(
-            f"   consistency: Botswana's log at size {old_size} is a prefix of size "
-            f"{cp.size} (root {base64.b64encode(cp.root).decode()[:16]}...)"
-        )
 
-        _actors(eu, ("EU-IMP-ANTWERP", "importer"), ("EU-EXP-ANTWERP", "exporter"))
-        eu.import_certificate(bw_proof, importer="EU-IMP-ANTWERP", received="2026-03-07")
-        eu.import_certificate(ru_proof, importer="EU-IMP-ANTWERP", received="2026-03-08")
-        eu.append(
-            ParcelSplit(
-                "BW-2026-000001",
-                (
-                    ParcelShare("EU-ANT-A", 700_51, 110_000_00),
-                    ParcelShare("EU-ANT-B", 500_00, 70_000_00),
-                ),
-            )
-        )
-        eu.append(
-            ParcelMerge(
-                ("EU-ANT-B", "RU-2026-000001"), ParcelShare("EU-ANT-MIX-1", 800_00, 101_000_00)
-            )
-        )
-        eu_proof = _export(
-            eu, "EU-2026-000001", "EU-EXP-ANTWERP", "IN", ["EU-ANT-MIX-1"], 101_000_00, "2026-03-10"
-        )
-        console.print(
-            "[bold]4. Antwerp[/]  imported both against their proofs, split the "
-            "Botswana parcel, mixed 500 ct of it with the Russian 300 ct, and issued "
-            "EU-2026-000001 to India"
-        )
-
-        _actors(india, ("IN-IMP-SURAT", "importer"))
-        india.import_certificate(eu_proof, importer="IN-IMP-SURAT", received="2026-03-20")
-        console.print("[bold]5. India[/]  confirmed receipt of EU-2026-000001")
-        console.print(_custody_table(net))
-
+def _audit_copy(
+    base: Path, nodes: LocalNodes, roster: Roster, auditor: Signer, codes: Sequence[str]
+) -> Store:
+    """The auditor's store: every log pulled from its owner's node, verified but not judged."""
+    store = Store(base / "auditor" / "store", create=True)
+    for code in codes:
+        origin = roster.origin(code)
+        source = HttpSource(nodes.url(code), origin, signer=auditor)
         try:
-            india.import_certificate(eu_proof, importer="IN-IMP-SURAT", received="2026-03-21")
-        except RuleViolation as e:
-            console.print(f"[bold]6. a second import of the same certificate is refused[/]: {e}")
+            pull(store, roster.log_key(origin), source)  # no roster: keep rule breaches to report
+        finally:
+            source.close()
+    return store
 
-        for code, custody in net.items():
-            report = verify_log(custody.store, custody.node.signer.verifier)
-            console.print(
-                f"[bold]7. verify {code}[/]  {report.size} entries and "
-                f"{report.checkpoints} checkpoints replayed: every byte, signature "
-                "and hash checks out"
+
+def demo(
+    participants: Annotated[
+        int, typer.Option(help=f"How many Participants ({len(FEWEST)}-{len(PARTICIPANTS)}).")
+    ] = len(PARTICIPANTS),
+    records: Annotated[
+        int, typer.Option(help="Log entries the year of trade writes, over all logs.", min=200)
+    ] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated trade.")] = DEFAULT_SEED,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Keep the data here (default: a temp dir).")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the temporary data directory.")] = False,
+) -> None:
+    """Run a KP network on this machine: trade, sync, witness, trace, audit and statistics."""
+    codes = _codes(participants)
+    with ExitStack() as stack:
+        if directory is not None:
+            base = directory
+        elif keep:
+            base = Path(tempfile.mkdtemp(prefix="kimberley-demo-"))
+        else:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kimberley-demo-")))
+        ports = {code: free_port() for code in codes}
+        auditor = Signer.generate(AUDITOR)
+        net = stack.enter_context(_network(base, codes, ports, auditor))
+        roster = net["IN"].roster
+        console.print(
+            f"[bold]1. network[/]  {len(codes)} Participants ({', '.join(codes)}) in {base}; "
+            "roster v1 signed by all and installed on each, with the auditor as observer"
+        )
+        nodes = stack.enter_context(
+            LocalNodes(
+                {c: base / c.lower() for c in codes},
+                ports,
+                sync_every=ROUND_SECONDS,
+                log_dir=base / "logs",
             )
-        for custody in net.values():
-            custody.node.close()
+        )
+        console.print(
+            f"[bold]2. nodes[/]  {len(codes)} nodes on 127.0.0.1 ports "
+            f"{min(ports.values())}-{max(ports.values())}: reads only for signed roster members; "
+            f"each syncs and witnesses the others every {ROUND_SECONDS:g} s"
+        )
+
+        plants, planted = _plants(seed, records, codes)
+        workload = generate(seed, records, codes, plants)
+        with progress_bar("trade", records) as bar:
+            task = bar.add_task("trade", total=records)
+            report = run(workload, net, progress=lambda done: bar.update(task, completed=done))
+        expected = [e for e in workload.expected_findings() if e.kind != "fork"]
+        kinds = ", ".join(
+            f"{n:,} {kind}"
+            for kind, n in sorted(_by_kind(report.counts).items(), key=lambda x: -x[1])
+        )
+        console.print(
+            f"[bold]3. a year of trade[/]  {report.total():,} entries ({kinds}); {planted}"
+        )
+
+        held = _settle(nodes, net, codes, auditor)
+        console.print("[bold]4. sync and witnessing[/]")
+        console.print(_checkpoint_table(net, codes, held))
+
+        _trace_step(base, net["IN"])
+        statistics, matched = _audit_step(base, nodes, roster, auditor, codes, expected, stack)
+        console.print("[bold]7. statistics[/]")
+        for table in flow_tables(
+            statistics.rows("participant", "year"), "participant", statistics, None
+        ):
+            console.print(table)
+        nodes.stop()
+        console.print(f"[bold]8. done[/]  all {len(codes)} nodes stopped; data in {base}"
+                      + ("" if directory or keep else " (removed on exit)"))  # fmt: skip
+        if not matched:
+            raise DemoError("the audit did not find exactly the planted violations")
+
+
+def _trace_step(base: Path, india: Custody) -> None:
+    """Trace a mixed parcel India holds back to its mines; bundle it and verify it offline."""
+    result, made, witnesses = _pick_parcel(india)
+    rosters = [f.read_bytes() for f in sorted(roster_dir(india.node.path).glob("v*.roster"))]
+    (base / "trace.bundle").write_bytes(made)
+    parcel = result.node(result.root).name
+    console.print(f"[bold]5. trace[/]  parcel {parcel} held in India, back to its mines:")
+    show_trace(result)
+    verified = verify_bundle(made, rosters[0], witnesses=witnesses)
+    console.print(
+        f"   proof bundle {base / 'trace.bundle'} ({len(made):,} bytes): verified offline "
+        f"against roster v1 alone; {len(verified.logs)} logs, policy: {verified.policy}"
+    )
+    if witnesses == 0:
+        console.print(
+            "   (no checkpoint this node holds of every log on the trace is cosigned yet, "
+            "so the bundle relies on the logs' own signatures)"
+        )
+
+
+def _audit_step(
+    base: Path,
+    nodes: LocalNodes,
+    roster: Roster,
+    auditor: Signer,
+    codes: Sequence[str],
+    expected: Sequence[ExpectedFinding],
+    stack: ExitStack,
+) -> tuple[Report, bool]:
+    """The auditor's replay and the statistics' anomalies, against the planted list."""
+    store = stack.enter_context(_closing(_audit_copy(base, nodes, roster, auditor, codes)))
+    found: list[Finding] = []
+    audited = audit(store, roster, sink=found.append, scratch_dir=base)
+    with store.read() as txn:
+        statistics = compute_stats(lambda: held_records(store, txn), roster)
+    got = {("violation", f.rule, f.origin.rpartition("/")[2], f.index) for f in found}
+    got |= {("anomaly", a.kind, a.origin.rpartition("/")[2], a.index)
+            for a in statistics.anomalies}  # fmt: skip
+    want = {(e.kind, e.rule, e.participant, e.index) for e in expected}
+    console.print(
+        f"[bold]6. audit[/]  the auditor pulled all {len(codes)} logs verbatim "
+        f"({sum(a.size for a in audited.logs):,} entries) and replayed every rule: "
+        f"{len(found)} findings"
+    )
+    console.print(_findings_table(found))
+    console.print(anomaly_table(list(statistics.anomalies), statistics))
+    if got == want:
+        verdict = "exactly what was planted"
+    else:
+        verdict = f"NOT what was planted: missing {sorted(want - got)}, extra {sorted(got - want)}"
+    console.print(f"   findings and anomalies against the generator's planted list: {verdict}")
+    return statistics, got == want
+
+
+def _by_kind(counts: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (_, kind), n in counts.items():
+        out[kind] = out.get(kind, 0) + n
+    return out
+
+
+def _findings_table(found: list[Finding]) -> Table:
+    table = Table(title=f"{len(found)} audit findings")
+    for heading in ("rule", "log", "entry", "what"):
+        table.add_column(heading)
+    for f in found:
+        table.add_row(f.rule, f.origin.rpartition("/")[2], str(f.index), f.message)
+    return table
+
+
+@contextmanager
+def _closing(store: Store) -> Iterator[Store]:
+    try:
+        yield store
+    finally:
+        store.close()

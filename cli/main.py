@@ -18,8 +18,12 @@ from cli.output import console, emit_json, errors
 from cli.roster_cmd import roster_app
 from cli.stats_cmd import stats
 from cli.sync_cmd import sync
+from cli.trace_cmd import trace_command, verify_bundle_command
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
 
 app = typer.Typer(
     name="kimberley",
@@ -38,6 +42,8 @@ app.command("sync")(sync)
 app.command("stats")(stats)
 app.command("audit")(audit_command)
 app.command("demo")(demo)
+app.command("trace")(trace_command)
+app.command("verify-bundle")(verify_bundle_command)
 register_commands(app)
 
 
@@ -86,6 +92,8 @@ def main() -> None:
         sys.exit(1)
     finally:
         close_all()
+    if code == INTERRUPTED:  # typer turns Ctrl-C into a plain exit status of 130
+        errors.print("interrupted")
     sys.exit(code if isinstance(code, int) else 0)
 
 

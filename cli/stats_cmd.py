@@ -98,9 +98,9 @@ def stats(
         _rows_csv(rows, by.value)
     else:
         if not anomalies:
-            for table in _tables(rows, by.value, report, year):
+            for table in flow_tables(rows, by.value, report, year):
                 console.print(table)
-        console.print(_anomaly_table(found, report))
+        console.print(anomaly_table(found, report))
 
 
 def _counted(records: Iterable[Any], bar: Progress, task: TaskID) -> Iterator[Any]:
@@ -197,7 +197,7 @@ def _anomalies_csv(found: list[Anomaly]) -> None:
         out.writerow(row)
 
 
-def _tables(rows: list[Row], by: str, report: Report, year: int | None) -> list[Table]:
+def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> list[Table]:
     """One table per flow, as the KP tables are laid out; rows without that flow left out."""
     when = f"{year}" if year is not None else "all years"
     tables = []
@@ -216,7 +216,7 @@ def _tables(rows: list[Row], by: str, report: Report, year: int | None) -> list[
     return tables
 
 
-def _anomaly_table(found: list[Anomaly], report: Report) -> Table:
+def anomaly_table(found: list[Anomaly], report: Report) -> Table:
     table = Table(title=f"{len(found)} anomalies in {report.entries} entries")
     table.add_column("kind", no_wrap=True)
     table.add_column("log", no_wrap=True)

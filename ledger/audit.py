@@ -71,6 +71,7 @@ from ledger.roster import Roster
 from ledger.rules import (
     IMPORTED,
     IN_CUSTODY,
+    UNKNOWN_ORIGIN,
     CertificateAlreadyImported,
     CertificateState,
     CertificateVoided,
@@ -90,7 +91,6 @@ ROSTER_LISTED: Final = "roster.listed"
 RECORD_WELL_FORMED: Final = "record.well-formed"
 EXPORT_OVERDUE: Final = "export.overdue"
 #: The mining origin of a parcel whose origin the audit cannot know.
-UNKNOWN_ORIGIN: Final = "?"
 #: Records replayed per scratch write transaction.
 COMMIT_EVERY: Final = 4096
 _FACT_DBS: Final = ("x_exports", "x_imports")

@@ -41,6 +41,7 @@ from ledger.rules import (
     MERGED,
     MINE_ROLES,
     SPLIT,
+    UNKNOWN_ORIGIN,
     VOIDED,
     ActorState,
     CertificateAlreadyImported,
@@ -456,8 +457,8 @@ def _unlinked_import(
     """An import on a replica whose export is not held here: indexed from the record alone.
 
     Checked against this log only (a registered importer, new parcel ids, not imported
-    before here); origins stay unknown until the exporter's log is held (trace follows
-    `export_ref` at read time, the audit cross-checks).
+    before here); its parcels' origin is `UNKNOWN_ORIGIN` (trace follows `export_ref` at
+    read time, the audit cross-checks).
     """
     ref = r.export_ref
     if roster is not None:
@@ -471,7 +472,9 @@ def _unlinked_import(
         for share in r.parcels:
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     for s in r.parcels:
-        state = ParcelState(s.parcel, s.carats, s.value, IN_CUSTODY, index, None, (), ())
+        state = ParcelState(
+            s.parcel, s.carats, s.value, IN_CUSTODY, index, None, (UNKNOWN_ORIGIN,), ()
+        )
         ix.put_parcel(state, index)
     ix.put_certificate(
         CertificateState(

@@ -104,6 +104,11 @@ class CertificateState:
 # -- the violations -------------------------------------------------------------------
 
 
+#: The mining origin of goods whose provenance this node cannot see: an import whose
+#: exporter's log is not held (replicas) or not verifiable (audit). An export of such goods
+#: must state every origin that is known and may state more.
+UNKNOWN_ORIGIN: Final = "?"
+
 class UnknownActor(RuleViolation):
     """A record names an actor that is not on this log's register."""
 
@@ -378,8 +383,10 @@ def check_export(
             f"{kind}: certificate {number!r} states {export.carats} hundredths of a carat in "
             f"{export.parcel_count} parcels; its parcels weigh {carats} in {len(parcels)}"
         )
-    origins = sorted({c for p in parcels for c in p.origins})
-    if sorted(export.origins) != origins:
+    origins = sorted({c for p in parcels for c in p.origins} - {UNKNOWN_ORIGIN})
+    unknown = any(UNKNOWN_ORIGIN in p.origins for p in parcels)
+    stated = sorted(export.origins)
+    if (not set(origins) <= set(stated)) if unknown else stated != origins:
         raise ExportOriginsMismatch(
             f"{kind}: certificate {number!r} states origins {sorted(export.origins)}, "
             f"its parcels were mined in {origins}"

@@ -827,7 +827,7 @@ class Workload:
             if ready and self._room() >= 2:
                 break
             yield None
-        code = ready[0]
+        code = ready[-1]  # the smallest producer ready: the largest stays whole for tracing
         number, first_dest, _ = self._first[code]
         lot = self._stock[code].pop(next(iter(self._stock[code])))
         self._first[code] = (number, first_dest, True)

@@ -29,13 +29,14 @@ from typing import Protocol
 import httpx
 
 from ledger import freeze, merkle
-from ledger.checkpoint import open_checkpoint
+from ledger.checkpoint import Checkpoint, open_checkpoint, witnessed_by
 from ledger.errors import LedgerError, PeerError, ProofError
 from ledger.keys import Signer, Verifier
 from ledger.log import wall_clock_ms
-from ledger.replica import Replica
+from ledger.note import Note
+from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster
-from ledger.store import Store
+from ledger.store import Store, checkpoint_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
 from node.auth import SignatureAuth
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
@@ -232,6 +233,8 @@ def pull(
                     "the entries already verified here (a fork of the log)"
                 ),
             )
+        if roster is not None:
+            _gather_cosignatures(store, replica.log_id, cp, note, roster)
         return SyncReport(origin, have, have, cp.size)
     tree = RemoteTree(source, cp.size)
     if have:
@@ -259,10 +262,60 @@ def pull(
             batch += decode_bundle(data, width=width)[skip:]
             position = number * TILE_WIDTH + width
         proof = merkle.consistency_proof(position, cp.size, tree.node) if position < cp.size else []
-        replica.accept(batch, note, proof)
+        try:
+            replica.accept(batch, note, proof)
+        except PeerRuleError as e:
+            _keep_prefix(replica, batch, position - len(batch), e.index, note, tree, cp.size)
+            raise
         if progress is not None:
             progress(position, cp.size)
     return SyncReport(origin, have, cp.size, cp.size)
+
+
+def _gather_cosignatures(
+    store: Store, log_id: bytes, cp: Checkpoint, note: bytes, roster: Roster
+) -> None:
+    """Add to the held checkpoint of `cp`'s size the roster witnesses' cosignatures the peer
+    serves on it, each verified; a size held without a stored checkpoint is left alone.
+
+    The log's owner gathers cosignatures after it signs, so a replica that pulled a
+    checkpoint early picks them up on a later round and can then serve, and bundle, it
+    cosigned.
+    """
+    owner = cp.origin.rpartition("/")[2]
+    witnesses = [p.key.as_cosigner() for p in roster.participants if p.code != owner]
+    served = Note.from_bytes(note)
+    found = {(w.name, w.key_id) for w, _ in witnessed_by(served, cp, witnesses)}
+    if not found:
+        return
+    with store.write() as txn:
+        held = txn.get(checkpoint_key(log_id, cp.size), db=store.db("checkpoints"))
+        if held is None:
+            return
+        have = {s.key for s in Note.from_bytes(bytes(held)).signatures}
+        new = [s for s in served.signatures if s.key in found and s.key not in have]
+        if new:
+            store.add_cosignatures(txn, log_id, cp.size, new)
+
+
+def _keep_prefix(
+    replica: Replica,
+    batch: list[bytes],
+    start: int,
+    bad: int,
+    note: bytes,
+    tree: RemoteTree,
+    size: int,
+) -> None:
+    """Commit the entries of a refused batch that come before its rule-breaking entry.
+
+    They were verified like any others; keeping them means a log with one bad entry is
+    held (and traceable) up to that entry, not up to the previous batch boundary.
+    """
+    good = bad - start
+    if good > 0:
+        proof = merkle.consistency_proof(start + good, size, tree.node)
+        replica.accept(batch[:good], note, proof)
 
 
 def _conflict(

@@ -300,19 +300,6 @@ def test_refusals_are_one_line_and_change_nothing(
     assert code == 1 and "NOPE" in err
 
 
-def test_the_demo_walks_a_parcel_to_india(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    """`kimberley demo` ends with India holding the mixed BW+RU parcel and every log verified."""
-    out = cli(capsys, "demo", "--records", "20", "--dir", str(tmp_path))
-    assert "EU-2026-000001" in out
-    india = next(line for line in out.splitlines() if "│ IN " in line)
-    assert "800.00" in india
-    assert "BW, RU" in india
-    assert "already imported" in out
-    assert out.count("checks out") == 4
-
-
 def test_sync_pulls_a_partners_log_from_a_static_mirror(
     network: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

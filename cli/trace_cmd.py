@@ -1,0 +1,454 @@
+"""`kimberley trace` and `kimberley verify-bundle`: provenance across logs, and its offline proof.
+
+A trace prints as a tree for people (`--json` for scripts, `--dot` for Graphviz); carats are
+computed exactly (`ledger.trace`) and rounded only here, to hundredths of a carat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.tree import Tree
+
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.output import console, emit_json
+from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
+from ledger.errors import LedgerError, RosterError
+from ledger.quantities import format_carats
+from ledger.roster_files import roster_dir
+from ledger.trace import (
+    BACKWARD,
+    CERTIFICATE,
+    ENDS,
+    FORWARD,
+    VERIFIED,
+    Edge,
+    Node,
+    NodeKey,
+    Trace,
+    trace,
+)
+from ledger.trace_store import open_reader
+
+Ident = Annotated[str, typer.Argument(metavar="PARCEL_ID|CERT_NO", help="What to trace.")]
+Dot = Annotated[bool, typer.Option("--dot", help="Print Graphviz DOT.")]
+Witnesses = Annotated[
+    int,
+    typer.Option(
+        "--witnesses",
+        min=0,
+        help="Witness policy: cosignatures each checkpoint needs from roster Participants "
+        "other than its log's own (0: the log's signature alone).",
+    ),
+]
+_ROSTER_FILE = re.compile(r"v([1-9][0-9]*)\.roster")
+
+
+class OutputChoiceError(LedgerError):
+    """Two output formats asked for at once."""
+
+
+def trace_command(
+    ident: Ident,
+    forward: Annotated[
+        bool, typer.Option("--forward", help="Where the goods went (default: where from).")
+    ] = False,
+    origin: Annotated[
+        str | None,
+        typer.Option("--origin", help="Participant code of the parcel's log, if on several."),
+    ] = None,
+    dot: Dot = False,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Also write an offline proof bundle here.")
+    ] = None,
+    witnesses: Witnesses = 1,
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Trace a parcel or certificate across every log held here, to its mines or onwards."""
+    _one_format(as_json, dot)
+    node = open_data(data)
+    direction = FORWARD if forward else BACKWARD
+    with open_reader(node.store, node.network) as reader:
+        start = reader.resolve(ident, origin.upper() if origin else None)
+        if bundle is None:
+            result = trace(reader, start, direction)
+        else:
+            result, made = build_bundle(
+                reader, start, direction, roster_chain(data), witnesses=witnesses
+            )
+            _write(bundle, made)
+    if as_json and bundle is not None:
+        made_json = {"file": str(bundle), "bytes": len(made), "entries": len(result.entries)}
+        emit_json(trace_json(result) | {"bundle": made_json})
+        return
+    _show(result, as_json, dot)
+    if bundle is not None and not dot:
+        console.print(
+            f"proof bundle: {bundle} ({len(made):,} bytes, {len(result.entries)} entries); "
+            f"check it with `kimberley verify-bundle {bundle} --trust ROSTER_V1`"
+        )
+
+
+def verify_bundle_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The proof bundle.")],
+    trust: Annotated[Path, typer.Option("--trust", help="The roster v1 file you trust.")],
+    witnesses: Witnesses = 1,
+    dot: Dot = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a proof bundle offline against roster v1 alone, and show the trace it proves."""
+    _one_format(as_json, dot)
+    if file.stat().st_size > MAX_BUNDLE_SIZE:
+        raise BundleError(f"bundle: {file} is over the {MAX_BUNDLE_SIZE:,}-byte limit")
+    trusted = trust.read_bytes()
+    verified = verify_bundle(file.read_bytes(), trusted, witnesses=witnesses)
+    if dot:
+        _print_dot(verified.trace)
+    elif as_json:
+        emit_json(verified_json(verified, trusted))
+    else:
+        _show_verified(verified, trusted)
+
+
+def roster_chain(data: Path) -> list[bytes]:
+    """The roster files v1..vN installed in the data directory, in order."""
+    folder = roster_dir(data)
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in (folder.iterdir() if folder.is_dir() else ())
+        if (m := _ROSTER_FILE.fullmatch(p.name))
+    )
+    if not found or [v for v, _ in found] != list(range(1, len(found) + 1)):
+        raise RosterError(f"no unbroken roster chain from v1 in {folder}")
+    return [p.read_bytes() for _, p in found]
+
+
+def _one_format(as_json: bool, dot: bool) -> None:
+    if as_json and dot:
+        raise OutputChoiceError("choose one of --json and --dot")
+
+
+def _write(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+# -- numbers -------------------------------------------------------------------------
+
+
+def exact(value: Fraction) -> str:
+    """Hundredths of a carat (or a share) exactly: ``"600"`` or ``"1100/3"``."""
+    return str(value)
+
+
+def carats(value: Fraction | int) -> str:
+    """Rounded to hundredths of a carat: ``"600.00"``."""
+    return format_carats(round(value))
+
+
+def percent(value: Fraction) -> str:
+    """A share as a percentage, two decimals: ``"54.55%"``."""
+    return f"{float(value * 100):.2f}%"
+
+
+# -- JSON ----------------------------------------------------------------------------
+
+
+def _id(key: NodeKey) -> str:
+    return f"{key[0]}:{key[1]}:{key[2]}"
+
+
+def trace_json(result: Trace) -> dict[str, Any]:
+    """The trace for scripts: exact fractions as strings beside rounded carats."""
+    total = result.node(result.root).flow
+
+    def share(value: Fraction) -> dict[str, str]:
+        fraction = value / total if total else Fraction(0)
+        return {"share": exact(fraction), "percent": percent(fraction)}
+
+    return {
+        "direction": result.direction,
+        "root": _id(result.root),
+        "complete": result.complete,
+        "carats": carats(total),
+        "nodes": [_node_json(n) for n in result.nodes],
+        "edges": [
+            {
+                "source": _id(e.source),
+                "target": _id(e.target),
+                "kind": e.kind,
+                "origin": e.origin,
+                "index": e.index,
+                "status": e.status,
+                "hundredths": exact(e.carats),
+                "carats": carats(e.carats),
+                **share(e.carats),
+                "countries": [
+                    {"country": c, "hundredths": exact(v), "carats": carats(v), **share(v)}
+                    for c, v in e.countries
+                ],
+            }
+            for e in result.edges
+        ],
+        "origins": [
+            {
+                "origin": s.origin,
+                "parcel": s.parcel,
+                "entry": s.entry,
+                "country": s.mined.country,
+                "mine": s.mined.mine,
+                "date": s.mined.date,
+                "hundredths": exact(s.carats),
+                "carats": carats(s.carats),
+                **share(s.carats),
+            }
+            for s in result.sources
+        ],
+        "unknown": {"hundredths": exact(result.unknown), "carats": carats(result.unknown)},
+        "destinations": [
+            {
+                "node": _id(d.node),
+                "end": d.end,
+                "hundredths": exact(d.carats),
+                "carats": carats(d.carats),
+                **share(d.carats),
+                "portion": None if d.portion is None else exact(d.portion),
+            }
+            for d in result.destinations
+        ],
+        "breaks": [
+            {"reason": b.reason, "origin": b.origin, "where": b.where, "detail": b.detail}
+            for b in result.breaks
+        ],
+        "entries": [{"origin": o, "index": i} for o, i in result.entries],
+    }
+
+
+def _node_json(n: Node) -> dict[str, Any]:
+    mined = n.mined
+    return {
+        "id": _id(n.key),
+        "kind": n.kind,
+        "origin": n.origin,
+        "name": n.name,
+        "carats": None if n.carats is None else carats(n.carats),
+        "entry": n.entry,
+        "record": n.record,
+        "status": n.status,
+        "end": n.end,
+        "mined": None
+        if mined is None
+        else {"country": mined.country, "mine": mined.mine, "date": mined.date},
+        "hundredths": exact(n.flow),
+    }
+
+
+def verified_json(verified: VerifiedBundle, trusted: bytes) -> dict[str, Any]:
+    """What verify-bundle established, for scripts."""
+    return {
+        "verified": True,
+        "policy": verified.policy,
+        "trusted_roster_sha256": hashlib.sha256(trusted).hexdigest(),
+        "roster_version": verified.roster.version,
+        "logs": [
+            {
+                "origin": log.origin,
+                "size": log.size,
+                "root": log.root,
+                "witnesses": list(log.witnesses),
+                "entries": log.entries,
+            }
+            for log in verified.logs
+        ],
+        "declared": [
+            {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
+            for d in verified.declared
+        ],
+        "frozen": list(verified.frozen),
+        "trace": trace_json(verified.trace),
+    }
+
+
+# -- DOT -----------------------------------------------------------------------------
+
+
+def _print_dot(result: Trace) -> None:
+    sys.stdout.write(trace_dot(result) + "\n")
+
+
+def _quote(text: str) -> str:
+    """A DOT string literal; newlines become DOT's line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+def trace_dot(result: Trace) -> str:
+    """The trace as a Graphviz digraph: goods flow left to right; breaks in red."""
+    total = result.node(result.root).flow or Fraction(1)
+    lines = ["digraph trace {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
+    for n in result.nodes:
+        label = f"{_label(n)}\n{carats(n.flow)} ct traced"
+        if n.mined is not None:
+            label += f"\nmined {n.mined.country} {n.mined.mine} {n.mined.date}"
+        if n.end is not None or n.status != VERIFIED:
+            label += f"\n{n.end or n.status}"
+        style = ["shape=note"] if n.kind == CERTIFICATE else []
+        if n.status != VERIFIED or n.end not in (None, *ENDS):
+            style += ["color=red", "style=dashed"]
+        attrs = ", ".join([f"label={_quote(label)}", *style])
+        lines.append(f"  {_quote(_id(n.key))} [{attrs}];")
+    for e in result.edges:
+        flow = f"{carats(e.carats)} ct {percent(e.carats / total)}"
+        label = f"{e.kind} {_code(e.origin)}#{e.index}\n{flow}"
+        color = "" if e.status == VERIFIED else ", color=red"
+        lines.append(
+            f"  {_quote(_id(e.source))} -> {_quote(_id(e.target))} [label={_quote(label)}{color}];"
+        )
+    lines.append("}")
+    return "\n".join(lines)
+
+
+# -- the tree for people -------------------------------------------------------------
+
+
+def _code(origin: str) -> str:
+    return origin.rpartition("/")[2]
+
+
+def _label(n: Node) -> str:
+    if n.kind == CERTIFICATE:
+        return f"certificate {n.name} ({_code(n.origin)} entry {n.entry})"
+    return f"{n.name} @ {_code(n.origin)}"
+
+
+def _status(text: str) -> str:
+    if text == VERIFIED:
+        return "[green]verified[/]"
+    return f"[bold red]{escape(text)}[/]"
+
+
+def _show(result: Trace, as_json: bool, dot: bool) -> None:
+    if as_json:
+        emit_json(trace_json(result))
+    elif dot:
+        _print_dot(result)
+    else:
+        show_trace(result)
+
+
+def show_trace(result: Trace) -> None:
+    """Print the trace as a tree, the origins or destinations, and every break."""
+    root = result.node(result.root)
+    what = "where it came from" if result.direction == BACKWARD else "where it went"
+    console.print(f"[bold]{escape(_label(root))}[/]: {carats(root.flow)} ct, {what}")
+    console.print(_tree(result), soft_wrap=False)
+    _summary(result)
+
+
+def _tree(result: Trace) -> Tree:
+    """The walk from the traced node, each node shown once (a DAG: repeats say so)."""
+    backward = result.direction == BACKWARD
+    nodes = {n.key: n for n in result.nodes}
+    links: dict[NodeKey, list[Edge]] = {}
+    for e in result.edges:
+        links.setdefault(e.target if backward else e.source, []).append(e)
+    tree = Tree(escape(_label(nodes[result.root])))
+    seen = {result.root}
+    stack = [(tree, result.root)]
+    while stack:
+        branch, key = stack.pop()
+        for e in links.get(key, []):
+            far = nodes[e.source if backward else e.target]
+            text = _hop(e, far, nodes[result.root].flow)
+            if far.key in seen:
+                branch.add(text + " [dim](shown above)[/]")
+                continue
+            seen.add(far.key)
+            stack.append((branch.add(text), far.key))
+    return tree
+
+
+def _hop(e: Edge, far: Node, total: Fraction) -> str:
+    """Two lines: the node reached (mining facts, status, where goods rest), then the entry
+    that moved the goods, its status, and the traced carats along it by country."""
+    text = f"[bold]{escape(_label(far))}[/]"
+    if far.mined is not None:
+        m = far.mined
+        text += f" [cyan]mined in {m.country} at {escape(m.mine)} on {m.date}[/]"
+    if far.status != VERIFIED:
+        text += f" {_status(far.status)}"
+    if far.end is not None:
+        text += f" [yellow]{escape(far.end)}[/]"
+    verb = {"split": "split", "merge": "merged", "export": "exported", "import": "imported"}
+    text += (
+        f"\n{verb.get(e.kind, e.kind)} by {_code(e.origin)} entry {e.index}, {_status(e.status)}: "
+        f"{carats(e.carats)} ct, {percent(e.carats / total)}"
+    )
+    if e.countries:
+        text += " [dim](" + ", ".join(f"{c} {carats(v)} ct" for c, v in e.countries) + ")[/]"
+    return text
+
+
+def _summary(result: Trace) -> None:
+    """Origins (backward) or resting places (forward), then every break."""
+    total = result.node(result.root).flow
+    for s in result.sources:
+        m = s.mined
+        console.print(
+            f"origin {m.country}: {escape(s.parcel)} @ {_code(s.origin)} (entry {s.entry}), "
+            f"{escape(m.mine)}, {m.date}: {carats(s.carats)} ct, {percent(s.share)}"
+        )
+    if result.unknown:
+        console.print(
+            f"[bold red]unknown origin[/]: {carats(result.unknown)} ct, "
+            f"{percent(result.unknown / total)} (behind the breaks below)"
+        )
+    nodes = {n.key: n for n in result.nodes}
+    for d in result.destinations:
+        portion = "" if d.portion is None else f", {percent(d.portion)} of it"
+        console.print(
+            f"rests {escape(d.end)}: {escape(_label(nodes[d.node]))}: {carats(d.carats)} ct, "
+            f"{percent(d.share)} of the traced goods{portion}"
+        )
+    for b in result.breaks:
+        console.print(
+            f"[bold red]break[/] {b.reason} on {b.origin} ({b.where}): {escape(b.detail)}"
+        )
+    if result.complete:
+        console.print(f"complete: {len(result.edges)} hops, every one verified")
+
+
+def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
+    digest = hashlib.sha256(trusted).hexdigest()[:16]
+    console.print(
+        f"[bold green]bundle verified offline[/] against roster v1 (sha256 {digest}...), "
+        f"chain to v{verified.roster.version}"
+    )
+    console.print(f"witness policy: {verified.policy}")
+    for log in verified.logs:
+        cosigned = ", ".join(log.witnesses) or "nobody"
+        console.print(
+            f"  {log.origin}: checkpoint size {log.size}, cosigned by {cosigned}; "
+            f"{log.entries} entries proved"
+        )
+    for d in verified.declared:
+        console.print(
+            f"  declared by the bundle's builder, not provable offline: {d.ask} "
+            f"{escape(d.subject)} {escape(d.origin)} is {d.reason}"
+        )
+    for origin in verified.frozen:
+        console.print(f"  declared frozen by the bundle's builder: {origin}")
+    show_trace(verified.trace)
