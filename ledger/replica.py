@@ -36,6 +36,7 @@ from ledger.keys import Verifier
 from ledger.log import Log
 from ledger.records import Export, parse_record
 from ledger.roster import Roster
+from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import TileReader, TileWriter
 from ledger.verify import CHUNK, CheckedEntries, check_entries
@@ -61,7 +62,11 @@ class PeerRuleError(RuleViolation):
 
 
 def held_export(store: Store, txn: lmdb.Transaction, origin: str, index: int) -> Foreign | None:
-    """The export at `origin`/`index` when this store holds that entry, else None."""
+    """The export at `origin`/`index` when this store holds that entry, else None.
+
+    ForeignProofInvalid when the entry is held but is not an export: an import that names
+    it confirms a certificate that was never issued there.
+    """
     log_id = store.log_id(txn, origin)
     if log_id is None:
         return None
@@ -70,7 +75,9 @@ def held_export(store: Store, txn: lmdb.Transaction, origin: str, index: int) ->
         return None
     entry = parse_entry(bytes(raw))
     if entry.kind != Export.KIND:
-        return None
+        raise ForeignProofInvalid(
+            f"import: {origin} entry {index} is a {entry.kind!r}, not an export"
+        )
     return Foreign(origin, index, merkle.leaf_hash(entry.raw), Export.from_body(entry.body), b"")
 
 

@@ -13,7 +13,7 @@ from ledger.custody_index import INDEX_DBS, Index, LmdbTables
 from ledger.datadir import DataDir
 from ledger.errors import RuleViolation
 from ledger.log import Log
-from ledger.records import ExportVoid
+from ledger.records import ExportRef, ExportVoid, Import, ParcelShare
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.rules import CertificateState, CertificateVoided, ParcelState
@@ -158,3 +158,32 @@ def test_a_certificate_voided_on_the_synced_exporter_log_cannot_be_imported(
     with pytest.raises(CertificateVoided, match="voided on kp.example/BW"):
         india.import_certificate(proof, importer="IMP-1", received="2026-03-07")
     assert india.log.size() == size and india.parcel("BW-2026-000001") is None
+
+
+def test_an_import_naming_a_held_entry_that_is_no_export_is_refused(
+    net: dict[str, DataDir],
+) -> None:
+    """A doctored EU import 'confirms' Botswana's production entry 6 as a certificate: a node
+    holding Botswana's log refuses the EU's log at that entry."""
+    roster = roster_of(net)
+    bw = Custody(net["BW"], roster)
+    bw.append_many(setup_records())
+    eu = Custody(net["EU"], roster)
+    eu.append_many([actor("IMP-1", "importer")])
+    forged = Import(
+        export_ref=ExportRef(bw.origin, 6, bytes(32)),
+        certificate="BW-2026-000009",
+        importer="IMP-1",
+        parcels=(ParcelShare("X-1", 10_00, 10_00),),
+        carats=10_00,
+        value=10_00,
+        received="2026-03-07",
+        seal_intact=True,
+        discrepancy=None,
+    )
+    net["EU"].own_log().append_many([(forged.KIND, forged.to_body())])
+    copy(bw.log, net["IN"], roster)
+    replica = Replica(net["IN"].store, eu.log.verifier, roster=roster, threads=2)
+    with pytest.raises(PeerRuleError, match=r"entry 1 breaks .* entry 6 is a 'parcel.mine'"):
+        replica.accept(list(eu.log.entries()), eu.log.checkpoint())
+    assert replica.size() == 0
