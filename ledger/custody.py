@@ -131,6 +131,9 @@ class Custody:
             return self.log.append_many(items)
         finally:
             self._known, self._batch = {}, None
+            for r in records:  # a staged proof serves one append, whatever its outcome
+                if isinstance(r, Import):
+                    self._staged.pop((r.export_ref.origin, r.export_ref.index), None)
 
     def _hook(self, txn: lmdb.Transaction, index: int, kind: str, body: Mapping[str, Any]) -> None:
         known = self._known.get(id(body))
@@ -241,6 +244,35 @@ class Custody:
     ) -> Appended:
         """Confirm receipt of a proved export; defaults: the certified carats and value, received
         as one parcel named by the certificate number. The proof text is kept for audit."""
+        record = self.stage_import(
+            proof,
+            importer=importer,
+            received=received,
+            parcels=parcels,
+            carats=carats,
+            value=value,
+            seal_intact=seal_intact,
+            discrepancy=discrepancy,
+        )
+        return self.append(record)
+
+    def stage_import(
+        self,
+        proof: TlogProof,
+        *,
+        importer: str,
+        received: str,
+        parcels: Sequence[ParcelShare] | None = None,
+        carats: int | None = None,
+        value: int | None = None,
+        seal_intact: bool = True,
+        discrepancy: str | None = None,
+    ) -> Import:
+        """Verify `proof` and build the import record `import_certificate` would append.
+
+        The verified export stays staged until the record goes through `append_many` (in a
+        batch with others, for bulk loads); the rules are checked then, as always.
+        """
         foreign = verify_foreign(proof, self.roster)
         export = foreign.export
         carats = export.carats if carats is None else carats
@@ -257,12 +289,8 @@ class Custody:
             seal_intact=seal_intact,
             discrepancy=discrepancy,
         )
-        key = (foreign.origin, foreign.index)
-        self._staged[key] = foreign
-        try:
-            return self.append(record)
-        finally:
-            self._staged.pop(key, None)
+        self._staged[(foreign.origin, foreign.index)] = foreign
+        return record
 
     # -- reading ---------------------------------------------------------------------
 

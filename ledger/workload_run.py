@@ -35,7 +35,7 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
 from ledger.keys import Verifier
-from ledger.records import ActorRegister, Record
+from ledger.records import ActorRegister, Export, Record
 from ledger.roster import Participant, Roster, SignedRoster
 from ledger.roster_files import install_roster, load_roster
 from ledger.workload import CF_ZONES, DoctoredStep, ForkStep, ImportStep, Step, WorkloadStep
@@ -157,6 +157,11 @@ class _Runner:
     network: Mapping[str, Custody]
     fork_dir: Path | None
     pending: dict[str, list[Record]] = field(default_factory=dict)
+    #: Certificates of exports still pending per Participant (not yet under a checkpoint).
+    unsealed: dict[str, set[str]] = field(default_factory=dict)
+    #: Imports not yet proved (batched, so exporters commit once for many), and who awaits.
+    waiting: list[ImportStep] = field(default_factory=list)
+    receivers: set[str] = field(default_factory=set)
     doctored_exports: dict[str, int] = field(default_factory=dict)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     doctored: int = 0
@@ -170,21 +175,30 @@ class _Runner:
 
     def flush(self, code: str) -> None:
         records = self.pending.pop(code, [])
+        self.unsealed.pop(code, None)
         if records:
             self.custody(code).append_many(records)
             for record in records:
                 self.counts[(code, record.KIND)] += 1
 
     def apply(self, step: WorkloadStep) -> None:
+        if isinstance(step, ImportStep):
+            self.waiting.append(step)
+            self.receivers.add(step.importer_code)
+            if len(self.waiting) >= BATCH:
+                self.receive_waiting()
+            return
+        if not isinstance(step, Step) or step.participant_code in self.receivers:
+            self.receive_waiting()  # that Participant's next record may use what it received
         match step:
             case Step(code, record):
                 self.custody(code)
                 batch = self.pending.setdefault(code, [])
                 batch.append(record)
+                if isinstance(record, Export):
+                    self.unsealed.setdefault(code, set()).add(record.certificate)
                 if len(batch) >= BATCH:
                     self.flush(code)
-            case ImportStep():
-                self.receive(step)
             case DoctoredStep(code, kind, body):
                 self.flush(code)
                 appended = self.custody(code).node.own_log().append(kind, body)
@@ -196,10 +210,22 @@ class _Runner:
                 self.flush(code)
                 self.fork(code)
 
+    def receive_waiting(self) -> None:
+        """Import every waiting shipment: each exporter whose export is still pending commits
+        once (a proof needs the export under a signed checkpoint), then each import is proved,
+        verified and queued in its importer's batch, in the order they came."""
+        waiting, self.waiting, self.receivers = self.waiting, [], set()
+        for code in {
+            s.exporter_code
+            for s in waiting
+            if s.certificate in self.unsealed.get(s.exporter_code, ())
+        }:
+            self.flush(code)
+        for step in waiting:
+            self.receive(step)
+
     def receive(self, step: ImportStep) -> None:
         exporter, importer = step.exporter_code, step.importer_code
-        self.flush(exporter)
-        self.flush(importer)
         source = self.custody(exporter)
         if step.doctored_export:
             index = self.doctored_exports.get(step.certificate)
@@ -210,7 +236,7 @@ class _Runner:
             proof = entry_proof(source, index)
         else:
             proof = source.export_proof(step.certificate)
-        self.custody(importer).import_certificate(
+        record = self.custody(importer).stage_import(
             proof,
             importer=step.importer_actor,
             received=step.received,
@@ -218,7 +244,10 @@ class _Runner:
             carats=step.carats,
             value=step.value,
         )
-        self.counts[(importer, "import")] += 1
+        batch = self.pending.setdefault(importer, [])
+        batch.append(record)  # counted when its batch is appended
+        if len(batch) >= BATCH:
+            self.flush(importer)
 
     def fork(self, code: str) -> None:
         custody = self.custody(code)
@@ -264,6 +293,7 @@ def run(
         done += 1
         if progress is not None and done % PROGRESS_EVERY == 0:
             progress(done)
+    runner.receive_waiting()
     for code in list(runner.pending):
         runner.flush(code)
     if progress is not None:
