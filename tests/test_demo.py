@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_a_small_demo_trades_traces_audits_and_stops_every_node(
     for rule in ("certificate.unique", "export.zone", "import.proof", "import.once"):
         assert rule in out
     assert "hub-revaluation" in out and "outside-permitted-zone" in out
+    # The CAR's doctored export stops its log on every other node, after the entries before it.
+    assert re.search(r"│ CF .*│ 0 of 5 nodes .*│ entry [1-9][0-9]* ", out)
     assert "all 6 nodes stopped" in out
     assert (tmp_path / "trace.bundle").is_file()
     assert processes_using(tmp_path) == []
