@@ -109,6 +109,20 @@ def revoke(
     _record(data, ActorRevoke(actor=actor, reason=reason), as_json, f"revoked {actor}")
 
 
+@actor_app.command("show")
+def actor_show(
+    actor: Annotated[str, typer.Argument(help="Actor id.")],
+    data: DataOption = DEFAULT_DATA,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a licensed actor, its status and every entry that names it."""
+    custody = open_custody(data)
+    state = custody.actor(actor)
+    if state is None:
+        raise LedgerError(f"actor {actor} is not registered on this log")
+    _show_state(f"actor {actor}", state | {"entries": custody.actor_entries(actor)}, as_json)
+
+
 def mine(
     parcel: Annotated[str, typer.Argument(help="New parcel id.")],
     mine_id: Annotated[str, typer.Option("--mine", help="Registered mine actor id.")],

@@ -8,6 +8,7 @@ indexes. A violation aborts the transaction: log and indexes are left exactly as
 were. The indexes (named databases of the node's store; keys start with the log id):
 
     actors          id || actor      -> [role, name, licence, location, zone, registered, revoked]
+    actor_log       id || actor || 0x00 || index (8) -> b""  (each entry naming the actor)
     parcels         id || parcel     -> [carats, value, status, entry, consumed_by, origins, zones]
     parcel_log      id || parcel || 0x00 || index (8) -> b""  (each entry mentioning the parcel)
     holding         id || parcel     -> b""  (the parcels in custody now)
@@ -329,6 +330,11 @@ class Custody:
             state = self.certificate(number)
             if state is not None:
                 yield state
+
+    def actor_entries(self, actor_id: str) -> list[int]:
+        """Every own-log index that names the actor (register, revoke, mine, export, import)."""
+        entries: list[int] = self._read(lambda ix: list(ix.actor_mentions(actor_id)))
+        return entries
 
     def actor(self, actor_id: str) -> dict[str, Any] | None:
         """A registered actor's register fields, status and entries, or None."""

@@ -62,6 +62,7 @@ from ledger.rules import (
 #: The store's custody databases (listed in `ledger.store._DB_NAMES` too).
 INDEX_DBS: Final = (
     "actors",
+    "actor_log",
     "parcels",
     "parcel_log",
     "holding",
@@ -179,6 +180,16 @@ class Index:
         self._actors[actor_id] = state
         return state
 
+    def mention_actor(self, actor_id: str, index: int) -> None:
+        """Note that entry `index` names actor `actor_id` (registers, revokes or acts as)."""
+        self.t.put("actor_log", self.id + actor_id.encode() + b"\x00" + _U64.pack(index), b"")
+
+    def actor_mentions(self, actor_id: str) -> Iterator[int]:
+        """Every entry naming the actor, ascending."""
+        prefix = self.id + actor_id.encode() + b"\x00"
+        for key, _ in self.t.scan("actor_log", prefix):
+            yield _U64.unpack(key[-8:])[0]
+
     def put_actor(self, a: ActorState) -> None:
         value = [a.role, a.name, a.licence, a.location, a.zone, a.registered, a.revoked]
         self.t.put("actors", self.id + a.actor.encode(), pack_canonical(value))
@@ -271,6 +282,7 @@ def apply_record(
     """
     check = roster is not None
     kind = record.KIND
+    named = _actor_named(record)
     match record:
         case ActorRegister():
             if check:
@@ -295,6 +307,22 @@ def apply_record(
             _void(ix, index, record, own_origin, check)
         case Import():
             _import(ix, index, record, own_origin, foreign, roster, linked)
+    if named is not None:
+        ix.mention_actor(named, index)
+
+
+def _actor_named(record: Record) -> str | None:
+    """The licensed actor a record names: registered, revoked, mining, exporting, importing."""
+    match record:
+        case ActorRegister() | ActorRevoke():
+            return record.actor
+        case ParcelMine():
+            return record.mine
+        case Export():
+            return record.exporter
+        case Import():
+            return record.importer
+    return None
 
 
 def _consume(ix: Index, p: ParcelState, status: str, index: int) -> None:

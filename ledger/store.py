@@ -39,6 +39,7 @@ _DB_NAMES = (
     "heads",
     # custody indexes (ledger.custody)
     "actors",
+    "actor_log",
     "parcels",
     "parcel_log",
     "holding",

@@ -161,6 +161,12 @@ def test_a_parcel_travels_botswana_antwerp_india(
     _export(
         capsys, bw, "BW-2026-000001", "BW-EXP-ODC", "EU", ["BW-P-1"], "180000", f"{tmp}/bw.proof"
     )
+    # The mine's and the exporter's history: registration, then what each did.
+    mine = json.loads(cli(capsys, "actor", "show", "BW-MINE-JWANENG", "--json", "--data", bw))
+    assert (mine["role"], mine["status"], mine["entries"]) == ("mine", "active", [0, 2])
+    exporter = json.loads(cli(capsys, "actor", "show", "BW-EXP-ODC", "--json", "--data", bw))
+    assert exporter["entries"] == [1, 3]
+    assert "not registered" in run(capsys, "actor", "show", "NOBODY", "--data", bw)[2]
 
     _actor(capsys, ru, "RU-MINE-MIR", "mine")
     _actor(capsys, ru, "RU-EXP-ALROSA", "exporter")
