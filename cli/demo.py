@@ -46,7 +46,7 @@ from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.note import Note
 from ledger.roster import Observer, Roster, SignedRoster
-from ledger.roster_files import install_roster, load_roster, roster_dir
+from ledger.roster_files import install_roster, load_roster, roster_chain
 from ledger.stats import Report, compute_stats
 from ledger.stats_source import held_records
 from ledger.store import Store
@@ -241,7 +241,7 @@ def _pick_parcel(india: Custody) -> tuple[Trace, bytes, int]:
         ((len(s.origins), s.carats, s.parcel) for s in india.in_custody() if "BW" in s.origins),
         reverse=True,
     )
-    rosters = [f.read_bytes() for f in sorted(roster_dir(india.node.path).glob("v*.roster"))]
+    rosters = roster_chain(india.node.path)
     best: tuple[tuple[int, bool, bool], Trace, bytes, int] | None = None
     with open_reader(india.store, NETWORK) as reader:
         for _, _, parcel in ranked[:60]:
@@ -359,7 +359,7 @@ def demo(
 def _trace_step(base: Path, india: Custody) -> None:
     """Trace a mixed parcel India holds back to its mines; bundle it and verify it offline."""
     result, made, witnesses = _pick_parcel(india)
-    rosters = [f.read_bytes() for f in sorted(roster_dir(india.node.path).glob("v*.roster"))]
+    rosters = roster_chain(india.node.path)
     (base / "trace.bundle").write_bytes(made)
     parcel = result.node(result.root).name
     console.print(f"[bold]5. trace[/]  parcel {parcel} held in India, back to its mines:")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -21,9 +20,9 @@ from rich.tree import Tree
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
 from cli.output import console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
-from ledger.errors import LedgerError, RosterError
+from ledger.errors import LedgerError
 from ledger.quantities import format_carats
-from ledger.roster_files import roster_dir
+from ledger.roster_files import roster_chain
 from ledger.trace import (
     BACKWARD,
     CERTIFICATE,
@@ -49,7 +48,6 @@ Witnesses = Annotated[
         "other than its log's own (0: the log's signature alone).",
     ),
 ]
-_ROSTER_FILE = re.compile(r"v([1-9][0-9]*)\.roster")
 
 
 class OutputChoiceError(LedgerError):
@@ -117,19 +115,6 @@ def verify_bundle_command(
         emit_json(verified_json(verified, trusted))
     else:
         _show_verified(verified, trusted)
-
-
-def roster_chain(data: Path) -> list[bytes]:
-    """The roster files v1..vN installed in the data directory, in order."""
-    folder = roster_dir(data)
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in (folder.iterdir() if folder.is_dir() else ())
-        if (m := _ROSTER_FILE.fullmatch(p.name))
-    )
-    if not found or [v for v, _ in found] != list(range(1, len(found) + 1)):
-        raise RosterError(f"no unbroken roster chain from v1 in {folder}")
-    return [p.read_bytes() for _, p in found]
 
 
 def _one_format(as_json: bool, dot: bool) -> None:

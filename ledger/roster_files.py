@@ -37,12 +37,17 @@ def _versions(data: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def load_roster(data: Path) -> Roster:
-    """The newest trusted roster, re-verified from version 1; RosterError if none is installed."""
+def roster_chain(data: Path) -> list[bytes]:
+    """The installed roster files v1..vN, in version order; RosterError if none is installed."""
     files = _versions(data)
     if not files:
         raise RosterError(f"no roster installed in {data} (run `kimberley roster install FILE`)")
-    first, *later = (path.read_bytes() for _, path in files)
+    return [path.read_bytes() for _, path in files]
+
+
+def load_roster(data: Path) -> Roster:
+    """The newest trusted roster, re-verified from version 1; RosterError if none is installed."""
+    first, *later = roster_chain(data)
     return verify_chain(first, later)
 
 
