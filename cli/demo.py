@@ -26,7 +26,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -386,7 +386,7 @@ def _audit_step(
     stack: ExitStack,
 ) -> tuple[Report, bool]:
     """The auditor's replay and the statistics' anomalies, against the planted list."""
-    store = stack.enter_context(_closing(_audit_copy(base, nodes, roster, auditor, codes)))
+    store = stack.enter_context(closing(_audit_copy(base, nodes, roster, auditor, codes)))
     found: list[Finding] = []
     audited = audit(store, roster, sink=found.append, scratch_dir=base)
     with store.read() as txn:
@@ -424,11 +424,3 @@ def _findings_table(found: list[Finding]) -> Table:
     for f in found:
         table.add_row(f.rule, f.origin.rpartition("/")[2], str(f.index), f.message)
     return table
-
-
-@contextmanager
-def _closing(store: Store) -> Iterator[Store]:
-    try:
-        yield store
-    finally:
-        store.close()

@@ -44,7 +44,6 @@ from ledger.rules import (
     UNKNOWN_ORIGIN,
     VOIDED,
     ActorState,
-    CertificateAlreadyImported,
     CertificateState,
     ForeignProofInvalid,
     ParcelState,
@@ -55,6 +54,7 @@ from ledger.rules import (
     check_merge,
     check_new_actor,
     check_new_parcel,
+    check_not_imported,
     check_split,
     check_void,
 )
@@ -229,6 +229,11 @@ class Index:
     def certificate(self, number: str) -> CertificateState | None:
         data = self.t.get("certificates", self.id + number.encode())
         return None if data is None else CertificateState(number, *decode_value(data))
+
+    def imported(self, number: str, own_origin: str) -> CertificateState | None:
+        """The certificate's earlier import on this log, if any (not one issued here)."""
+        state = self.certificate(number)
+        return None if state is None or state.origin == own_origin else state
 
     def put_certificate(self, c: CertificateState) -> None:
         value = [
@@ -446,8 +451,7 @@ def _import(
     if roster is not None:
         importer = ix.actor(r.importer)
         check_actor(r.KIND, "importer", r.importer, importer, IMPORTER_ROLES)
-        already = ix.certificate(export.certificate)
-        already = None if already is None or already.origin == own_origin else already
+        already = ix.imported(export.certificate, own_origin)
         exporter_code = ref.origin.rpartition("/")[2]
         own = own_origin.rpartition("/")[2]
         check_import(
@@ -491,12 +495,7 @@ def _unlinked_import(
     ref = r.export_ref
     if roster is not None:
         check_actor(r.KIND, "importer", r.importer, ix.actor(r.importer), IMPORTER_ROLES)
-        already = ix.certificate(r.certificate)
-        if already is not None and already.origin != own_origin:
-            raise CertificateAlreadyImported(
-                f"{r.KIND}: certificate {r.certificate!r} was already imported at entry "
-                f"{already.import_index}"
-            )
+        check_not_imported(r.KIND, r.certificate, ix.imported(r.certificate, own_origin))
         for share in r.parcels:
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     for s in r.parcels:

@@ -430,6 +430,14 @@ def check_void(void: ExportVoid, cert: CertificateState | None, own_origin: str)
 # -- imports --------------------------------------------------------------------------
 
 
+def check_not_imported(kind: str, number: str, already: CertificateState | None) -> None:
+    """A certificate is imported at most once: `already` is its earlier import here, if any."""
+    if already is not None:
+        raise CertificateAlreadyImported(
+            f"{kind}: certificate {number!r} was already imported at entry {already.import_index}"
+        )
+
+
 def check_import(
     record: Import,
     export: Export,
@@ -460,10 +468,7 @@ def check_import(
             f"{kind}: certificate {number!r} is addressed to {export.destination}, not {own}"
         )
     check_exporting_participant(roster, exporter_code, kind)
-    if already is not None:
-        raise CertificateAlreadyImported(
-            f"{kind}: certificate {number!r} was already imported at entry {already.import_index}"
-        )
+    check_not_imported(kind, number, already)
     if record.received > export.expires:
         raise CertificateExpired(
             f"{kind}: certificate {number!r} expired {export.expires}, received {record.received}"
