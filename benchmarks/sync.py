@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 from rich.console import Console
 from rich.progress import Progress
 
@@ -31,43 +29,8 @@ from benchmarks.append import body
 from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, scale_parser
 from ledger.datadir import DataDir
 from ledger.roster import Participant, Roster
+from node.local import LocalNodes, free_port
 from node.sync import HttpSource, pull
-
-_SERVE = "import sys; from cli.node_cmd import node_app; node_app(sys.argv[1:])"
-
-
-def _serve(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `node serve` on a free loopback port; return the process and its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _SERVE,
-            "serve",
-            "--data",
-            str(data),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--public",  # the benchmark peer has no roster to check member signatures against
-            "--sync-every",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1, trust_env=False).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("node did not start")
 
 
 def build(path: Path, n: int, batch: int = 1000) -> None:
@@ -95,8 +58,15 @@ def one(n: int, threads: int) -> dict[str, object]:
         owner = DataDir.open(peer)
         verifier = owner.signer.verifier
         owner.close()
-        proc, base = _serve(peer)
-        try:
+        peer_node = LocalNodes(
+            {"BW": peer},
+            {"BW": free_port()},
+            sync_every=0,
+            log_dir=Path(tmp) / "logs",
+            options=("--public",),  # the benchmark peer has no roster to check members against
+        )
+        with peer_node:
+            base = peer_node.url("BW")
             raw = raw_verify_rate(threads)
             heap = HeapPeak()
             node = DataDir.init(Path(tmp) / "eu", "EU", "kp.example")
@@ -121,9 +91,6 @@ def one(n: int, threads: int) -> dict[str, object]:
             elapsed = time.perf_counter() - start
             source.close()
             node.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
     return measured(report.after, elapsed, raw, "raw_verify", heap)
 
 

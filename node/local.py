@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,7 +32,11 @@ def free_port() -> int:
 
 
 class LocalNodes:
-    """Node processes for `data_dirs` (code -> directory) on the given loopback `ports`."""
+    """Node processes for `data_dirs` (code -> directory) on the given loopback `ports`.
+
+    `options` are passed to every `node serve` (e.g. ``--public``); `sync_every` 0 turns
+    the nodes' peer rounds off.
+    """
 
     def __init__(
         self,
@@ -42,10 +46,12 @@ class LocalNodes:
         sync_every: float,
         log_dir: Path,
         startup_seconds: float = 30.0,
+        options: Sequence[str] = (),
     ) -> None:
         self.data_dirs = dict(data_dirs)
         self.ports = dict(ports)
         self.sync_every = sync_every
+        self.options = tuple(options)
         self.log_dir = log_dir
         self.startup_seconds = startup_seconds
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -76,6 +82,7 @@ class LocalNodes:
                             f"127.0.0.1:{self.ports[code]}",
                             "--sync-every",
                             str(self.sync_every),
+                            *self.options,
                         ],
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -103,7 +110,8 @@ class LocalNodes:
                 for code in sorted(waiting):
                     if self.processes[code].poll() is not None:
                         raise PeerError(
-                            f"the {code} node exited at start; see {self.log_file(code)}"
+                            f"the {code} node exited at start ({self._last_words(code)}); "
+                            f"see {self.log_file(code)}"
                         )
                     try:
                         if client.get(f"{self.url(code)}/health").status_code == 200:
@@ -116,6 +124,10 @@ class LocalNodes:
                         f"{self.startup_seconds:.0f} s; see {self.log_dir}"
                     )
                 time.sleep(0.05)
+
+    def _last_words(self, code: str) -> str:
+        lines = self.log_file(code).read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL after 10 s) and reap it."""

@@ -22,9 +22,11 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out
 
 
-@pytest.fixture
-def network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
-    """Four initialised Participants sharing a roster every one of them signed."""
+def init_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], urls: dict[str, str]
+) -> dict[str, str]:
+    """Init a data directory per Participant (code -> path) and install, on each, a roster v1
+    that every one of them signed, naming each node at its URL in `urls`."""
     dirs = {code: str(tmp_path / code.lower()) for code in PARTICIPANTS}
     keys = {}
     for code, path in dirs.items():
@@ -41,11 +43,11 @@ def network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str
                 "name": name,
                 "countries": COUNTRIES[code],
                 "key": keys[code],
-                "url": f"http://127.0.0.1:{8470 + i}",
+                "url": urls[code],
                 "status": "active",
                 "zones": None,
             }
-            for i, (code, name) in enumerate(PARTICIPANTS.items())
+            for code, name in PARTICIPANTS.items()
         ],
     }
     (tmp_path / "draft.json").write_text(json.dumps(draft))
@@ -55,7 +57,14 @@ def network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str
         cli(capsys, "roster", "sign", roster, "--data", path)
     for path in dirs.values():
         cli(capsys, "roster", "install", roster, "--data", path)
-    return dirs | {"tmp": str(tmp_path)}
+    return dirs
+
+
+@pytest.fixture
+def network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """Four initialised Participants sharing a roster every one of them signed."""
+    urls = {code: f"http://127.0.0.1:{8470 + i}" for i, code in enumerate(PARTICIPANTS)}
+    return init_network(tmp_path, capsys, urls) | {"tmp": str(tmp_path)}
 
 
 def _actor(capsys: pytest.CaptureFixture[str], data: str, actor: str, role: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -22,12 +21,12 @@ from ledger.checkpoint import Checkpoint, witnessed_by
 from ledger.keys import Verifier, load_signer
 from ledger.note import Note
 from node.auth import SignatureAuth
-from tests.test_custody_cli import COUNTRIES, PARTICIPANTS, _actor, _export, _mine, cli
-from tests.test_serve import free_port, running_node
+from node.local import LocalNodes, free_port
+from tests.test_custody_cli import PARTICIPANTS, _actor, _export, _mine, cli, init_network
 
 NET = "kp.example"
 #: Seconds between a node's sync-and-witness rounds.
-ROUND = "0.3"
+ROUND = 0.3
 #: How long the network may take to converge after each step.
 CONVERGE_SECONDS = 60.0
 
@@ -61,50 +60,16 @@ def served_checkpoint(
 def nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[dict[str, str]]:
     """BW, RU, EU and IN, each a data directory served by a running node that syncs."""
     ports = {code: free_port() for code in PARTICIPANTS}
-    dirs = {code: str(tmp_path / code.lower()) for code in PARTICIPANTS}
-    keys = {}
-    for code, path in dirs.items():
-        cli(capsys, "init", "--participant", code, "--network", NET, "--data", path)
-        keys[code] = cli(capsys, "log", "key", "--data", path).strip()
-    draft = {
-        "network": NET,
-        "version": 1,
-        "threshold": None,
-        "observers": [],
-        "participants": [
-            {
-                "code": code,
-                "name": name,
-                "countries": COUNTRIES[code],
-                "key": keys[code],
-                "url": f"http://127.0.0.1:{ports[code]}",
-                "status": "active",
-                "zones": None,
-            }
-            for code, name in PARTICIPANTS.items()
-        ],
-    }
-    (tmp_path / "draft.json").write_text(json.dumps(draft))
-    roster = str(tmp_path / "roster-v1.roster")
-    cli(capsys, "roster", "init", str(tmp_path / "draft.json"), "--out", roster)
-    for path in dirs.values():
-        cli(capsys, "roster", "sign", roster, "--data", path)
-    for path in dirs.values():
-        cli(capsys, "roster", "install", roster, "--data", path)
-    with ExitStack() as stack:
-        bases = {
-            code: stack.enter_context(
-                running_node(
-                    Path(dirs[code]),
-                    tmp_path / f"{code}.log",
-                    "--sync-every",
-                    ROUND,
-                    port=ports[code],
-                )
-            )
-            for code in PARTICIPANTS
-        }
-        yield {f"data:{c}": d for c, d in dirs.items()} | {f"url:{c}": u for c, u in bases.items()}
+    urls = {code: f"http://127.0.0.1:{port}" for code, port in ports.items()}
+    dirs = init_network(tmp_path, capsys, urls)
+    running = LocalNodes(
+        {code: Path(path) for code, path in dirs.items()},
+        ports,
+        sync_every=ROUND,
+        log_dir=tmp_path / "logs",
+    )
+    with running:
+        yield {f"data:{c}": d for c, d in dirs.items()} | {f"url:{c}": running.url(c) for c in dirs}
 
 
 def holds(nodes: dict[str, str], code: str, origin_code: str, size: int) -> Callable[[], bool]:

@@ -92,7 +92,7 @@ def test_published_files_match_the_node_and_only_new_ones_are_written(tmp_path: 
 
     with (
         # a network that publishes its tiles statically is public: the node serves them unsigned
-        running_node(data, tmp_path / "node.log", "--public") as node_url,
+        running_node(data, tmp_path, "--public") as node_url,
         static_server(out) as static_url,
     ):
         assert_same_bytes(node_url, static_url, sorted(before))

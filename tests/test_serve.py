@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
-import socket
 import string
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +27,7 @@ from ledger.log import Log
 from ledger.roster import Observer, Participant, Roster, SignedRoster
 from ledger.roster_files import install_roster
 from node.auth import SignatureAuth, sign_request
+from node.local import LocalNodes, free_port
 from node.serve import accepts_gzip
 from node.tlog_tiles import ENTRIES, TileRef, decode_bundle, tiles_for_size
 from tests.conftest import mine_body
@@ -38,63 +36,27 @@ BW, ZA = "kp.example/BW", "kp.example/ZA"
 CF, NA = "kp.example/CF", "kp.example/NA"  # on the roster: CF suspended, NA suspended in v2
 SIZE = 600  # two full tiles and a partial one of 88 at level 0; a partial of 2 at level 1
 STARTUP_SECONDS = 15.0
-_SERVER = "import sys; from cli.node_cmd import node_app; node_app(sys.argv[1:])"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def running_node(
-    data: Path, log_file: Path, *options: str, port: int | None = None
+    data: Path, log_dir: Path, *options: str, port: int | None = None, sync_every: float = 0
 ) -> Iterator[str]:
     """Run `kimberley node serve` in a subprocess; yield its base URL; always stop it.
 
-    Peer sync is off unless `options` sets `--sync-every` (test rosters name hosts that
-    must never be contacted).
+    Peer sync is off unless `sync_every` is set (test rosters name hosts that must never
+    be contacted). Its output goes to `log_dir`/node-node.log.
     """
-    port = port or free_port()
-    options = options if "--sync-every" in options else (*options, "--sync-every", "0")
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _SERVER,
-                "serve",
-                "--data",
-                str(data),
-                "--listen",
-                f"127.0.0.1:{port}",
-                *options,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert proc.poll() is None, f"node exited: {log_file.read_text()}"
-            assert time.monotonic() < deadline, f"node not up: {log_file.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    nodes = LocalNodes(
+        {"node": data},
+        {"node": port or free_port()},
+        sync_every=sync_every,
+        log_dir=log_dir,
+        startup_seconds=STARTUP_SECONDS,
+        options=options,
+    )
+    with nodes:
+        yield nodes.url("node")
 
 
 @dataclass
@@ -130,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     install_roster(tmp / "bw", signed_by(roster, keys).to_bytes(), bw)
     node.close()
     with (
-        running_node(tmp / "bw", tmp / "node.log") as base,
+        running_node(tmp / "bw", tmp) as base,
         httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(za)) as c,
     ):
         yield Served(c, entries, bw, za.verifier, base, tmp / "bw", keys)
@@ -495,7 +457,7 @@ def test_a_public_node_serves_unsigned_reads_only(tmp_path: Path) -> None:
     node.own_log().append_many([("parcel.mine", mine_body(i)) for i in range(3)])
     node.close()
     with (
-        running_node(tmp_path / "bw", tmp_path / "node.log", "--public") as base,
+        running_node(tmp_path / "bw", tmp_path, "--public") as base,
         httpx.Client(base_url=base, trust_env=False) as anonymous,
     ):
         response = anonymous.get(f"/{BW}/tile/entries/000.p/3")

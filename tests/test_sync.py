@@ -60,7 +60,7 @@ def test_a_node_pulls_a_peers_log_over_http_and_catches_up_later(
     limits = SyncLimits(batch_entries=256)
     keys = {bw.origin: bw.signer, eu.origin: eu.signer}
     install_roster(bw.path, signed_by(roster_of(keys), keys).to_bytes(), bw.signer.verifier)
-    with running_node(bw.path, tmp_path / "node.log") as base:
+    with running_node(bw.path, tmp_path) as base:
         anonymous = HttpSource(base, bw.origin, limits)
         with pytest.raises(PeerError, match="HTTP 401"):
             pull(eu.store, bw.signer.verifier, anonymous)

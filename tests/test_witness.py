@@ -289,7 +289,7 @@ def test_witness_over_real_http(setup: Setup, tmp_path: Path) -> None:
     witness_key = setup.za.signer.verifier.as_cosigner()
     setup.za.close()
     with (
-        running_node(setup.za.path, tmp_path / "node.log") as base,
+        running_node(setup.za.path, tmp_path) as base,
         httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(setup.bw.signer)) as client,
     ):
         unsigned = httpx.post(f"{base}/add-checkpoint", content=b"old 0\n", trust_env=False)
@@ -333,7 +333,7 @@ def test_node_without_a_roster_answers_404_for_every_origin(setup: Setup, tmp_pa
     own = setup.za.signer
     setup.za.close()
     with (
-        running_node(setup.za.path, tmp_path / "node.log") as base,
+        running_node(setup.za.path, tmp_path) as base,
         httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(own)) as client,
     ):
         body = request(0, [], setup.log.checkpoint())
