@@ -15,7 +15,7 @@ from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, LedgerError
+from ledger.errors import EncodingError
 from ledger.keys import Verifier
 from ledger.note import b64decode_strict
 from ledger.verify import verify_log
@@ -174,17 +174,7 @@ def inclusion(
     data: DataOption = DEFAULT_DATA,
 ) -> None:
     """Print a C2SP tlog-proof@v1 for one entry, with the entry in `extra`."""
-    log = open_data(data).own_log()
-    note = log.checkpoint(size)
-    cp = log.open_checkpoint(note)
-    if not 0 <= index < cp.size:
-        raise LedgerError(f"index {index} is not in the checkpoint of size {cp.size}")
-    proof = TlogProof(
-        index=index,
-        hashes=tuple(log.inclusion_proof(index, cp.size)),
-        checkpoint=note,
-        extra=log.entry(index),
-    )
+    proof = open_data(data).own_log().entry_proof(index, size)
     emit_bytes(proof.to_text().encode())
 
 

@@ -171,10 +171,7 @@ class Custody:
             raise CertificateNotFound(f"export: certificate {certificate!r} was not issued here")
         if state.status == "voided":
             raise CertificateVoided(f"export: certificate {certificate!r} is voided")
-        note = self.log.checkpoint()
-        size = self.log.open_checkpoint(note).size
-        hashes = self.log.inclusion_proof(state.index, size)
-        return TlogProof(state.index, tuple(hashes), note, self.log.entry(state.index))
+        return self.log.entry_proof(state.index)
 
     def synced_export_proof(self, certificate: str) -> TlogProof:
         """The export proof built from the exporter's log as synced here (no file needed).
@@ -197,11 +194,7 @@ class Custody:
             )
         if state is None or state.origin != origin:
             raise CertificateNotFound(f"{where}: not on {origin}'s log as synced here")
-        exporter = Log(self.store, self.roster.log_key(origin))
-        note = exporter.checkpoint()
-        size = exporter.open_checkpoint(note).size
-        hashes = exporter.inclusion_proof(state.index, size)
-        return TlogProof(state.index, tuple(hashes), note, exporter.entry(state.index))
+        return Log(self.store, self.roster.log_key(origin)).entry_proof(state.index)
 
     def confirmation(self, number: str, today: str, overdue_days: int = 30) -> Confirmation:
         """Cross-verify a certificate issued here against the importer's log as synced here.

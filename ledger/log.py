@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import lmdb
 
 from ledger import merkle
-from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from ledger.checkpoint import Checkpoint, TlogProof, open_checkpoint, sign_checkpoint
 from ledger.encoding import canonical, pack_canonical
 from ledger.entry import ENTRY_CONTEXT, VERSION, seal
 from ledger.errors import LogError
@@ -215,6 +215,16 @@ class Log:
         if latest is None:
             raise LogError(f"{self.origin} has no checkpoint yet")
         return latest
+
+    def entry_proof(self, index: int, size: int | None = None) -> TlogProof:
+        """A C2SP tlog-proof of entry `index` (carried as `extra`) against the checkpoint at
+        `size`, or the latest one; LogError if the entry is not in that checkpoint."""
+        note = self.checkpoint(size)
+        cp = self.open_checkpoint(note)
+        if not 0 <= index < cp.size:
+            raise LogError(f"index {index} is not in the checkpoint of size {cp.size}")
+        hashes = tuple(self.inclusion_proof(index, cp.size))
+        return TlogProof(index, hashes, note, self.entry(index))
 
     def checkpoints(self) -> Iterator[tuple[int, bytes]]:
         """Every stored (size, checkpoint note), smallest size first."""

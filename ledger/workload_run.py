@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from ledger.checkpoint import TlogProof
 from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
@@ -142,14 +141,6 @@ def close_network(network: Mapping[str, Custody]) -> None:
         custody.node.close()
 
 
-def entry_proof(custody: Custody, index: int) -> TlogProof:
-    """A tlog-proof of own entry `index` (as `extra`) at the latest checkpoint."""
-    log = custody.log
-    note = log.checkpoint()
-    size = log.open_checkpoint(note).size
-    return TlogProof(index, tuple(log.inclusion_proof(index, size)), note, log.entry(index))
-
-
 @dataclass
 class _Runner:
     """The state of one run: pending records per Participant, doctored exports written."""
@@ -233,7 +224,7 @@ class _Runner:
                 raise WorkloadRunError(
                     f"import of {step.certificate}: no doctored export of it was written"
                 )
-            proof = entry_proof(source, index)
+            proof = source.log.entry_proof(index)
         else:
             proof = source.export_proof(step.certificate)
         record = self.custody(importer).stage_import(
