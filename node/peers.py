@@ -22,7 +22,6 @@ roster members.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from ledger.roster_files import load_roster
 from ledger.store import Store
 from node.auth import SignatureAuth
 from node.sync import HttpSource, SyncLimits, pull
-from node.witness import SIZE_TYPE
+from node.witness import SIZE_TYPE, AddCheckpoint
 
 log = logging.getLogger("kimberley.peers")
 
@@ -169,7 +168,7 @@ class Peers:
             if _has_cosignature(opened, witness):
                 continue
             try:
-                sig = self._ask(own, witness, cp, note)
+                sig = self._ask(own, witness, cp, opened)
             except (LedgerError, httpx.HTTPError) as e:
                 faults.append(f"witness {witness.code} at {witness.url}: {e}")
                 continue
@@ -178,23 +177,17 @@ class Peers:
             cosigned.append(witness.code)
         return cosigned, faults
 
-    def _ask(self, own: Log, witness: Participant, cp: Checkpoint, note: bytes) -> NoteSignature:
+    def _ask(self, own: Log, witness: Participant, cp: Checkpoint, note: Note) -> NoteSignature:
         """One add-checkpoint exchange (retried once after a 409 that tells the held size)."""
         url = witness.url.rstrip("/") + "/add-checkpoint"
-        signed = Note.from_bytes(note)
-        bare = Note(signed.text, tuple(s for s in signed.signatures if s.name == self.origin))
+        bare = Note(note.text, tuple(s for s in note.signatures if s.name == self.origin))
         with self._client() as client:
             for _ in range(2):
                 old = self._witness_size.get(witness.code, 0)
                 if old > cp.size:
                     raise LedgerError(f"witness holds size {old}, beyond this log's {cp.size}")
                 proof = own.consistency_proof(old, cp.size) if 0 < old < cp.size else []
-                body = (
-                    f"old {old}\n".encode()
-                    + b"".join(base64.b64encode(h) + b"\n" for h in proof)
-                    + b"\n"
-                    + bare.to_bytes()
-                )
+                body = AddCheckpoint(old, tuple(proof), bare.to_bytes()).to_bytes()
                 response = client.post(url, content=body)
                 if response.status_code == 409 and response.headers.get(
                     "content-type", ""

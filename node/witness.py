@@ -23,6 +23,7 @@ the state back; a request that fails any check writes nothing. Each failure is a
 
 from __future__ import annotations
 
+import base64
 import struct
 import time
 from collections.abc import Callable
@@ -123,6 +124,11 @@ class AddCheckpoint:
     old: int
     proof: tuple[bytes, ...]
     note: bytes
+
+    def to_bytes(self) -> bytes:
+        """The request body `parse` reads: old size, proof lines, a blank line, the note."""
+        lines = [f"{_OLD}{self.old}".encode()] + [base64.b64encode(h) for h in self.proof]
+        return b"\n".join(lines) + b"\n\n" + self.note
 
     @classmethod
     def parse(cls, body: bytes) -> AddCheckpoint:

@@ -24,6 +24,7 @@ from node.auth import SignatureAuth
 from node.serve import MAX_WITNESS_BODY
 from node.witness import (
     SIZE_TYPE,
+    AddCheckpoint,
     InconsistentCheckpointError,
     MalformedRequestError,
     SizeConflictError,
@@ -340,3 +341,13 @@ def test_node_without_a_roster_answers_404_for_every_origin(setup: Setup, tmp_pa
         assert client.post("/add-checkpoint", content=body).status_code == 404
         huge = b"old 0\n\n" + b"x" * (MAX_WITNESS_BODY + 1)
         assert client.post("/add-checkpoint", content=huge).status_code == 413
+
+
+def test_the_client_body_is_what_the_witness_parses() -> None:
+    """`AddCheckpoint.to_bytes` (what a node sends its witnesses) matches the spec's layout and
+    parses back to the same request."""
+    note = b"kp.example/BW\n3\nAAAA\n\n\xe2\x80\x94 kp.example/BW sig\n"
+    for old, proof in ((0, ()), (3, (bytes(32), bytes(range(32))))):
+        sent = AddCheckpoint(old, proof, note)
+        assert sent.to_bytes() == request(old, proof, note)
+        assert AddCheckpoint.parse(sent.to_bytes()) == sent
