@@ -234,7 +234,7 @@ def pull(
                 ),
             )
         if roster is not None:
-            _gather_cosignatures(store, replica.log_id, cp, note, roster)
+            _adopt_cosignatures(store, replica.log_id, cp, note, roster)
         return SyncReport(origin, have, have, cp.size)
     tree = RemoteTree(source, cp.size)
     if have:
@@ -272,7 +272,7 @@ def pull(
     return SyncReport(origin, have, cp.size, cp.size)
 
 
-def _gather_cosignatures(
+def _adopt_cosignatures(
     store: Store, log_id: bytes, cp: Checkpoint, note: bytes, roster: Roster
 ) -> None:
     """Add to the held checkpoint of `cp`'s size the roster witnesses' cosignatures the peer
