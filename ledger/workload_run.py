@@ -153,6 +153,8 @@ class _Runner:
     #: Imports not yet proved (batched, so exporters commit once for many), and who awaits.
     waiting: list[ImportStep] = field(default_factory=list)
     receivers: set[str] = field(default_factory=set)
+    #: Certificate number -> the Participant whose pending batch holds an import of it.
+    receiving: dict[str, str] = field(default_factory=dict)
     doctored_exports: dict[str, int] = field(default_factory=dict)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     doctored: int = 0
@@ -167,6 +169,7 @@ class _Runner:
     def flush(self, code: str) -> None:
         records = self.pending.pop(code, [])
         self.unsealed.pop(code, None)
+        self.receiving = {n: c for n, c in self.receiving.items() if c != code}
         if records:
             self.custody(code).append_many(records)
             for record in records:
@@ -217,6 +220,9 @@ class _Runner:
 
     def receive(self, step: ImportStep) -> None:
         exporter, importer = step.exporter_code, step.importer_code
+        earlier = self.receiving.get(step.certificate)
+        if earlier is not None and earlier != importer:
+            self.flush(earlier)  # imports of one number are recorded in the order they came
         source = self.custody(exporter)
         if step.doctored_export:
             index = self.doctored_exports.get(step.certificate)
@@ -237,6 +243,7 @@ class _Runner:
         )
         batch = self.pending.setdefault(importer, [])
         batch.append(record)  # counted when its batch is appended
+        self.receiving[step.certificate] = importer
         if len(batch) >= BATCH:
             self.flush(importer)
 

@@ -332,3 +332,18 @@ def test_run_refuses_used_logs_and_unknown_participants(network: dict[str, Custo
     network["IN"].append(importer_site("IN").register())
     with pytest.raises(WorkloadRunError, match="logs of IN are not empty"):
         run(generate(1, 300, SEVEN), network)
+
+
+def test_the_demo_sized_run_records_a_reused_certificate_in_stream_order(base: Path) -> None:
+    """Eleven Participants, 3,000 records: the two imports of the re-used number are recorded
+    in the order the workload sent them, however the driver batches, so the audit flags the
+    second one, as expected."""
+    eleven = ["BW", "RU", "CA", "AO", "ZA", "NA", "CD", "CF", "EU", "AE", "IN"]
+    net = open_network(base / "eleven", eleven)
+    try:
+        workload = generate(DEFAULT_SEED, 3000, eleven, Plants(reused_certificate=True))
+        run(workload, net)
+        expected = {(e.kind, e.rule, e.participant, e.index) for e in workload.expected_findings()}
+        assert findings_of(net, base / "auditor") == expected
+    finally:
+        close_network(net)
