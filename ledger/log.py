@@ -8,24 +8,28 @@ open a snapshot, so they see one consistent size and never block the writer.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import lmdb
 
 from ledger import merkle
+from ledger.chain import Draft, Drafter, link
 from ledger.checkpoint import Checkpoint, TlogProof, open_checkpoint, sign_checkpoint
-from ledger.encoding import canonical, pack_canonical
-from ledger.entry import ENTRY_CONTEXT, VERSION, seal
 from ledger.errors import LogError
 from ledger.keys import Signer, Verifier
+from ledger.sign_process import signing_process
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import TileReader, TileWriter
 
 Clock = Callable[[], int]
+
+#: Batches at least this long are signed by a signing process (ledger.sign_process) while
+#: this process drafts and files entries; shorter ones are not worth the hand-off.
+SIGN_PROCESS_MIN = 256
 
 
 def wall_clock_ms() -> int:
@@ -64,6 +68,7 @@ class Log:
         *,
         clock: Clock = wall_clock_ms,
         hook: EntryHook | None = None,
+        sign_process: bool = True,
     ) -> None:
         if signer is not None and signer.verifier != verifier:
             raise LogError(f"signer {signer.name} does not match the log key {verifier.name}")
@@ -73,6 +78,7 @@ class Log:
         self.signer = signer
         self.clock = clock
         self.hook = hook
+        self.sign_process = sign_process
         self._range: merkle.CompactRange | None = None
         with store.read() as txn:
             log_id = store.log_id(txn, self.origin)
@@ -99,38 +105,49 @@ class Log:
             self.hook,
             self.origin,
         )
-        sign, sha256 = signer.sign, hashlib.sha256
+        records = records if isinstance(records, Sequence) else list(records)
         leaves: list[bytes] = []
         puts: list[tuple[bytes, bytes]] = []
         with store.write() as txn:
             head = store.head(txn, log_id)
             rng = self._frontier(txn, head.size)
             tiles = TileWriter(txn, store.db("tiles"), log_id)
-            index, prev = head.size, head.last_leaf
-            now = max(self.clock(), head.time_ms)
-            for kind, body in records:
-                if hook is not None:
-                    hook(txn, index, kind, body)
-                payload = pack_canonical(
-                    [VERSION, origin, index, prev, now, kind, canonical(body, kind)]
-                )
-                raw = seal(payload, sign(ENTRY_CONTEXT + payload))
-                prev = sha256(b"\x00" + raw).digest()
-                puts.append((entry_key(log_id, index), raw))
-                rng.append(prev, tiles.add)
-                leaves.append(prev)
-                index += 1
+            drafter = Drafter(origin, head.size, max(self.clock(), head.time_ms))
+
+            def drafts() -> Iterator[Draft]:
+                for kind, body in records:
+                    if hook is not None:
+                        hook(txn, drafter.index, kind, body)
+                    yield drafter.draft(kind, body)
+
+            index = head.size
+            with closing(self._link(head.last_leaf, drafts(), len(records))) as signed:
+                for raw, leaf in signed:
+                    puts.append((entry_key(log_id, index), raw))
+                    rng.append(leaf, tiles.add)
+                    leaves.append(leaf)
+                    index += 1
             if not leaves:
                 return []
             with txn.cursor(db=store.db("entries")) as cursor:
                 cursor.putmulti(puts)
             tiles.flush()
-            store.put_head(txn, log_id, Head(index, prev, now))
+            store.put_head(txn, log_id, Head(index, leaves[-1], drafter.time_ms))
             note = sign_checkpoint(Checkpoint(origin, index, rng.root()), signer)
             txn.put(checkpoint_key(log_id, index), note, db=store.db("checkpoints"))
         self._range = rng
         first = index - len(leaves)
         return [Appended(first + i, leaf, index) for i, leaf in enumerate(leaves)]
+
+    def _link(
+        self, prev: bytes, drafts: Iterator[Draft], count: int
+    ) -> Generator[tuple[bytes, bytes], None, None]:
+        """Sign `drafts` in order: in a signing process for long batches, else right here."""
+        assert self.signer is not None
+        if self.sign_process and count >= SIGN_PROCESS_MIN:
+            yield from signing_process(self.signer).link(prev, drafts)
+        else:
+            yield from zip(*link(self.signer.sign, prev, drafts), strict=True)
 
     def sign_checkpoint(self) -> bytes:
         """Sign and store a fresh checkpoint of the current size (e.g. with a new timestamp)."""
