@@ -132,7 +132,8 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
         raise EncodingError(f"str is not valid UTF-8 at byte {e.start}") from e
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise EncodingError(f"malformed msgpack: {e}") from e
-    _check_types(value, "$")
+    if not _plain(value, 0):
+        _check_types(value, "$")  # raises, naming where
     if pack_canonical(value) != data:
         raise EncodingError(
             "non-canonical encoding (unsorted or duplicate map keys, or an int/str/bin "
@@ -142,6 +143,32 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
 
 
 _DECODED_SCALARS = (str, bytes, int, bool, type(None))
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when `_check_types` would pass: the fast check, without building paths."""
+    kind = type(value)
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            return False
+        for item in value:
+            if type(item) not in _DECODED_SCALARS and not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        for key in value:
+            if type(key) is not str:
+                return False
+        keys = list(value)
+        if keys != sorted(keys):
+            return False
+        for item in value.values():
+            if type(item) not in _DECODED_SCALARS and not _plain(item, depth + 1):
+                return False
+        return True
+    return kind in _DECODED_SCALARS
 
 
 def _check_types(value: Any, path: str, depth: int = 0) -> None:

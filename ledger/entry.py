@@ -74,32 +74,76 @@ def sign_entry(signer: Signer, payload: bytes) -> bytes:
     return seal(payload, signer.sign(ENTRY_CONTEXT + payload))
 
 
-def parse_entry(raw: bytes) -> Entry:
-    """Parse entry bytes strictly: canonical msgpack, the fixed shape, sane field values."""
-    outer = decode(raw, max_size=MAX_ENTRY_SIZE)
-    if not (isinstance(outer, list) and len(outer) == 2):
+def split_entry(raw: bytes) -> tuple[bytes, bytes]:
+    """The (payload, signature) of entry bytes, read as seal's exact inverse.
+
+    Only the one spelling seal writes is accepted (array of two bins, shortest headers,
+    a 64-byte signature, nothing after), so this accepts exactly the canonical msgpack
+    ``[payload, signature]`` without a generic decode: it runs once per entry on replay.
+    """
+    n = len(raw)
+    if n > MAX_ENTRY_SIZE:
+        raise EntryTooLargeError(f"{n} bytes exceeds the limit of {MAX_ENTRY_SIZE}")
+    if n == 0 or raw[0] != 0x92:
         raise EncodingError("entry must be a 2-element array [payload, signature]")
-    payload, signature = outer
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
-        raise EncodingError("entry payload and signature must be bin")
-    if len(signature) != 64:
-        raise EncodingError(f"signature is {len(signature)} bytes, want 64")
+    tag = raw[1] if n > 1 else None
+    if tag == 0xC4 and n >= 3:
+        start, size = 3, raw[2]
+    elif tag == 0xC5 and n >= 4:
+        start, size = 4, int.from_bytes(raw[2:4], "big")
+        if size < 0x100:
+            raise EncodingError(f"non-canonical encoding: bin16 header for a {size}-byte payload")
+    elif tag in (None, 0xC4, 0xC5):
+        raise EncodingError(f"malformed msgpack: entry of {n} bytes is truncated")
+    elif tag == 0xC6:
+        raise EncodingError("non-canonical encoding: bin32 header for an entry payload")
+    else:
+        raise EncodingError(f"entry payload must be bin, not msgpack type 0x{tag:02x}")
+    end = start + size
+    if n < end + 2:
+        raise EncodingError(f"malformed msgpack: entry of {n} bytes is truncated")
+    return raw[start:end], _signature(raw, end)
+
+
+def _signature(raw: bytes, at: int) -> bytes:
+    """The 64-byte signature bin at `at`, which must end the entry."""
+    n, tag, size = len(raw), raw[at], raw[at + 1]
+    if tag != 0xC4:
+        raise EncodingError(f"entry signature must be a bin8 of 64 bytes, not type 0x{tag:02x}")
+    if size != 64:
+        raise EncodingError(f"signature is {size} bytes, want 64")
+    if n < at + 66:
+        raise EncodingError(f"malformed msgpack: entry of {n} bytes is truncated")
+    if n > at + 66:
+        raise EncodingError(f"{n - at - 66} trailing bytes")
+    return raw[at + 2 :]
+
+
+def parse_fields(payload: bytes) -> tuple[str, int, bytes, int, str, dict[str, Any]]:
+    """Decode a payload strictly: (origin, index, prev, time_ms, kind, body), checked."""
     fields = decode(payload)
-    if not (isinstance(fields, list) and len(fields) == 7):
+    if type(fields) is not list or len(fields) != 7:
         raise EncodingError("payload must be a 7-element array")
     version, origin, index, prev, time_ms, kind, body = fields
     if version != VERSION:
         raise EncodingError(f"payload version {version!r}, want {VERSION}")
-    if not isinstance(origin, str) or not origin:
+    if type(origin) is not str or not origin:
         raise EncodingError("payload origin must be a non-empty str")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+    if type(index) is not int or index < 0:
         raise EncodingError(f"payload index {index!r} must be a non-negative int")
-    if not isinstance(prev, bytes) or len(prev) != 32:
+    if type(prev) is not bytes or len(prev) != 32:
         raise EncodingError("payload prev must be a 32-byte bin")
-    if not isinstance(time_ms, int) or isinstance(time_ms, bool) or time_ms < 0:
+    if type(time_ms) is not int or time_ms < 0:
         raise EncodingError(f"payload time_ms {time_ms!r} must be a non-negative int")
-    if not isinstance(kind, str) or not kind:
+    if type(kind) is not str or not kind:
         raise EncodingError("payload kind must be a non-empty str")
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise EncodingError("payload body must be a map")
+    return origin, index, prev, time_ms, kind, body
+
+
+def parse_entry(raw: bytes) -> Entry:
+    """Parse entry bytes strictly: canonical msgpack, the fixed shape, sane field values."""
+    payload, signature = split_entry(raw)
+    origin, index, prev, time_ms, kind, body = parse_fields(payload)
     return Entry(origin, index, prev, time_ms, kind, body, payload, signature, raw)

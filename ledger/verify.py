@@ -2,21 +2,34 @@
 
 For each entry: canonical bytes, shape, origin, index, the Ed25519 signature, the `prev`
 chain and time order; then the leaf hash, every stored tree tile, every stored checkpoint
-(signature and root) and the head. Worker threads parse and signature-check chunks of
-entries in parallel (libsodium releases the GIL); this thread checks what is sequential:
-the chain, the tree and the checkpoints. Entries stream through a cursor with a bounded
-number of chunks in flight, so memory stays flat whatever the log size. The first bad
-index is reported.
+(signature and root) and the head. Workers parse, signature-check and chain runs of
+entries in parallel; this process reads the entries from its LMDB cursor, ships them to
+the workers, and checks in order what is sequential: the chain between runs, the tree
+and the checkpoints. Big logs use worker processes (spawned: this process holds an open
+LMDB environment, and threads would queue for the GIL behind each other's Python work);
+small ones use threads (libsodium releases the GIL), to spare the process start-up.
+Entries stream with a bounded number of runs in flight, so memory stays flat whatever
+the log size. The first bad index is reported.
 """
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import Any, cast
 
 import lmdb
 from nacl import bindings
@@ -24,14 +37,21 @@ from nacl.exceptions import BadSignatureError
 
 from ledger import merkle
 from ledger.checkpoint import open_checkpoint
-from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_entry
+from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_fields, split_entry
 from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
 from ledger.store import Store, entry_key, tile_key
-from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH
+from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
 
+#: Entries per run handed to a worker thread (also replica sync's unit of work).
 CHUNK = 256
+#: Entries per run handed to a worker process: bigger runs amortise the pickling.
+PROCESS_CHUNK = 1024
+#: Logs with at least this many entries are checked in worker processes.
+PROCESS_THRESHOLD = 20_000
 Progress = Callable[[int], None]
+_INDEX = struct.Struct(">Q")
+_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +64,10 @@ class VerifyReport:
     checkpoints: int
 
 
+class WorkerError(LedgerError):
+    """A worker process died mid-replay (killed, out of memory): the log was not checked."""
+
+
 class Fault(Exception):
     """The first fault a check found, at `index` (turned into IntegrityError for callers)."""
 
@@ -51,6 +75,9 @@ class Fault(Exception):
         super().__init__(reason)
         self.index = index
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[Fault], tuple[int, str]]:
+        return Fault, (self.index, self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +91,38 @@ class CheckedEntries:
     bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedRun:
+    """A run `start`... checked and chained inside: what the replay needs of it, compactly.
+
+    `leaves` joins the leaf hashes of the entries before `fault` (all of them when None);
+    `nodes` joins the level-8 subtree hashes of the complete tiles among those leaves
+    (runs start on a tile boundary). The first entry's prev and time are left to the
+    caller, who holds the previous run's last leaf.
+    """
+
+    start: int
+    leaves: bytes
+    nodes: bytes
+    first_prev: bytes
+    first_time: int
+    last_time: int
+    fault: Fault | None
+
+    @property
+    def count(self) -> int:
+        """How many entries passed."""
+        return len(self.leaves) // HASH_SIZE
+
+
 def check_entries(
     verifier: Verifier, start: int, raws: list[bytes], *, bodies: bool = False
 ) -> CheckedEntries:
     """Parse, place and signature-check entries `start`...: the per-entry half of a replay.
 
-    Independent per entry, so it runs in worker threads; the chain (`prev`, time) and the
-    tree are the caller's, in order. Used by replay and by replica sync alike; with
-    `bodies` each entry's kind and body are kept too, for the custody rules.
+    Independent per entry, so it runs in workers; the chain (`prev`, time) and the tree
+    are the caller's, in order. Used by replay and by replica sync alike; with `bodies`
+    each entry's kind and body are kept too, for the custody rules.
     """
     origin, public_key = verifier.name, verifier.public_key
     prevs: list[bytes] = []
@@ -79,29 +130,64 @@ def check_entries(
     leaves: list[bytes] = []
     kept: list[tuple[str, dict[str, Any]]] = []
     fault = None
+    sha256 = hashlib.sha256
     for index, raw in enumerate(raws, start):
         try:
-            entry = parse_entry(raw)
+            payload, signature = split_entry(raw)
+            entry_origin, entry_index, prev, time_ms, kind, body = parse_fields(payload)
         except LedgerError as e:
             fault = Fault(index, str(e))
             break
-        if entry.origin != origin:
-            fault = Fault(index, f"origin {entry.origin!r}, want {origin!r}")
+        if entry_origin != origin:
+            fault = Fault(index, f"origin {entry_origin!r}, want {origin!r}")
             break
-        if entry.index != index:
-            fault = Fault(index, f"entry says index {entry.index}")
+        if entry_index != index:
+            fault = Fault(index, f"entry says index {entry_index}")
             break
         try:
-            bindings.crypto_sign_open(entry.signature + ENTRY_CONTEXT + entry.payload, public_key)
+            bindings.crypto_sign_open(signature + ENTRY_CONTEXT + payload, public_key)
         except BadSignatureError:
             fault = Fault(index, "signature does not verify")
             break
-        prevs.append(entry.prev)
-        times.append(entry.time_ms)
-        leaves.append(merkle.leaf_hash(raw))
+        prevs.append(prev)
+        times.append(time_ms)
+        leaves.append(sha256(b"\x00" + raw).digest())
         if bodies:
-            kept.append((entry.kind, entry.body))
+            kept.append((kind, body))
     return CheckedEntries(prevs, times, leaves, fault, kept)
+
+
+def check_run(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedRun:
+    """check_entries, then the chain inside the run and its complete tiles' subtree hashes.
+
+    What a replay worker runs: everything per entry that does not need the previous run.
+    """
+    checked = check_entries(verifier, start, raws)
+    prevs, times, leaves = checked.prevs, checked.times, checked.leaves
+    count, fault = len(leaves), checked.fault
+    if prevs[1:] != leaves[:-1] or times != sorted(times):
+        count, fault = _chain_fault(start, prevs, times, leaves, fault)
+    if not count:
+        return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
+    joined = b"".join(leaves[:count])
+    full = count - count % TILE_WIDTH if start % TILE_WIDTH == 0 else 0
+    nodes = b"".join(
+        subtree_hash(joined[at : at + _TILE_BYTES], TILE_HEIGHT)
+        for at in range(0, full * HASH_SIZE, _TILE_BYTES)
+    )
+    return CheckedRun(start, joined, nodes, prevs[0], times[0], times[count - 1], fault)
+
+
+def _chain_fault(
+    start: int, prevs: list[bytes], times: list[int], leaves: list[bytes], later: Fault | None
+) -> tuple[int, Fault | None]:
+    """The first entry inside a run whose prev or time breaks the chain: (its offset, fault)."""
+    for i in range(1, len(leaves)):
+        if prevs[i] != leaves[i - 1]:
+            return i, Fault(start + i, "prev does not match the leaf hash of the previous entry")
+        if times[i] < times[i - 1]:
+            return i, Fault(start + i, f"time {times[i]} is before the previous {times[i - 1]}")
+    return len(leaves), later
 
 
 class _TileCheck:
@@ -131,6 +217,14 @@ class _TileCheck:
                 f"index {index} (tile {level // TILE_HEIGHT}/{number}) is wrong",
             )
 
+    def leaves_match(self, start: int, leaves: bytes) -> bool:
+        """True when the level-0 tiles from leaf `start` (a tile boundary) hold `leaves`."""
+        for at in range(0, len(leaves), _TILE_BYTES):
+            number = start // TILE_WIDTH + at // _TILE_BYTES
+            if self.tile(0, number)[:_TILE_BYTES] != leaves[at : at + _TILE_BYTES]:
+                return False
+        return True
+
     def check_edges(self, size: int) -> None:
         """The right-edge partial tiles must hold exactly the nodes the size implies."""
         level = 0
@@ -152,89 +246,192 @@ def verify_log(
     *,
     threads: int | None = None,
     progress: Progress | None = None,
+    processes_from: int = PROCESS_THRESHOLD,
 ) -> VerifyReport:
-    """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index."""
+    """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index.
+
+    `threads` workers (default: one per core) check runs of entries: processes for a log
+    of at least `processes_from` entries, threads below.
+    """
     origin = verifier.name
-    threads = threads or os.cpu_count() or 1
-    with store.read() as txn, ThreadPoolExecutor(threads) as pool:
+    workers = threads or os.cpu_count() or 1
+    with store.read() as txn:
         log_id = store.log_id(txn, origin)
         if log_id is None:
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
-        try:
-            root, count = _replay(txn, store, log_id, verifier, size, pool, threads, progress)
-        except Fault as bad:
-            raise IntegrityError(origin, bad.index, bad.reason) from None
+        in_processes = size >= processes_from
+        with _workers(workers, in_processes) as pool:
+            runs = _read_runs(
+                txn, store.db("entries"), log_id, size, PROCESS_CHUNK if in_processes else CHUNK
+            )
+            try:
+                replay = _Replay(txn, store, log_id, verifier)
+                root, count = replay.run(runs, pool, 2 * workers + 1, progress)
+            except Fault as bad:
+                raise IntegrityError(origin, bad.index, bad.reason) from None
+            except BrokenExecutor as e:
+                raise WorkerError(f"{origin}: a verify worker stopped: {e}") from e
+            finally:
+                pool.shutdown(cancel_futures=True)
     return VerifyReport(origin, size, root, count)
 
 
-def _read_chunks(
-    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, size: int
-) -> Iterator[tuple[int, list[bytes], Fault | None]]:
-    """Entry bytes in runs of CHUNK, in order; a gap in the keys ends the run with a fault."""
+def _workers(count: int, in_processes: bool) -> Executor:
+    """A pool of `count` worker processes (never forked from this one) or threads.
+
+    Processes come from the fork server where there is one: it is started once, with
+    this program's imports, and each pool forks its workers from it cheaply.
+    """
+    if in_processes:
+        method = (
+            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+        return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+    return ThreadPoolExecutor(count)
+
+
+Run = tuple[int, list[bytes], Fault | None]
+
+
+def _read_runs(
+    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, size: int, chunk: int
+) -> Iterator[Run]:
+    """Entry bytes in runs of `chunk`, in order; a gap in the keys ends the run with a fault."""
     with txn.cursor(db=db) as cur:
-        positioned = cur.set_key(entry_key(log_id, 0)) if size else False
-        for start in range(0, size, CHUNK):
-            raws: list[bytes] = []
-            for index in range(start, min(size, start + CHUNK)):
-                if not positioned or bytes(cur.key()) != entry_key(log_id, index):
-                    yield start, raws, Fault(index, "entry is missing")
-                    return
-                raws.append(bytes(cur.value()))
-                positioned = cur.next()
+        if not size:
+            return
+        if not cur.set_range(entry_key(log_id, 0)):
+            yield 0, [], Fault(0, "entry is missing")
+            return
+        items = cast(Iterator[tuple[bytes, bytes]], cur.iternext())  # Store.read: no buffers
+        pack = _INDEX.pack
+        for start in range(0, size, chunk):
+            stop = min(size, start + chunk)
+            pairs = list(islice(items, stop - start))
+            keys = [key for key, _ in pairs]
+            raws = [raw for _, raw in pairs]
+            want = [log_id + pack(index) for index in range(start, stop)]
+            if keys != want:
+                bad = next(i for i, key in enumerate([*keys, b""]) if key != want[i])
+                yield start, raws[:bad], Fault(start + bad, "entry is missing")
+                return
             yield start, raws, None
 
 
-def _replay(
-    txn: lmdb.Transaction,
-    store: Store,
-    log_id: bytes,
-    verifier: Verifier,
-    size: int,
-    pool: ThreadPoolExecutor,
-    threads: int,
-    progress: Progress | None,
-) -> tuple[bytes, int]:
-    """Take worker results in order and check the chain, the tree and the checkpoints."""
-    tiles = _TileCheck(txn, store.db("tiles"), log_id)
-    checkpoints = store.checkpoints(txn, log_id)
-    rng = merkle.CompactRange()
-    prev, last_time = ZERO_HASH, 0
-    next_cp, checked = _check_checkpoints(next(checkpoints, None), checkpoints, 0, rng, verifier, 0)
-    pending: deque[tuple[Future[CheckedEntries], Fault | None]] = deque()
-    chunks = _read_chunks(txn, store.db("entries"), log_id, size)
-    while True:
-        while len(pending) <= 2 * threads and (item := next(chunks, None)) is not None:
-            start, raws, gap = item
-            pending.append((pool.submit(check_entries, verifier, start, raws), gap))
-        if not pending:
-            break
-        future, gap = pending.popleft()
-        chunk = future.result()
-        for entry_prev, time_ms, leaf in zip(chunk.prevs, chunk.times, chunk.leaves, strict=True):
-            index = rng.size
-            if entry_prev != prev:
-                raise Fault(index, "prev does not match the leaf hash of the previous entry")
-            if time_ms < last_time:
-                raise Fault(index, f"time {time_ms} is before the previous {last_time}")
-            prev, last_time = leaf, time_ms
-            rng.append(leaf, tiles)
-            next_cp, checked = _check_checkpoints(
-                next_cp, checkpoints, index + 1, rng, verifier, checked
+class _Replay:
+    """The in-order half of a replay: the chain between runs, the tree, the checkpoints."""
+
+    def __init__(
+        self, txn: lmdb.Transaction, store: Store, log_id: bytes, verifier: Verifier
+    ) -> None:
+        self.txn, self.store, self.log_id, self.verifier = txn, store, log_id, verifier
+        self.tiles = _TileCheck(txn, store.db("tiles"), log_id)
+        self.checkpoints = store.checkpoints(txn, log_id)
+        self.rng = merkle.CompactRange()
+        self.prev, self.last_time, self.checked = ZERO_HASH, 0, 0
+        self.next_cp = next(self.checkpoints, None)
+        self._check_checkpoints()
+
+    def run(
+        self, runs: Iterator[Run], pool: Executor, in_flight: int, progress: Progress | None
+    ) -> tuple[bytes, int]:
+        """Hand runs to `pool`, at most `in_flight` at once; take the results in order."""
+        pending: deque[tuple[Future[CheckedRun], Fault | None]] = deque()
+        while True:
+            while len(pending) < in_flight and (item := next(runs, None)) is not None:
+                start, raws, gap = item
+                pending.append((pool.submit(check_run, self.verifier, start, raws), gap))
+            if not pending:
+                break
+            future, gap = pending.popleft()
+            self.add(future.result())
+            if gap is not None:
+                raise gap
+            if progress is not None:
+                progress(self.rng.size)
+        return self.finish()
+
+    def add(self, run: CheckedRun) -> None:
+        """Chain a checked run onto the entries so far, grow the tree, check checkpoints."""
+        if run.count:
+            if run.first_prev != self.prev:
+                raise Fault(run.start, "prev does not match the leaf hash of the previous entry")
+            if run.first_time < self.last_time:
+                raise Fault(
+                    run.start, f"time {run.first_time} is before the previous {self.last_time}"
+                )
+            self._grow(run)
+            self.prev, self.last_time = run.leaves[-HASH_SIZE:], run.last_time
+        if run.fault is not None:
+            raise run.fault
+
+    def _grow(self, run: CheckedRun) -> None:
+        """Append the run's leaves, checking each stored checkpoint at its size on the way.
+
+        A whole level-0 tile whose stored hashes equal the run's joins the tree as one
+        level-8 subtree; any other leaf is appended alone, so a fault is found at its leaf.
+        """
+        rng, tiles, leaves, nodes = self.rng, self.tiles, run.leaves, run.nodes
+        end = run.start + run.count
+        while rng.size < end:
+            stop = end if self.next_cp is None else min(end, self.next_cp[0])
+            while (at := rng.size) < stop:
+                offset = (at - run.start) * HASH_SIZE
+                node = offset // TILE_WIDTH
+                if (
+                    at % TILE_WIDTH == 0
+                    and at + TILE_WIDTH <= stop
+                    and node < len(nodes)
+                    and tiles.leaves_match(at, leaves[offset : offset + _TILE_BYTES])
+                ):
+                    _append_subtree(rng, TILE_HEIGHT, nodes[node : node + HASH_SIZE], tiles)
+                else:
+                    rng.append(leaves[offset : offset + HASH_SIZE], tiles)
+            self._check_checkpoints()
+
+    def _check_checkpoints(self) -> None:
+        self.next_cp, self.checked = _check_checkpoints(
+            self.next_cp, self.checkpoints, self.rng.size, self.rng, self.verifier, self.checked
+        )
+
+    def finish(self) -> tuple[bytes, int]:
+        """The right-edge tiles, leftover checkpoints and the head; the root and checkpoints."""
+        size = self.rng.size
+        self.tiles.check_edges(size)
+        if self.next_cp is not None:
+            raise Fault(
+                max(size - 1, 0), f"checkpoint at size {self.next_cp[0]} is beyond the log size"
             )
-        if chunk.fault is not None:
-            raise chunk.fault
-        if gap is not None:
-            raise gap
-        if progress is not None:
-            progress(rng.size)
-    tiles.check_edges(size)
-    if next_cp is not None:
-        raise Fault(max(size - 1, 0), f"checkpoint at size {next_cp[0]} is beyond the log size")
-    head = store.head(txn, log_id)
-    if size and (head.last_leaf != prev or head.time_ms != last_time):
-        raise Fault(size - 1, "stored head does not match the last entry")
-    return rng.root(), checked
+        head = self.store.head(self.txn, self.log_id)
+        if size and (head.last_leaf != self.prev or head.time_ms != self.last_time):
+            raise Fault(size - 1, "stored head does not match the last entry")
+        return self.rng.root(), self.checked
+
+
+def _append_subtree(
+    rng: merkle.CompactRange,
+    level: int,
+    digest: bytes,
+    on_node: Callable[[int, int, bytes], None],
+) -> None:
+    """Add a perfect subtree of 2**level leaves at `rng.size` (a multiple of 2**level).
+
+    What 2**level leaf appends would do, reporting the same nodes from `level` up.
+    """
+    hashes, size, width = rng.hashes, rng.size, 1 << level
+    index = size >> level
+    on_node(level, index, digest)
+    top = len(hashes)
+    while index & 1:
+        top -= 1
+        index >>= 1
+        level += 1
+        digest = hashlib.sha256(b"\x01" + hashes[top] + digest).digest()
+        on_node(level, index, digest)
+    del hashes[top:]
+    hashes.append(digest)
+    rng.size = size + width
 
 
 def _check_checkpoints(

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.encoding import MAX_DEPTH, canonical, decode, encode
+from ledger.encoding import MAX_DEPTH, MAX_ENTRY_SIZE, canonical, decode, encode
+from ledger.entry import split_entry
 from ledger.errors import EncodingError, EntryTooLargeError
 
 scalars = (
@@ -150,3 +151,95 @@ def test_the_encoder_and_decoder_agree_on_the_depth_limit() -> None:
     assert decode(encode(deep)) == deep
     with pytest.raises(EncodingError, match="nested deeper"):
         encode([deep])
+
+
+def _reference_split(raw: bytes) -> tuple[bytes, bytes]:
+    """The entry shape check as it was: the generic strict decoder, then the shape."""
+    outer = decode(raw, max_size=MAX_ENTRY_SIZE)
+    if not (isinstance(outer, list) and len(outer) == 2):
+        raise EncodingError("entry must be a 2-element array [payload, signature]")
+    payload, signature = outer
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise EncodingError("entry payload and signature must be bin")
+    if len(signature) != 64:
+        raise EncodingError(f"signature is {len(signature)} bytes, want 64")
+    return payload, signature
+
+
+def _outcome(split: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return "accepted", split(raw)
+    except EncodingError as e:
+        return "refused", type(e)
+
+
+@st.composite
+def _mutated_entries(draw: st.DrawFn) -> bytes:
+    """A canonical [payload, signature] array, then maybe a header-heavy mutation."""
+    payload = draw(st.binary(max_size=300) | st.binary(min_size=250, max_size=260))
+    signature = draw(st.binary(min_size=64, max_size=64) | st.binary(max_size=70))
+    raw = bytearray(msgpack.packb([payload, signature], use_bin_type=True))
+    n = len(raw)
+    at = draw(st.integers(0, 4) | st.integers(max(0, n - 68), n - 1) | st.integers(0, n - 1))
+    kind = draw(st.sampled_from(["none", "set", "insert", "delete", "truncate", "append"]))
+    if kind == "set":
+        raw[at] = draw(st.sampled_from([0x91, 0x93, 0xC4, 0xC5, 0xC6, 0xA0, 0x40, 0x00, 0xFF]))
+    elif kind == "insert":
+        raw[at:at] = draw(st.binary(min_size=1, max_size=3))
+    elif kind == "delete":
+        del raw[at : at + draw(st.integers(1, 3))]
+    elif kind == "truncate":
+        del raw[at:]
+    elif kind == "append":
+        raw += draw(st.binary(min_size=1, max_size=3))
+    return bytes(raw)
+
+
+@given(_mutated_entries())
+def test_the_hand_entry_parser_agrees_with_the_strict_decoder(raw: bytes) -> None:
+    """split_entry accepts exactly the canonical [bin, bin(64)] arrays the decoder accepts."""
+    assert _outcome(split_entry, raw) == _outcome(_reference_split, raw)
+
+
+@given(values)
+def test_the_hand_entry_parser_refuses_other_documents_like_the_decoder(value: Any) -> None:
+    """Any other canonical document is refused by both, and a [bin, bin(64)] taken by both."""
+    raw = encode(value)
+    assert _outcome(split_entry, raw) == _outcome(_reference_split, raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\x92\xc5\x00\x03abc\xc4\x40" + bytes(64), "bin16 header"),
+        (b"\x92\xc6\x00\x00\x00\x03abc\xc4\x40" + bytes(64), "bin32 header"),
+        (b"\x92\xc4\x03abc\xc5\x00\x40" + bytes(64), "signature must be a bin8"),
+        (b"\x92\xc4\x03abc\xc4\x20" + bytes(32), "signature is 32 bytes"),
+        (b"\x92\xc4\x03abc\xc4\x40" + bytes(65), "1 trailing bytes"),
+        (b"\x92\xc4\x03abc\xc4\x40" + bytes(63), "truncated"),
+        (b"\x93\xc4\x03abc\xc4\x40" + bytes(64) + b"\xc0", "2-element array"),
+        (b"\x92\xa3abc\xc4\x40" + bytes(64), "payload must be bin"),
+        (b"\x92\xc5\x01\x00", "truncated"),
+    ],
+    ids=[
+        "bin16",
+        "bin32",
+        "sig-bin16",
+        "sig-short",
+        "trailing",
+        "truncated",
+        "3-array",
+        "str-payload",
+        "header-only",
+    ],
+)
+def test_each_malformed_entry_is_refused_by_name(raw: bytes, message: str) -> None:
+    """The hand parser names the fault: header form, signature length, trailing bytes, shape."""
+    with pytest.raises(EncodingError, match=message):
+        split_entry(raw)
+
+
+def test_an_oversized_entry_is_refused_as_too_large() -> None:
+    """An entry over the tile-bundle limit is refused before it is parsed."""
+    with pytest.raises(EntryTooLargeError):
+        split_entry(b"\x92" + bytes(MAX_ENTRY_SIZE))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
 from ledger.store import Head, entry_key, tile_key
-from ledger.verify import verify_log
+from ledger.verify import VerifyReport, check_entries, verify_log
 from tests.conftest import mine_body
 
 SIZE = 600  # more than two full level-0 tiles, so level-1 nodes exist too
@@ -32,10 +33,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
     return node
 
 
+def _stored(value: bytes | memoryview | None) -> bytes:
+    """A value the test expects to be stored."""
+    assert value is not None
+    return bytes(value)
+
+
 def _flip(node: DataDir, db: str, key: bytes, position: int) -> bytes:
     """Flip one bit of a stored value; return the original so the test can restore it."""
     with node.store.write() as txn:
-        original = bytes(txn.get(key, db=node.store.db(db)))
+        original = _stored(txn.get(key, db=node.store.db(db)))
         changed = bytearray(original)
         changed[position % len(changed)] ^= 0x01
         txn.put(key, bytes(changed), db=node.store.db(db))
@@ -51,7 +58,7 @@ def _restore(node: DataDir, db: str, key: bytes, value: bytes) -> None:
 def _replaced(node: DataDir, key: bytes, make: Callable[[bytes], bytes | None]) -> Iterator[None]:
     """Replace stored entry `key` by make(original) (None deletes it), restoring it afterwards."""
     with node.store.write() as txn:
-        original = bytes(txn.get(key, db=node.store.db("entries")))
+        original = _stored(txn.get(key, db=node.store.db("entries")))
         replacement = make(original)
         if replacement is None:
             txn.delete(key, db=node.store.db("entries"))
@@ -102,7 +109,7 @@ def test_flipping_any_level0_tree_hash_fails_at_its_leaf(
     log_id = built.own_log().log_id
     key = tile_key(log_id, 0, number)
     with built.store.read() as txn:
-        width = len(txn.get(key, db=built.store.db("tiles")))
+        width = len(_stored(txn.get(key, db=built.store.db("tiles"))))
     position %= width
     original = _flip(built, "tiles", key, position)
     try:
@@ -181,3 +188,121 @@ def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> N
     finally:
         with built.store.write() as txn:
             built.store.put_head(txn, log.log_id, head)
+
+
+PROCESS_SIZE = 2_100  # two full worker-process runs of 1024 and a partial one
+
+
+@pytest.fixture(scope="module")
+def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+    """A log of PROCESS_SIZE entries, checkpointed every 250 (inside worker-process runs)."""
+    node = DataDir.init(tmp_path_factory.mktemp("vp") / "bw", "BW", "kp.example")
+    log = node.own_log()
+    for start in range(0, PROCESS_SIZE, 250):
+        log.append_many(
+            [("parcel.mine", mine_body(i)) for i in range(start, min(PROCESS_SIZE, start + 250))]
+        )
+    return node
+
+
+def _both_paths(node: DataDir) -> list[object]:
+    """The outcome of a replay in worker processes, then of one in threads."""
+    outcomes: list[object] = []
+    for processes_from in (0, 10**9):
+        try:
+            outcomes.append(
+                verify_log(
+                    node.store, node.signer.verifier, threads=2, processes_from=processes_from
+                )
+            )
+        except IntegrityError as e:
+            outcomes.append((e.index, e.reason))
+    return outcomes
+
+
+def test_worker_processes_verify_a_clean_log_like_threads(bigger: DataDir) -> None:
+    """The process path checks every entry and checkpoint and reports the same root."""
+    in_processes, in_threads = _both_paths(bigger)
+    assert in_processes == in_threads
+    assert in_processes == VerifyReport(
+        bigger.origin, PROCESS_SIZE, bigger.own_log().root(), len(range(0, PROCESS_SIZE, 250))
+    )
+
+
+def _impostor_signed(node: DataDir, raw: bytes) -> bytes:
+    return sign_entry(Signer.generate(node.origin), parse_entry(raw).payload)
+
+
+def _forged_prev(node: DataDir, index: int) -> bytes:
+    payload = encode_payload(node.origin, index, bytes(32), 1, "x", {})
+    return sign_entry(node.signer, payload)
+
+
+Corruption = Callable[[DataDir, bytes], AbstractContextManager[object]]
+
+
+@contextmanager
+def _flipped(node: DataDir, db: str, key: bytes, position: int) -> Iterator[None]:
+    original = _flip(node, db, key, position)
+    try:
+        yield
+    finally:
+        _restore(node, db, key, original)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "index"),
+    [
+        (lambda n, log_id: _flipped(n, "entries", entry_key(log_id, 1500), 100), 1500),
+        (
+            lambda n, log_id: _replaced(
+                n, entry_key(log_id, 1100), lambda raw: _impostor_signed(n, raw)
+            ),
+            1100,
+        ),
+        (
+            lambda n, log_id: _replaced(
+                n, entry_key(log_id, 1024), lambda _: _forged_prev(n, 1024)
+            ),
+            1024,
+        ),
+        (lambda n, log_id: _flipped(n, "tiles", tile_key(log_id, 0, 5), 7 * 32 + 3), 5 * 256 + 7),
+        (lambda n, log_id: _flipped(n, "tiles", tile_key(log_id, 1, 0), 3 * 32 + 1), 1023),
+        (
+            lambda n, log_id: _flipped(n, "checkpoints", log_id + (1750).to_bytes(8, "big"), 20),
+            1749,
+        ),
+    ],
+    ids=[
+        "entry-byte",
+        "signature",
+        "chain-at-run-start",
+        "level0-tile",
+        "level1-tile",
+        "checkpoint",
+    ],
+)
+def test_worker_processes_find_the_same_first_fault_as_threads(
+    bigger: DataDir, corrupt: Corruption, index: int
+) -> None:
+    """Corrupted bytes, a foreign signature, a broken chain, a bad tile or checkpoint: the
+    process path reports the same first bad index, for the same reason, as the thread path."""
+    with corrupt(bigger, bigger.own_log().log_id):
+        in_processes, in_threads = _both_paths(bigger)
+    assert in_processes == in_threads
+    assert isinstance(in_processes, tuple) and in_processes[0] == index
+
+
+def test_checked_entries_and_their_fault_cross_a_process_boundary(built: DataDir) -> None:
+    """What a worker returns, a fault included, pickles back equal (replica sync ships it too)."""
+    log = built.own_log()
+    raws = [*log.entries(0, 3), b"\x92\xc4\x00"]
+    checked = check_entries(built.signer.verifier, 0, raws, bodies=True)
+    back = pickle.loads(pickle.dumps((built.signer.verifier, checked)))
+    assert back[0] == built.signer.verifier
+    assert (back[1].leaves, back[1].bodies) == (checked.leaves, checked.bodies)
+    assert back[1].fault is not None
+    assert (back[1].fault.index, back[1].fault.reason) == (
+        3,
+        "malformed msgpack: entry of 3 bytes is truncated",
+    )
