@@ -51,11 +51,14 @@ class Drafter:
         # fixarray(7), the version, the origin: the same bytes for every entry
         self._head = 2 + len(pack_canonical(origin))
 
-    def draft(self, kind: str, body: Mapping[str, Any]) -> Draft:
-        """The next entry's draft; checks the body's types and the entry's size."""
+    def draft(self, kind: str, body: Mapping[str, Any], *, canonical_body: bool = False) -> Draft:
+        """The next entry's draft; checks the body's types (unless the caller built it
+        canonical, e.g. a typed record's `to_body`) and the entry's size."""
         index = self.index
+        if not canonical_body:
+            body = canonical(body, kind)
         template = pack_canonical(
-            [VERSION, self.origin, index, ZERO_HASH, self.time_ms, kind, canonical(body, kind)]
+            [VERSION, self.origin, index, ZERO_HASH, self.time_ms, kind, body]
         )
         if len(template) + _SEAL_OVERHEAD > MAX_ENTRY_SIZE:
             raise EntryTooLargeError(

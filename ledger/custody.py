@@ -129,7 +129,7 @@ class Custody:
         items = [(r.KIND, r.to_body()) for r in records]
         self._known = {id(body): (body, r) for (_, body), r in zip(items, records, strict=True)}
         try:
-            return self.log.append_many(items)
+            return self.log.append_many(items, canonical_bodies=True)
         finally:
             self._known, self._batch = {}, None
             for r in records:  # a staged proof serves one append, whatever its outcome

@@ -290,6 +290,13 @@ class Body:
     __slots__ = ()
     KIND: ClassVar[str]
     SCHEMA: ClassVar[Mapping[str, FieldSpec]]
+    #: SCHEMA's items in key order: `to_body` writes maps already sorted, i.e. canonical.
+    _SORTED: ClassVar[tuple[tuple[str, FieldSpec], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "SCHEMA" in cls.__dict__:
+            cls._SORTED = tuple(sorted(cls.SCHEMA.items()))
 
     def __post_init__(self) -> None:
         for name, spec in self.SCHEMA.items():
@@ -307,8 +314,9 @@ class Body:
         raise RecordFieldError(self.KIND, field, value, problem)
 
     def to_body(self) -> dict[str, Any]:
-        """The canonical map of this record (str keys; ints, str, bytes, lists, bool, None)."""
-        return {name: spec.encode(getattr(self, name)) for name, spec in self.SCHEMA.items()}
+        """The canonical map of this record: keys sorted at every level; ints, str, bytes,
+        lists, bool, None (so its bytes need no re-check before signing)."""
+        return {name: spec.encode(getattr(self, name)) for name, spec in self._SORTED}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:

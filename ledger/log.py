@@ -94,8 +94,14 @@ class Log:
         """Append one record durably; returns once it is committed."""
         return self.append_many([(kind, body)])[0]
 
-    def append_many(self, records: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
-        """Append records in one durable transaction, signing one checkpoint for the new size."""
+    def append_many(
+        self, records: Iterable[tuple[str, Mapping[str, Any]]], *, canonical_bodies: bool = False
+    ) -> list[Appended]:
+        """Append records in one durable transaction, signing one checkpoint for the new size.
+
+        `canonical_bodies`: the caller built every body canonical (typed records' `to_body`),
+        so its types and key order are not checked again.
+        """
         if self.signer is None:
             raise LogError(f"{self.origin} is a replica here; only its own node appends")
         signer, store, log_id, hook, origin = (
@@ -118,7 +124,7 @@ class Log:
                 for kind, body in records:
                     if hook is not None:
                         hook(txn, drafter.index, kind, body)
-                    yield drafter.draft(kind, body)
+                    yield drafter.draft(kind, body, canonical_body=canonical_bodies)
 
             index = head.size
             with closing(self._link(head.last_leaf, drafts(), len(records))) as signed:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.encoding import decode, encode
+from ledger.encoding import decode, encode, pack_canonical
 from ledger.errors import LedgerError, RecordError
 from ledger.quantities import (
     MAX_CARATS,
@@ -127,6 +127,13 @@ def test_any_record_round_trips_through_canonical_bytes(record: Any) -> None:
     data = encode(record.to_body())
     assert parse_record(record.KIND, decode(data)) == record
     assert encode(parse_record(record.KIND, decode(data)).to_body()) == data
+
+
+@given(records())
+def test_a_record_body_is_already_canonical(record: Any) -> None:
+    """Custody signs `to_body()` without re-sorting it: its plain packing is the canonical one."""
+    body = record.to_body()
+    assert pack_canonical(body) == encode(body)
 
 
 @pytest.mark.parametrize("kind", list(RECORD_KINDS))

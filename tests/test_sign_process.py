@@ -63,7 +63,7 @@ def test_the_signing_process_writes_the_same_bytes_as_signing_in_process(tmp_pat
         log.append_many(records(0, 5))
         log.append_many(records(5, BATCH))
         logs.append((node, log))
-    (here_node, here), (child_node, child) = logs
+    (_, here), (child_node, child) = logs
     assert list(child.entries()) == list(here.entries())
     assert child.checkpoint() == here.checkpoint()
     assert verify_log(child_node.store, signer.verifier).size == 5 + BATCH
