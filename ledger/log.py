@@ -30,6 +30,7 @@ Clock = Callable[[], int]
 #: Batches at least this long are signed by a signing process (ledger.sign_process) while
 #: this process drafts and files entries; shorter ones are not worth the hand-off.
 SIGN_PROCESS_MIN = 256
+_PUT_RUN = 64
 
 
 def wall_clock_ms() -> int:
@@ -127,16 +128,21 @@ class Log:
                     yield drafter.draft(kind, body, canonical_body=canonical_bodies)
 
             index = head.size
-            with closing(self._link(head.last_leaf, drafts(), len(records))) as signed:
+            with (
+                closing(self._link(head.last_leaf, drafts(), len(records))) as signed,
+                txn.cursor(db=store.db("entries")) as cursor,
+            ):
                 for raw, leaf in signed:
                     puts.append((entry_key(log_id, index), raw))
                     rng.append(leaf, tiles.add)
                     leaves.append(leaf)
                     index += 1
+                    if len(puts) == _PUT_RUN:  # written while the next entries are signed
+                        cursor.putmulti(puts)
+                        puts.clear()
+                cursor.putmulti(puts)
             if not leaves:
                 return []
-            with txn.cursor(db=store.db("entries")) as cursor:
-                cursor.putmulti(puts)
             tiles.flush()
             store.put_head(txn, log_id, Head(index, leaves[-1], drafter.time_ms))
             note = sign_checkpoint(Checkpoint(origin, index, rng.root()), signer)

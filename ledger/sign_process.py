@@ -34,6 +34,8 @@ from ledger.keys import Signer
 
 #: Drafts per frame: small enough that the pipeline fills fast, big enough to amortise I/O.
 CHUNK = 64
+#: The first chunk of a batch: the child waits for it, so it is drafted quickly.
+FIRST_CHUNK = 16
 #: Chunks sent ahead of the one being answered: the child never waits for the next one.
 DEPTH = 2
 #: Signing processes kept alive at once (one per log key in use).
@@ -134,11 +136,14 @@ class SigningProcess:
         unanswered = 0
         more = True
         start: bytes | None = prev
+        sent = False
         try:
             while True:
                 while more and len(pending) < DEPTH:
                     if not held:
-                        held = list(islice(drafts, CHUNK))
+                        # a short first chunk starts the child sooner
+                        held = list(islice(drafts, CHUNK if sent else FIRST_CHUNK))
+                        sent = True
                         if not held:
                             more = False
                             break
