@@ -286,6 +286,8 @@ class ExportReader:
     def __init__(self, store: Store, txn: lmdb.Transaction, roster: Roster) -> None:
         self._store, self._txn, self._roster = store, txn, roster
         self._logs: dict[str, tuple[bytes | None, int]] = {}
+        #: origin -> entries this audit already verified intact under the roster key
+        self.verified: dict[str, int] = {}
 
     def _log(self, origin: str) -> tuple[bytes | None, int]:
         if origin not in self._logs:
@@ -309,7 +311,8 @@ class ExportReader:
         try:
             entry = parse_entry(bytes(raw))
             key = self._roster.log_key(ref.origin)
-            if not key.verify(entry.signed_message, entry.signature):
+            signed = ref.index < self.verified.get(ref.origin, 0)  # checked by verify_log
+            if not signed and not key.verify(entry.signed_message, entry.signature):
                 return Unresolved(True, f"{where} is not signed by {ref.origin}'s roster key")
             if entry.kind != Export.KIND:
                 return Unresolved(True, f"{where} is a {entry.kind!r} entry, not an export")
@@ -514,6 +517,48 @@ def _merge_groups(
             x, y = next(a, None), next(b, None)
 
 
+class _RulesReplay:
+    """One log's rule replay into the scratch environment, fed runs of verified entries.
+
+    `verify_log` hands over each run once it is verified while workers check later ones,
+    so the rules and the signatures run at the same time. The scratch commits every
+    COMMIT_EVERY entries, keeping its transactions small.
+    """
+
+    def __init__(self, auditor: _Auditor, origin: str, log_id: bytes, size: int) -> None:
+        self.auditor, self.origin, self.log_id, self.size = auditor, origin, log_id, size
+        self.done = 0
+        self._txn = auditor.scratch.env.begin(write=True)
+        self._ix = self._index()
+
+    def _index(self) -> Index:
+        return Index(LmdbTables(self._txn, self.auditor.scratch.dbs), self.log_id)
+
+    def feed(self, start: int, raws: list[bytes]) -> None:
+        """Replay entries `start`... (verified, in order) under every custody rule."""
+        if start != self.done:
+            raise AuditError(f"{self.origin}: rules replay expected entry {self.done}, got {start}")
+        auditor, origin = self.auditor, self.origin
+        for index, raw in enumerate(raws, start):
+            auditor.record(self._ix, self._txn, origin, index, raw)
+            if (index + 1) % COMMIT_EVERY == 0:
+                self._txn.commit()
+                self._txn = auditor.scratch.env.begin(write=True)
+                self._ix = self._index()
+        self.done = start + len(raws)
+
+    def close(self, stop: int) -> None:
+        """Commit the replay, which must have covered exactly the entries before `stop`."""
+        if self.done != stop:
+            self._txn.abort()
+            raise AuditError(f"{self.origin}: rules replayed {self.done} entries, intact to {stop}")
+        self._txn.commit()
+
+    def abort(self) -> None:
+        """Drop the uncommitted part after an error."""
+        self._txn.abort()
+
+
 class _Auditor:
     """Replays logs one by one into the scratch environment, sending findings to the tally."""
 
@@ -539,40 +584,26 @@ class _Auditor:
             listed = (("roster", self.roster.version),)
             self.tally(Finding(UNVERIFIABLE, ROSTER_LISTED, origin, 0, message, listed))
             return LogAudit(origin, size, 0, 0, False)
+        rules = _RulesReplay(self, origin, log_id, size)
         stop = size
         try:
             verify_log(
                 self.store,
                 key,
                 threads=threads,
-                progress=lambda n: self.progress(f"verify {origin}", n, size),
+                progress=lambda n: self.progress(f"audit {origin}", n, size),
+                on_verified=rules.feed,
             )
         except IntegrityError as e:
             values = (("reason", e.reason),)
             self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, e.index, str(e), values))
             stop = min(stop, e.index)
-        self.rules(origin, log_id, stop)
-        return LogAudit(origin, size, stop, 0, stop == size)
-
-    def rules(self, origin: str, log_id: bytes, stop: int) -> None:
-        """Replay entries [0, stop) under every custody rule, committing the scratch in runs."""
-        env, dbs = self.scratch.env, self.scratch.dbs
-        self.progress(f"rules {origin}", 0, stop)
-        txn = env.begin(write=True)
-        try:
-            ix = Index(LmdbTables(txn, dbs), log_id)
-            for index, raw in enumerate(self.store.entries(self.txn, log_id, 0, stop)):
-                self.record(ix, txn, origin, index, raw)
-                if (index + 1) % COMMIT_EVERY == 0:
-                    txn.commit()
-                    txn = env.begin(write=True)
-                    ix = Index(LmdbTables(txn, dbs), log_id)
-                    self.progress(f"rules {origin}", index + 1, stop)
-            txn.commit()
         except BaseException:
-            txn.abort()
+            rules.abort()
             raise
-        self.progress(f"rules {origin}", stop, stop)
+        rules.close(stop)
+        self.exports.verified[origin] = stop
+        return LogAudit(origin, size, stop, 0, stop == size)
 
     def record(self, ix: Index, txn: lmdb.Transaction, origin: str, index: int, raw: bytes) -> None:
         """Check one entry's record, apply its effects, and note its cross-log facts."""

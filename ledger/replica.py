@@ -21,8 +21,8 @@ cross-log checks once every log is held.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass
 
 import lmdb
@@ -38,8 +38,11 @@ from ledger.records import Export, parse_record
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
-from ledger.tiles import TileReader, TileWriter
-from ledger.verify import CHUNK, CheckedEntries, check_entries
+from ledger.tiles import HASH_SIZE, TileReader, TileWriter
+from ledger.verify import CHUNK, WorkerError
+from ledger.workers import CheckedSpan, check_span, span_size, worker_pool
+
+NodeSink = Callable[[int, int, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,22 @@ def held_export(store: Store, txn: lmdb.Transaction, origin: str, index: int) ->
     return Foreign(origin, index, merkle.leaf_hash(entry.raw), Export.from_body(entry.body), b"")
 
 
+@dataclass(frozen=True, slots=True)
+class Checking:
+    """Entries `start`... handed to workers: one future per span, in order."""
+
+    start: int
+    entries: Sequence[bytes]
+    spans: list[Future[CheckedSpan]]
+
+    def results(self) -> list[CheckedSpan]:
+        """Wait for every span; WorkerError when a worker process died."""
+        try:
+            return [span.result() for span in self.spans]
+        except BrokenExecutor as e:
+            raise WorkerError(f"a worker checking entries from {self.start} stopped: {e}") from e
+
+
 class Replica(Log):
     """A peer's log in this store: readable like any log, extended only by `accept`."""
 
@@ -96,55 +115,55 @@ class Replica(Log):
         self.roster = roster
         self.threads = threads or os.cpu_count() or 1
 
-    def _check(self, start: int, raws: list[bytes]) -> CheckedEntries:
-        """Check entries in parallel runs (libsodium releases the GIL); results in order."""
-        size = max(CHUNK, -(-len(raws) // self.threads))
-        runs = [(start + i, raws[i : i + size]) for i in range(0, len(raws), size)]
-        keep = self.roster is not None
-        if len(runs) <= 1:
-            return check_entries(self.verifier, start, raws, bodies=keep)
-        with ThreadPoolExecutor(self.threads) as pool:
-            parts = list(
-                pool.map(lambda run: check_entries(self.verifier, *run, bodies=keep), runs)
-            )
-        prevs, times, leaves, bodies = [], [], [], []
-        for part in parts:
-            prevs += part.prevs
-            times += part.times
-            leaves += part.leaves
-            bodies += part.bodies
-            if part.fault is not None:
-                return CheckedEntries(prevs, times, leaves, part.fault, bodies)
-        return CheckedEntries(prevs, times, leaves, None, bodies)
+    def check(self, start: int, entries: Sequence[bytes], pool: Executor) -> Checking:
+        """Hand entries `start`... to `pool`'s workers in spans, without waiting.
 
-    def _apply_rules(self, txn: lmdb.Transaction, start: int, checked: CheckedEntries) -> None:
-        """Run every record through this log's custody rules and indexes (same transaction)."""
-        if self.roster is None:
-            return
-        store = self.store
-        ix = Index(LmdbTables(txn, {name: store.db(name) for name in INDEX_DBS}), self.log_id)
-
-        def lookup(origin: str, index: int) -> Foreign | None:
-            return held_export(store, txn, origin, index)
-
-        for index, (kind, body) in enumerate(checked.bodies, start):
-            try:
-                record = parse_record(kind, body)
-                apply_record(ix, index, record, self.origin, lookup, self.roster, linked=False)
-            except LedgerError as e:
-                raise PeerRuleError(self.origin, index, e) from None
+        What `accept_checked` then chains, rule-checks and stores; a pull checks the next
+        batch this way while the one before is being stored.
+        """
+        size, keep = span_size(pool), self.roster is not None
+        spans = [
+            pool.submit(check_span, self.verifier, start + i, list(entries[i : i + size]), keep)
+            for i in range(0, len(entries), size)
+        ]
+        return Checking(start, entries, spans)
 
     def accept(
-        self, entries: Sequence[bytes], note: bytes, proof: Sequence[bytes] = ()
+        self,
+        entries: Sequence[bytes],
+        note: bytes,
+        proof: Sequence[bytes] = (),
+        *,
+        pool: Executor | None = None,
     ) -> Accepted:
         """Verify `entries` (continuing the replica) against the signed checkpoint `note`.
 
         `proof` is the consistency proof from the run's end to the checkpoint's size; it
         is empty when the run reaches the checkpoint. Raises NoteError, IntegrityError
         (naming the bad index) or ProofError; nothing is stored unless all checks pass.
+        Entries are checked by `pool`'s workers, or by `threads` threads of its own.
+        """
+        open_checkpoint(note, self.verifier)
+        start = self.size()
+        if pool is not None:
+            return self.accept_checked(self.check(start, entries, pool), note, proof)
+        if len(entries) <= CHUNK:
+            done: Future[CheckedSpan] = Future()
+            done.set_result(check_span(self.verifier, start, list(entries), self.roster is not None))
+            return self.accept_checked(Checking(start, entries, [done]), note, proof)
+        with worker_pool(self.threads, processes=False) as threads:
+            return self.accept_checked(self.check(start, entries, threads), note, proof)
+
+    def accept_checked(
+        self, checking: Checking, note: bytes, proof: Sequence[bytes] = ()
+    ) -> Accepted:
+        """`accept` for entries already handed to workers by `check`: same checks, same errors.
+
+        LogError when the replica no longer ends where the checked entries start.
         """
         cp, _ = open_checkpoint(note, self.verifier)
-        store, log_id = self.store, self.log_id
+        store, log_id, entries = self.store, self.log_id, checking.entries
+        spans = checking.results()  # before the write lock: workers may still be busy
         with store.write() as txn:
             head = store.head(txn, log_id)
             end = head.size + len(entries)
@@ -157,26 +176,17 @@ class Replica(Log):
                 raise LogError(
                     f"{self.origin}: {end} entries offered for a checkpoint of {cp.size}"
                 )
-            checked = self._check(head.size, list(entries))
-            prev, last_time = head.last_leaf, head.time_ms
+            if checking.start != head.size:
+                raise LogError(
+                    f"{self.origin}: entries checked from {checking.start}, but "
+                    f"{head.size} are held"
+                )
+            tiles = TileWriter(txn, store.db("tiles"), log_id)
             rng = merkle.CompactRange.from_reader(
                 head.size, TileReader(txn, store.db("tiles"), log_id).node
             )
-            tiles = TileWriter(txn, store.db("tiles"), log_id)
-            for index, (entry_prev, time_ms, leaf) in enumerate(
-                zip(checked.prevs, checked.times, checked.leaves, strict=True), head.size
-            ):
-                if entry_prev != prev:
-                    raise IntegrityError(
-                        self.origin, index, "prev does not match the previous leaf"
-                    )
-                if time_ms < last_time:
-                    raise IntegrityError(self.origin, index, f"time {time_ms} goes backwards")
-                prev, last_time = leaf, time_ms
-                rng.append(leaf, tiles.add)
-            if checked.fault is not None:
-                raise IntegrityError(self.origin, checked.fault.index, checked.fault.reason)
-            self._apply_rules(txn, head.size, checked)
+            prev, last_time = self._grow(rng, tiles.add, spans, head)
+            self._apply_rules(txn, head.size, spans)
             root = rng.root()
             if end == cp.size:
                 if root != cp.root:
@@ -187,10 +197,59 @@ class Replica(Log):
                 merkle.verify_consistency(end, cp.size, root, cp.root, proof)
             if not entries:
                 return Accepted(head.size, end, cp, end == cp.size)
+            put, db = txn.put, store.db("entries")
             for index, raw in enumerate(entries, head.size):
-                txn.put(entry_key(log_id, index), raw, db=store.db("entries"))
+                put(entry_key(log_id, index), raw, db=db)
             tiles.flush()
             store.put_head(txn, log_id, Head(end, prev, last_time))
             if end == cp.size:
                 txn.put(checkpoint_key(log_id, cp.size), note, db=store.db("checkpoints"))
         return Accepted(head.size, end, cp, end == cp.size)
+
+    def _grow(
+        self, rng: merkle.CompactRange, on_node: NodeSink, spans: list[CheckedSpan], head: Head
+    ) -> tuple[bytes, int]:
+        """Chain the spans onto `head` and add their leaves to the tree; the new last leaf
+        and time.
+
+        IntegrityError names the first entry whose prev or time breaks the chain, or the
+        first a worker refused.
+        """
+        prev, last_time = head.last_leaf, head.time_ms
+        for span in spans:
+            if span.count:
+                if span.first_prev != prev:
+                    raise IntegrityError(
+                        self.origin, span.start, "prev does not match the previous leaf"
+                    )
+                if span.first_time < last_time:
+                    raise IntegrityError(
+                        self.origin, span.start, f"time {span.first_time} goes backwards"
+                    )
+                leaves = span.leaves
+                for at in range(0, len(leaves), HASH_SIZE):
+                    rng.append(leaves[at : at + HASH_SIZE], on_node)
+                prev, last_time = leaves[-HASH_SIZE:], span.last_time
+            if span.fault is not None:
+                raise IntegrityError(self.origin, span.fault.index, span.fault.reason)
+        return prev, last_time
+
+    def _apply_rules(self, txn: lmdb.Transaction, start: int, spans: list[CheckedSpan]) -> None:
+        """Run every record through this log's custody rules and indexes (same transaction)."""
+        if self.roster is None:
+            return
+        store = self.store
+        ix = Index(LmdbTables(txn, {name: store.db(name) for name in INDEX_DBS}), self.log_id)
+
+        def lookup(origin: str, index: int) -> Foreign | None:
+            return held_export(store, txn, origin, index)
+
+        index = start
+        for span in spans:
+            for kind, body in span.bodies:
+                try:
+                    record = parse_record(kind, body)
+                    apply_record(ix, index, record, self.origin, lookup, self.roster, linked=False)
+                except LedgerError as e:
+                    raise PeerRuleError(self.origin, index, e) from None
+                index += 1

@@ -50,6 +50,8 @@ PROCESS_CHUNK = 1024
 #: Logs with at least this many entries are checked in worker processes.
 PROCESS_THRESHOLD = 20_000
 Progress = Callable[[int], None]
+#: Receives verified entries: the index of the first, then their bytes.
+Verified = Callable[[int, list[bytes]], None]
 _INDEX = struct.Struct(">Q")
 _TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
@@ -247,11 +249,14 @@ def verify_log(
     threads: int | None = None,
     progress: Progress | None = None,
     processes_from: int = PROCESS_THRESHOLD,
+    on_verified: Verified | None = None,
 ) -> VerifyReport:
     """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index.
 
     `threads` workers (default: one per core) check runs of entries: processes for a log
-    of at least `processes_from` entries, threads below.
+    of at least `processes_from` entries, threads below. `on_verified(start, raws)` gets
+    every entry before the first fault, in order, in runs, while later runs are still
+    being checked: an audit replays the rules on them at the same time.
     """
     origin = verifier.name
     workers = threads or os.cpu_count() or 1
@@ -267,7 +272,7 @@ def verify_log(
             )
             try:
                 replay = _Replay(txn, store, log_id, verifier)
-                root, count = replay.run(runs, pool, 2 * workers + 1, progress)
+                root, count = replay.run(runs, pool, 2 * workers + 1, progress, on_verified)
             except Fault as bad:
                 raise IntegrityError(origin, bad.index, bad.reason) from None
             except BrokenExecutor as e:
@@ -319,6 +324,30 @@ def _read_runs(
             yield start, raws, None
 
 
+class _Handover:
+    """Runs waiting to go to `on_verified`, in order, once nothing later can fault them."""
+
+    def __init__(self, on_verified: Verified | None) -> None:
+        self.on_verified = on_verified
+        self.runs: deque[tuple[int, list[bytes]]] = deque()
+
+    def hold(self, start: int, raws: list[bytes]) -> None:
+        """Keep a run until it is known good."""
+        if self.on_verified is not None:
+            self.runs.append((start, raws))
+
+    def pass_on(self, *, keep: int = 0, before: int | None = None) -> None:
+        """Hand on all but the last `keep` runs, cut to the entries below `before`."""
+        if self.on_verified is None:
+            return
+        while len(self.runs) > keep:
+            start, raws = self.runs.popleft()
+            if before is not None:
+                raws = raws[: max(0, before - start)]
+            if raws:
+                self.on_verified(start, raws)
+
+
 class _Replay:
     """The in-order half of a replay: the chain between runs, the tree, the checkpoints."""
 
@@ -334,23 +363,42 @@ class _Replay:
         self._check_checkpoints()
 
     def run(
-        self, runs: Iterator[Run], pool: Executor, in_flight: int, progress: Progress | None
+        self,
+        runs: Iterator[Run],
+        pool: Executor,
+        in_flight: int,
+        progress: Progress | None,
+        on_verified: Verified | None = None,
     ) -> tuple[bytes, int]:
-        """Hand runs to `pool`, at most `in_flight` at once; take the results in order."""
-        pending: deque[tuple[Future[CheckedRun], Fault | None]] = deque()
-        while True:
-            while len(pending) < in_flight and (item := next(runs, None)) is not None:
-                start, raws, gap = item
-                pending.append((pool.submit(check_run, self.verifier, start, raws), gap))
-            if not pending:
-                break
-            future, gap = pending.popleft()
-            self.add(future.result())
-            if gap is not None:
-                raise gap
-            if progress is not None:
-                progress(self.rng.size)
-        return self.finish()
+        """Hand runs to `pool`, at most `in_flight` at once; take the results in order.
+
+        Each verified run goes to `on_verified` one run late (the end-of-log checks can
+        still fault the last entry); on a fault, every entry before it goes first.
+        """
+        pending: deque[tuple[Future[CheckedRun], Fault | None, int, list[bytes]]] = deque()
+        held = _Handover(on_verified)
+        try:
+            while True:
+                while len(pending) < in_flight and (item := next(runs, None)) is not None:
+                    start, raws, gap = item
+                    future = pool.submit(check_run, self.verifier, start, raws)
+                    pending.append((future, gap, start, raws))
+                if not pending:
+                    break
+                future, gap, start, raws = pending.popleft()
+                held.hold(start, raws)
+                self.add(future.result())
+                if gap is not None:
+                    raise gap
+                held.pass_on(keep=1)
+                if progress is not None:
+                    progress(self.rng.size)
+            result = self.finish()
+        except Fault as bad:
+            held.pass_on(before=bad.index)
+            raise
+        held.pass_on()
+        return result
 
     def add(self, run: CheckedRun) -> None:
         """Chain a checked run onto the entries so far, grow the tree, check checkpoints."""

@@ -206,17 +206,34 @@ def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 
 
 def _both_paths(node: DataDir) -> list[object]:
-    """The outcome of a replay in worker processes, then of one in threads."""
+    """The outcome of a replay in worker processes, then of one in threads.
+
+    Each also checks what `on_verified` was handed: every entry before the first fault
+    (all of them on a clean log), in order, each exactly as stored.
+    """
     outcomes: list[object] = []
+    stored = list(node.own_log().entries())
     for processes_from in (0, 10**9):
+        handed: list[bytes] = []
+
+        def collect(start: int, raws: list[bytes], handed: list[bytes] = handed) -> None:
+            assert start == len(handed)
+            handed.extend(raws)
+
         try:
             outcomes.append(
                 verify_log(
-                    node.store, node.signer.verifier, threads=2, processes_from=processes_from
+                    node.store,
+                    node.signer.verifier,
+                    threads=2,
+                    processes_from=processes_from,
+                    on_verified=collect,
                 )
             )
+            assert handed == stored
         except IntegrityError as e:
             outcomes.append((e.index, e.reason))
+            assert handed == stored[: e.index]
     return outcomes
 
 
