@@ -251,6 +251,29 @@ class ListOf:
         return [self.item.encode(x) for x in value]
 
 
+def _remembered(test: Check, size: int = 4096) -> Check:
+    """`test` with its answers for str values remembered (the first `size` distinct ones).
+
+    Dates, names, places and codes repeat across thousands of records; their checks (NFC,
+    character categories, calendar dates) cost more than a dict lookup. Pure functions of
+    the value, so remembering changes no answer.
+    """
+    answers: dict[str, str | None] = {}
+
+    def check(v: object) -> str | None:
+        if type(v) is not str:
+            return test(v)
+        try:
+            return answers[v]
+        except KeyError:
+            answer = test(v)
+            if len(answers) < size:
+                answers[v] = answer
+            return answer
+
+    return check
+
+
 def one_of(options: tuple[str, ...]) -> Scalar:
     """A field holding one of `options`."""
     return Scalar(
@@ -260,7 +283,9 @@ def one_of(options: tuple[str, ...]) -> Scalar:
 
 def text(max_len: int, *, optional: bool = False) -> Scalar:
     """A free-text field of at most `max_len` characters, or None when `optional`."""
-    return Scalar(lambda v: None if optional and v is None else text_problem(v, max_len))
+    return Scalar(
+        _remembered(lambda v: None if optional and v is None else text_problem(v, max_len))
+    )
 
 
 IDENT = Scalar(_ident)
@@ -270,11 +295,11 @@ CARATS = Scalar(_int_in(1, MAX_CARATS, "hundredths of a carat"))
 CENTS = Scalar(_int_in(0, MAX_CENTS, "US cents"))
 INDEX = Scalar(_int_in(0, _MAX_INDEX, "a log index"))
 COUNT = Scalar(_int_in(1, _MAX_INDEX, "a count"))
-DATE = Scalar(_date)
+DATE = Scalar(_remembered(_date))
 COUNTRY = Scalar(_country)
 PARTICIPANT = Scalar(_participant)
 CERTIFICATE = Scalar(certificate_problem)
-LOG_ORIGIN = Scalar(_log_origin)
+LOG_ORIGIN = Scalar(_remembered(_log_origin))
 HASH32 = Scalar(_hash32)
 BOOL = Scalar(_bool)
 
@@ -292,16 +317,33 @@ class Body:
     SCHEMA: ClassVar[Mapping[str, FieldSpec]]
     #: SCHEMA's items in key order: `to_body` writes maps already sorted, i.e. canonical.
     _SORTED: ClassVar[tuple[tuple[str, FieldSpec], ...]] = ()
+    #: Per field: its name, a scalar's test (called directly: the hot path) or None, its spec.
+    _CHECKS: ClassVar[tuple[tuple[str, Check | None, FieldSpec], ...]] = ()
+    #: The fields `from_body` must reshape (lists, nested maps); scalars pass as they are.
+    _SHAPED: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "SCHEMA" in cls.__dict__:
             cls._SORTED = tuple(sorted(cls.SCHEMA.items()))
+            cls._CHECKS = tuple(
+                (name, spec.test if isinstance(spec, Scalar) else None, spec)
+                for name, spec in cls.SCHEMA.items()
+            )
+            cls._SHAPED = frozenset(
+                name for name, spec in cls.SCHEMA.items() if not isinstance(spec, Scalar)
+            )
 
     def __post_init__(self) -> None:
-        for name, spec in self.SCHEMA.items():
+        for name, test, spec in self._CHECKS:
+            value = getattr(self, name)
+            if test is not None:
+                problem = test(value)
+                if problem is not None:
+                    raise RecordFieldError(self.KIND, name, value, problem)
+                continue
             try:
-                spec.check(getattr(self, name))
+                spec.check(value)
             except _BadValueError as e:
                 raise RecordFieldError(self.KIND, name + e.path, e.value, e.problem) from None
         self.check_together()
@@ -321,17 +363,20 @@ class Body:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
         """Decode a body map strictly: exactly the schema's keys, each well typed and valid."""
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise RecordFieldError(cls.KIND, "body", body, "must be a map")
         for key in body:
             if key not in cls.SCHEMA:
                 raise RecordFieldError(cls.KIND, str(key), body[key], "unexpected field")
-        values: dict[str, Any] = {}
-        for name, spec in cls.SCHEMA.items():
-            if name not in body:
-                raise RecordFieldError(cls.KIND, name, _MISSING, "missing")
+        if len(body) != len(cls.SCHEMA):
+            missing = next(name for name in cls.SCHEMA if name not in body)
+            raise RecordFieldError(cls.KIND, missing, _MISSING, "missing")
+        if not cls._SHAPED:
+            return cls(**body)
+        values = dict(body)
+        for name in cls._SHAPED:
             try:
-                values[name] = spec.decode(body[name])
+                values[name] = cls.SCHEMA[name].decode(body[name])
             except _BadValueError as e:
                 raise RecordFieldError(cls.KIND, name + e.path, e.value, e.problem) from None
         return cls(**values)

@@ -149,7 +149,8 @@ class Replica(Log):
             return self.accept_checked(self.check(start, entries, pool), note, proof)
         if len(entries) <= CHUNK:
             done: Future[CheckedSpan] = Future()
-            done.set_result(check_span(self.verifier, start, list(entries), self.roster is not None))
+            keep = self.roster is not None
+            done.set_result(check_span(self.verifier, start, list(entries), keep))
             return self.accept_checked(Checking(start, entries, [done]), note, proof)
         with worker_pool(self.threads, processes=False) as threads:
             return self.accept_checked(self.check(start, entries, threads), note, proof)

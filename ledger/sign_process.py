@@ -38,8 +38,9 @@ CHUNK = 64
 FIRST_CHUNK = 16
 #: Chunks sent ahead of the one being answered: the child never waits for the next one.
 DEPTH = 2
-#: Signing processes kept alive at once (one per log key in use).
-MAX_PROCESSES = 4
+#: Signing processes kept alive at once, one per log key in use (~20 MB each): a node signs
+#: with one key; the demo's generated trade signs for all eleven Participants in turn.
+MAX_PROCESSES = 12
 
 _LENGTH = struct.Struct(">I")
 
