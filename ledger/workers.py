@@ -35,13 +35,17 @@ def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
     """`count` worker processes (from the fork server, else spawned) or threads.
 
     The pool lives for the `with` block only: on the way out, work not yet started is
-    cancelled and the workers are joined, on success and on error alike.
+    cancelled and the workers are joined, on success and on error alike. Worker processes
+    are started at once, so their start-up (each imports the main module again) overlaps
+    the caller's first fetch.
     """
     pool: Executor
     if processes:
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
         pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+        for _ in range(count):
+            pool.submit(int)  # a no-op: one worker is started per task submitted while none idles
     else:
         pool = ThreadPoolExecutor(count, thread_name_prefix="check")
     try:

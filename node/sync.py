@@ -4,10 +4,12 @@ The source may be a peer node or any static mirror (`kimberley tiles publish` ou
 behind a web server, or the directory itself); it is trusted for nothing. The checkpoint
 must carry the log's roster key. If this node already holds part of the log, the new
 checkpoint must be consistent with it, proven from the served tiles. Entries then
-arrive bundle by bundle and go to `Replica.accept`, which re-checks every entry and
-proves each batch a prefix of the checkpoint's tree before anything is stored. Each
-batch commits on its own, so a pull resumes where a kill stopped it, and memory holds
-one batch.
+arrive bundle by bundle, in batches, and go to `Replica.accept_checked`, which re-checks
+every entry and proves each batch a prefix of the checkpoint's tree before anything is
+stored. Each batch commits on its own, in order, so a pull resumes where a kill stopped it.
+The work overlaps: a thread fetches ahead and worker processes (`ledger.workers`) check
+the next batches while this process applies the custody rules to one and stores it; at
+most `SyncLimits.batches_ahead` batches wait beside it, so memory stays flat.
 
 A served checkpoint that conflicts with what is held is refused before any entry is
 fetched. When the peer's own tiles then prove that the log signed two histories (see
@@ -21,7 +23,9 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,10 +38,12 @@ from ledger.errors import LedgerError, PeerError, ProofError
 from ledger.keys import Signer, Verifier
 from ledger.log import wall_clock_ms
 from ledger.note import Note
-from ledger.replica import PeerRuleError, Replica
+from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
+from ledger.verify import PROCESS_THRESHOLD
+from ledger.workers import ReadAhead, worker_pool
 from node.auth import SignatureAuth
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
 
@@ -49,7 +55,9 @@ class SyncLimits:
     """Bounds on what a pull will wait for, fetch and hold.
 
     `timeout` bounds each network read; `fetch_seconds` the whole of one fetch, so a peer
-    that drips a byte per read cannot hold a pull for hours.
+    that drips a byte per read cannot hold a pull for hours. `workers` check entries (0:
+    one per core), in processes when at least `processes_from` entries are to be pulled;
+    `batches_ahead` batches are fetched and checked while the one before is stored.
     """
 
     timeout: float = 10.0
@@ -58,6 +66,9 @@ class SyncLimits:
     backoff: float = 0.2
     max_checkpoint: int = 64 * 1024
     batch_entries: int = 4096
+    workers: int = 0
+    processes_from: int = PROCESS_THRESHOLD
+    batches_ahead: int = 2
 
 
 class TileSource(Protocol):
@@ -252,23 +263,16 @@ def pull(
                     f"with the {have} entries held here: {e}"
                 ),
             ) from None
-    position = have
-    while position < cp.size:
-        batch: list[bytes] = []
-        while position < cp.size and len(batch) < limits.batch_entries:
-            number, skip = divmod(position, TILE_WIDTH)
-            width = min(TILE_WIDTH, cp.size - number * TILE_WIDTH)
-            data = source.fetch(TileRef(ENTRIES, number, width).path(), MAX_BUNDLE_SIZE)
-            batch += decode_bundle(data, width=width)[skip:]
-            position = number * TILE_WIDTH + width
-        proof = merkle.consistency_proof(position, cp.size, tree.node) if position < cp.size else []
+    batches = _batches(source, tree, cp.size, have, limits.batch_entries)
+    workers = limits.workers or os.cpu_count() or 1
+    in_processes = cp.size - have >= limits.processes_from
+    with worker_pool(workers, processes=in_processes) as pool:
         try:
-            replica.accept(batch, note, proof)
-        except PeerRuleError as e:
-            _keep_prefix(replica, batch, position - len(batch), e.index, note, tree, cp.size)
-            raise
-        if progress is not None:
-            progress(position, cp.size)
+            with ReadAhead(batches, limits.batches_ahead, wait=limits.timeout) as fetched:
+                _replicate(replica, note, fetched, pool, limits.batches_ahead, progress, cp.size)
+        except _Refused as refused:  # the read-ahead has stopped: the tree is ours again
+            _keep_prefix(replica, refused.batch, refused.error.index, note, tree, cp.size, pool)
+            raise refused.error from None
     return SyncReport(origin, have, cp.size, cp.size)
 
 
@@ -300,22 +304,106 @@ def _adopt_cosignatures(
 
 def _keep_prefix(
     replica: Replica,
-    batch: list[bytes],
-    start: int,
+    batch: _Batch,
     bad: int,
     note: bytes,
     tree: RemoteTree,
     size: int,
+    pool: Executor,
 ) -> None:
     """Commit the entries of a refused batch that come before its rule-breaking entry.
 
     They were verified like any others; keeping them means a log with one bad entry is
     held (and traceable) up to that entry, not up to the previous batch boundary.
     """
-    good = bad - start
+    good = bad - batch.start
     if good > 0:
-        proof = merkle.consistency_proof(start + good, size, tree.node)
-        replica.accept(batch[:good], note, proof)
+        proof = merkle.consistency_proof(batch.start + good, size, tree.node)
+        replica.accept(batch.entries[:good], note, proof, pool=pool)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Entries `start`... of the served log and the proof from their end to the checkpoint."""
+
+    start: int
+    entries: list[bytes]
+    proof: list[bytes]
+
+
+class _Refused(Exception):
+    """Internal: `batch` broke a custody rule (`error`); its verified prefix is still kept."""
+
+    def __init__(self, batch: _Batch, error: PeerRuleError) -> None:
+        super().__init__(str(error))
+        self.batch, self.error = batch, error
+
+
+def _batches(
+    source: TileSource, tree: RemoteTree, size: int, position: int, batch_entries: int
+) -> Iterator[_Batch]:
+    """The served entries from `position` to `size`, fetched bundle by bundle, in batches."""
+    while position < size:
+        start = position
+        entries: list[bytes] = []
+        while position < size and len(entries) < batch_entries:
+            number, skip = divmod(position, TILE_WIDTH)
+            width = min(TILE_WIDTH, size - number * TILE_WIDTH)
+            data = source.fetch(TileRef(ENTRIES, number, width).path(), MAX_BUNDLE_SIZE)
+            entries += decode_bundle(data, width=width)[skip:]
+            position = number * TILE_WIDTH + width
+        proof = merkle.consistency_proof(position, size, tree.node) if position < size else []
+        yield _Batch(start, entries, proof)
+
+
+def _replicate(
+    replica: Replica,
+    note: bytes,
+    batches: Iterator[_Batch],
+    pool: Executor,
+    ahead: int,
+    progress: Progress | None,
+    size: int,
+) -> None:
+    """Check up to `ahead` batches in `pool` while the oldest is chained, rule-checked and
+    stored; commit them in order, so the first bad index is the one reported."""
+    pending: deque[tuple[_Batch, Checking]] = deque()
+    try:
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception:  # a later fetch failed: first store what came before it
+                while pending:
+                    _commit(replica, note, *pending.popleft(), progress, size)
+                raise
+            if batch is None:
+                break
+            pending.append((batch, replica.check(batch.start, batch.entries, pool)))
+            if len(pending) > ahead:
+                _commit(replica, note, *pending.popleft(), progress, size)
+        while pending:
+            _commit(replica, note, *pending.popleft(), progress, size)
+    finally:
+        for _, checking in pending:
+            for span in checking.spans:
+                span.cancel()
+
+
+def _commit(
+    replica: Replica,
+    note: bytes,
+    batch: _Batch,
+    checking: Checking,
+    progress: Progress | None,
+    size: int,
+) -> None:
+    """Store one checked batch, then report progress."""
+    try:
+        replica.accept_checked(checking, note, batch.proof)
+    except PeerRuleError as e:
+        raise _Refused(batch, e) from None
+    if progress is not None:
+        progress(batch.start + len(batch.entries), size)
 
 
 def _conflict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Executor
 
 import pytest
 
@@ -12,6 +13,7 @@ from ledger.errors import IntegrityError, LogError, NoteError, ProofError
 from ledger.keys import Signer
 from ledger.replica import Replica
 from ledger.verify import verify_log
+from ledger.workers import worker_pool
 from tests.conftest import mine_body
 
 SIZE = 600
@@ -146,3 +148,64 @@ def test_a_rolled_back_checkpoint_is_refused(peer: DataDir, holder: DataDir) -> 
     with pytest.raises(LogError, match="rolled-back"):
         replica.accept([], older)
     assert replica.size() == SIZE
+
+
+def _resigned(peer: DataDir, raw: bytes, **change: object) -> bytes:
+    """Entry `raw` with its prev or time changed, signed by the log's own key (a lying log)."""
+    e = parse_entry(raw)
+    prev = change.get("prev", e.prev)
+    time_ms = change.get("time_ms", e.time_ms)
+    assert isinstance(prev, bytes) and isinstance(time_ms, int)
+    return sign_entry(peer.signer, encode_payload(e.origin, e.index, prev, time_ms, e.kind, e.body))
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[Executor]:
+    """Two worker processes, shared by the tests that force the process path."""
+    with worker_pool(2, processes=True) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize("where", ["threads", "processes"])
+@pytest.mark.parametrize(
+    ("at", "change", "reason"),
+    [
+        (256, {"prev": bytes(32)}, "prev does not match"),  # a thread span's first entry
+        (300, {"prev": bytes(32)}, "prev does not match"),  # inside a span
+        (512, {"time_ms": 0}, "time 0 goes backwards"),
+        (400, {}, "signature does not verify"),  # a flipped signature byte
+    ],
+)
+def test_a_chain_break_anywhere_in_a_run_is_named_by_index(
+    peer: DataDir,
+    holder: DataDir,
+    processes: Executor,
+    where: str,
+    at: int,
+    change: dict[str, object],
+    reason: str,
+) -> None:
+    """Checked in spans by threads or processes, a broken prev, time or signature is found at
+    its own index, at a span's edge or inside it, and nothing of the run is stored."""
+    log = peer.own_log()
+    entries = _entries(peer, 0, SIZE)
+    entries[at] = _resigned(peer, entries[at], **change) if change else _flip(entries[at], -10)
+    replica = Replica(holder.store, peer.signer.verifier)
+    pool = processes if where == "processes" else None
+    with pytest.raises(IntegrityError, match=reason) as caught:
+        replica.accept(entries, log.checkpoint(), pool=pool)
+    assert caught.value.index == at
+    assert replica.size() == 0
+
+
+def test_entries_checked_for_another_start_are_refused(peer: DataDir, holder: DataDir) -> None:
+    """Entries handed to workers for index 0 cannot be stored once the replica has moved on."""
+    log = peer.own_log()
+    note = log.checkpoint()
+    replica = Replica(holder.store, peer.signer.verifier)
+    with worker_pool(2, processes=False) as pool:
+        late = replica.check(0, _entries(peer, 0, 100), pool)
+        replica.accept(_entries(peer, 0, 100), note, log.consistency_proof(100, SIZE))
+        with pytest.raises(LogError, match="checked from 0, but 100 are held"):
+            replica.accept_checked(late, note, log.consistency_proof(100, SIZE))
+    assert replica.size() == 100

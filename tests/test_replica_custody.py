@@ -16,8 +16,10 @@ from ledger.log import Log
 from ledger.records import ExportRef, ExportVoid, Import, ParcelShare
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster
-from ledger.rules import CertificateState, CertificateVoided, ParcelState
-from tests.test_rules import NET, actor, export, roster_of, setup_records
+from ledger.rules import EXPORTED, CertificateState, CertificateVoided, ParcelState
+from node.sync import DirectorySource, SyncLimits, pull
+from tests.test_rules import NET, actor, export, mined, roster_of, setup_records
+from tests.test_sync import publish
 
 CODES = ("BW", "EU", "IN", "RU", "CF")
 
@@ -187,3 +189,28 @@ def test_an_import_naming_a_held_entry_that_is_no_export_is_refused(
     with pytest.raises(PeerRuleError, match=r"entry 1 breaks .* entry 6 is a 'parcel.mine'"):
         replica.accept(list(eu.log.entries()), eu.log.checkpoint())
     assert replica.size() == 0
+
+
+def test_a_pipelined_pull_keeps_a_rule_breaking_log_up_to_the_bad_entry_of_a_later_batch(
+    net: dict[str, DataDir], tmp_path: Path
+) -> None:
+    """A double export at 313, in the second batch, checked in worker processes while the
+    first is stored: refused at 313, and the 313 entries before it are held and indexed."""
+    roster = roster_of(net)
+    bw = Custody(net["BW"], roster)
+    bw.append_many([*setup_records(), *(mined(f"Q{i}", 1_00) for i in range(300))])
+    bw.append(export("BW-2026-000002", ("P1",), 100_00, dest="EU"))
+    twice = export("BW-2026-000003", ("P1",), 100_00, dest="EU")
+    net["BW"].own_log().append_many([(twice.KIND, twice.to_body())])  # no custody hook
+    publish(net["BW"].path, tmp_path / "mirror")
+    source = DirectorySource(tmp_path / "mirror", bw.origin)
+    limits = SyncLimits(batch_entries=256, processes_from=0)
+
+    with pytest.raises(PeerRuleError) as caught:
+        pull(net["IN"].store, net["BW"].signer.verifier, source, limits=limits, roster=roster)
+    assert caught.value.index == 313 and "P1" in str(caught.value)
+    assert Replica(net["IN"].store, net["BW"].signer.verifier).size() == 313
+    with read_index(net["IN"], bw.origin) as ix:
+        assert ix.parcel("Q299") is not None
+        p1 = ix.parcel("P1")
+        assert p1 is not None and p1.status == EXPORTED

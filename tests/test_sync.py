@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,6 +22,7 @@ from ledger.keys import Signer
 from ledger.replica import Replica
 from ledger.roster_files import install_roster
 from ledger.verify import verify_log
+from ledger.workers import ReadAhead, worker_pool
 from node.sync import DirectorySource, HttpSource, SyncLimits, pull
 from node.tlog_tiles import decode_bundle, encode_bundle
 from tests.conftest import mine_body
@@ -278,3 +283,131 @@ def test_sync_asks_for_uncompressed_responses(bw: DataDir, eu: DataDir, tmp_path
     with pytest.raises(PeerError):
         source.fetch("checkpoint", 1024)
     assert seen == ["identity"]
+
+
+def _spy_pools(monkeypatch: pytest.MonkeyPatch) -> list[Executor]:
+    """Record every worker pool `pull` opens, to look at it once the pull is over."""
+    pools: list[Executor] = []
+
+    @contextmanager
+    def spy(count: int, *, processes: bool) -> Iterator[Executor]:
+        with worker_pool(count, processes=processes) as pool:
+            pools.append(pool)
+            yield pool
+
+    monkeypatch.setattr("node.sync.worker_pool", spy)
+    return pools
+
+
+def _finished(pools: list[Executor]) -> bool:
+    """True when every pool refuses new work and no read-ahead thread is left running."""
+    for pool in pools:
+        with pytest.raises(RuntimeError, match="shutdown"):
+            pool.submit(int)
+    return not any(t.name == "read-ahead" for t in threading.enumerate())
+
+
+def test_a_pipelined_pull_names_the_first_bad_entry_of_a_later_batch(
+    bw: DataDir, eu: DataDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked in worker processes while the batches before are stored, a bad signature at
+    522 (third batch of 256) is reported at 522, and exactly the two batches before it kept."""
+    pools = _spy_pools(monkeypatch)
+
+    def bad_522(path: str, body: bytes) -> bytes:
+        if not path.startswith("tile/entries/002"):
+            return body
+        return encode_bundle(_bad_signature(decode_bundle(body)))
+
+    source = _hostile(bw, tmp_path, bad_522)
+    limits = replace(source.limits, batch_entries=256, processes_from=0, batches_ahead=3)
+    with pytest.raises(IntegrityError) as caught:
+        pull(eu.store, bw.signer.verifier, source, limits=limits)
+    assert caught.value.index == 522 and "signature" in str(caught.value)
+    assert isinstance(pools[0], ProcessPoolExecutor) and _finished(pools)
+    assert Replica(eu.store, bw.signer.verifier).size() == 512
+    assert verify_log(eu.store, bw.signer.verifier, threads=2).size == 512
+
+
+def test_a_peer_closing_mid_pipeline_leaves_only_whole_verified_batches(
+    bw: DataDir, eu: DataDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetch of bundle 2 fails while the two batches before it are still being checked:
+    both are stored (in order, with progress reported), nothing after them."""
+    pools = _spy_pools(monkeypatch)
+
+    def closes(path: str, body: bytes) -> bytes:
+        if path.startswith("tile/entries/002"):
+            raise httpx.RemoteProtocolError("peer closed the connection mid-response")
+        return body
+
+    source = _hostile(bw, tmp_path, closes)
+    limits = replace(source.limits, batch_entries=256, processes_from=0)
+    seen: list[int] = []
+    with pytest.raises(PeerError, match="closed"):
+        pull(
+            eu.store,
+            bw.signer.verifier,
+            source,
+            limits=limits,
+            progress=lambda d, _: seen.append(d),
+        )
+    assert seen == [256, 512] and _finished(pools)
+    assert Replica(eu.store, bw.signer.verifier).root() == bw.own_log().root(512)
+
+
+def test_a_progress_callback_that_stops_the_pull_leaves_no_workers_behind(
+    bw: DataDir, eu: DataDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raising from `progress` (how a stopping node leaves) ends the pull after that batch;
+    the pull resumes from there later, and its pool and read-ahead are gone both times."""
+    pools = _spy_pools(monkeypatch)
+    publish(bw.path, tmp_path / "mirror")
+    source = DirectorySource(tmp_path / "mirror", bw.origin)
+    limits = SyncLimits(batch_entries=256, processes_from=0)
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt(f"stopped at {done} of {total}")
+
+    with pytest.raises(KeyboardInterrupt, match="stopped at 256 of 700"):
+        pull(eu.store, bw.signer.verifier, source, limits=limits, progress=stop)
+    assert Replica(eu.store, bw.signer.verifier).size() == 256 and _finished(pools)
+    assert pull(eu.store, bw.signer.verifier, source, limits=limits).before == 256
+    assert len(pools) == 2 and _finished(pools)
+    assert Replica(eu.store, bw.signer.verifier).root() == bw.own_log().root()
+
+
+def test_a_small_pull_checks_in_threads(
+    bw: DataDir, eu: DataDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below `processes_from` entries no process is started."""
+    pools = _spy_pools(monkeypatch)
+    publish(bw.path, tmp_path / "mirror")
+    pull(eu.store, bw.signer.verifier, DirectorySource(tmp_path / "mirror", bw.origin))
+    assert [type(p) for p in pools] == [ThreadPoolExecutor] and _finished(pools)
+
+
+def test_read_ahead_delivers_items_in_order_then_the_error_and_stops_when_left() -> None:
+    """Fetching runs ahead in a thread: the reader gets every item before the failure, in
+    order, and leaving early stops the thread even while it waits on a full queue."""
+
+    def fetches() -> Iterator[int]:
+        yield from range(3)
+        raise PeerError("bundle 3: HTTP 500")
+
+    got: list[int] = []
+    with pytest.raises(PeerError, match="bundle 3"), ReadAhead(fetches(), 1) as items:
+        got.extend(items)
+    assert got == [0, 1, 2]
+
+    fetched: list[int] = []
+
+    def endless() -> Iterator[int]:
+        for n in range(1_000_000):
+            fetched.append(n)
+            yield n
+
+    with ReadAhead(endless(), 2) as items:
+        assert next(items) == 0
+    assert not any(t.name == "read-ahead" for t in threading.enumerate())
+    assert len(fetched) <= 5
