@@ -46,8 +46,9 @@ def one(n: int, batch: int) -> dict[str, object]:
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"append {n:,}", total=n)
             for first in range(0, n, batch):
+                # records stream into append_many, built while earlier ones are signed
                 log.append_many(
-                    [("parcel.mine", body(i)) for i in range(first, min(n, first + batch))]
+                    ("parcel.mine", body(i)) for i in range(first, min(n, first + batch))
                 )
                 bar.update(task, completed=min(n, first + batch))
                 heap.sample()

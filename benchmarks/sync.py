@@ -30,7 +30,8 @@ from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_repor
 from ledger.datadir import DataDir
 from ledger.roster import Participant, Roster
 from node.local import LocalNodes, free_port
-from node.sync import HttpSource, pull
+from node.sources import HttpSource
+from node.sync import pull
 
 
 def build(path: Path, n: int, batch: int = 1000) -> None:

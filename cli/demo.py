@@ -56,7 +56,8 @@ from ledger.workload import DEFAULT_SEED, ExpectedFinding, Plants, WorkloadError
 from ledger.workload_run import roster_for, run
 from node.auth import SignatureAuth
 from node.local import LocalNodes, free_port
-from node.sync import HttpSource, pull
+from node.sources import HttpSource
+from node.sync import pull
 
 NETWORK = "kp.example"
 PARTICIPANTS = ("BW", "RU", "CA", "AO", "ZA", "NA", "CD", "CF", "EU", "AE", "IN")

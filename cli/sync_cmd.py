@@ -11,7 +11,8 @@ from rich.progress import TaskID
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
 from cli.output import console, emit_json, progress_bar
 from ledger.roster_files import load_roster
-from node.sync import DirectorySource, HttpSource, SyncReport, TileSource, pull
+from node.sources import DirectorySource, HttpSource, TileSource
+from node.sync import SyncReport, pull
 
 
 def sync(

@@ -171,6 +171,8 @@ class Index:
     def __init__(self, tables: Tables, log_id: bytes) -> None:
         self.t, self.id = tables, log_id
         self._actors: dict[str, ActorState | None] = {}  # few actors, read by most records
+        # Parcels written through this index: a batch mostly consumes parcels it created.
+        self._parcels: dict[str, ParcelState] = {}
 
     def actor(self, actor_id: str) -> ActorState | None:
         if actor_id in self._actors:
@@ -196,6 +198,9 @@ class Index:
         self._actors[a.actor] = a
 
     def parcel(self, parcel_id: str) -> ParcelState | None:
+        found = self._parcels.get(parcel_id)
+        if found is not None:
+            return found
         data = self.t.get("parcels", self.id + parcel_id.encode())
         return None if data is None else ParcelState(parcel_id, *decode_value(data))
 
@@ -215,6 +220,7 @@ class Index:
         value = [p.carats, p.value, p.status, p.entry, p.consumed_by, p.origins, p.zones]
         key = self.id + p.parcel.encode()
         self.t.put("parcels", key, pack_canonical(value))
+        self._parcels[p.parcel] = p
         self.t.put("parcel_log", key + b"\x00" + _U64.pack(index), b"")
         if p.status == IN_CUSTODY:
             self.t.put("holding", key, b"")

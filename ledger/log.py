@@ -9,9 +9,10 @@ open a snapshot, so they see one consistent size and never block the writer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any, Protocol
 
 import lmdb
@@ -112,7 +113,10 @@ class Log:
             self.hook,
             self.origin,
         )
-        records = records if isinstance(records, Sequence) else list(records)
+        # Records stream: only the first SIGN_PROCESS_MIN are read ahead, to choose the signer.
+        stream = iter(records)
+        ahead = list(islice(stream, SIGN_PROCESS_MIN))
+        long_batch = len(ahead) == SIGN_PROCESS_MIN
         leaves: list[bytes] = []
         puts: list[tuple[bytes, bytes]] = []
         with store.write() as txn:
@@ -122,14 +126,14 @@ class Log:
             drafter = Drafter(origin, head.size, max(self.clock(), head.time_ms))
 
             def drafts() -> Iterator[Draft]:
-                for kind, body in records:
+                for kind, body in chain(ahead, stream):
                     if hook is not None:
                         hook(txn, drafter.index, kind, body)
                     yield drafter.draft(kind, body, canonical_body=canonical_bodies)
 
             index = head.size
             with (
-                closing(self._link(head.last_leaf, drafts(), len(records))) as signed,
+                closing(self._link(head.last_leaf, drafts(), long_batch)) as signed,
                 txn.cursor(db=store.db("entries")) as cursor,
             ):
                 for raw, leaf in signed:
@@ -152,11 +156,11 @@ class Log:
         return [Appended(first + i, leaf, index) for i, leaf in enumerate(leaves)]
 
     def _link(
-        self, prev: bytes, drafts: Iterator[Draft], count: int
+        self, prev: bytes, drafts: Iterator[Draft], long_batch: bool
     ) -> Generator[tuple[bytes, bytes], None, None]:
         """Sign `drafts` in order: in a signing process for long batches, else right here."""
         assert self.signer is not None
-        if self.sign_process and count >= SIGN_PROCESS_MIN:
+        if self.sign_process and long_batch:
             yield from signing_process(self.signer).link(prev, drafts)
         else:
             yield from zip(*link(self.signer.sign, prev, drafts), strict=True)

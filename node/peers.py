@@ -39,7 +39,8 @@ from ledger.roster import Participant, Roster
 from ledger.roster_files import load_roster
 from ledger.store import Store
 from node.auth import SignatureAuth
-from node.sync import HttpSource, SyncLimits, pull
+from node.sources import HttpSource, SyncLimits
+from node.sync import pull
 from node.witness import SIZE_TYPE, AddCheckpoint
 
 log = logging.getLogger("kimberley.peers")

@@ -21,184 +21,27 @@ unfreezes it.
 from __future__ import annotations
 
 import os
-import stat
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
-
-import httpx
 
 from ledger import freeze, merkle
 from ledger.checkpoint import Checkpoint, open_checkpoint, witnessed_by
-from ledger.errors import LedgerError, PeerError, ProofError
-from ledger.keys import Signer, Verifier
+from ledger.errors import LedgerError, ProofError
+from ledger.keys import Verifier
 from ledger.log import wall_clock_ms
 from ledger.note import Note
 from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
-from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_from_tiles
-from ledger.verify import PROCESS_THRESHOLD
+from ledger.tiles import TILE_WIDTH
 from ledger.workers import ReadAhead, worker_pool
-from node.auth import SignatureAuth
+from node.sources import RemoteTree, SyncLimits, TileSource, fetch_entry
+from node.sources import where as describe
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class SyncLimits:
-    """Bounds on what a pull will wait for, fetch and hold.
-
-    `timeout` bounds each network read; `fetch_seconds` the whole of one fetch, so a peer
-    that drips a byte per read cannot hold a pull for hours. `workers` check entries (0:
-    one per core), in processes when at least `processes_from` entries are to be pulled;
-    `batches_ahead` batches are fetched and checked while the one before is stored.
-    """
-
-    timeout: float = 10.0
-    fetch_seconds: float = 60.0
-    retries: int = 3
-    backoff: float = 0.2
-    max_checkpoint: int = 64 * 1024
-    batch_entries: int = 4096
-    workers: int = 0
-    processes_from: int = PROCESS_THRESHOLD
-    batches_ahead: int = 2
-
-
-class TileSource(Protocol):
-    """Where a log's tlog-tiles resources come from (relative paths under the log prefix)."""
-
-    def fetch(self, path: str, limit: int) -> bytes:
-        """The resource's bytes; PeerError if missing, failing or larger than `limit`."""
-        ...
-
-    def close(self) -> None:
-        """Release whatever the source holds open."""
-        ...
-
-
-class HttpSource:
-    """A peer node or static web server: GET <base>/<origin>/<path>, bounded and retried.
-
-    With a `signer`, each GET is signed (RFC 9421, `node.auth.SignatureAuth`) so a peer
-    that serves only roster members answers it.
-    """
-
-    def __init__(
-        self,
-        base: str,
-        origin: str,
-        limits: SyncLimits = SyncLimits(),
-        transport: httpx.BaseTransport | None = None,
-        signer: Signer | None = None,
-    ) -> None:
-        self.prefix = f"{base.rstrip('/')}/{origin}/"
-        self.limits = limits
-        # trust_env=False: node-to-node traffic never goes through proxies picked up from the
-        # environment by accident.
-        # Accept-Encoding identity: the size limit then counts the bytes that arrive, so a
-        # small compressed response cannot expand into a huge one before it is checked.
-        self.client = httpx.Client(
-            timeout=limits.timeout,
-            transport=transport,
-            trust_env=False,
-            headers={"Accept-Encoding": "identity"},
-            auth=SignatureAuth(signer) if signer is not None else None,
-        )
-
-    def fetch(self, path: str, limit: int) -> bytes:
-        """Fetch with retries and backoff on transport errors and 5xx; 4xx fails at once."""
-        url = self.prefix + path
-        for attempt in range(self.limits.retries):
-            try:
-                return self._get(url, limit)
-            except (httpx.TransportError, _Retry) as e:
-                if attempt == self.limits.retries - 1:
-                    raise PeerError(f"{url}: {e or type(e).__name__}") from None
-                time.sleep(self.limits.backoff * 2**attempt)
-        raise PeerError(f"{url}: no attempt made")
-
-    def _get(self, url: str, limit: int) -> bytes:
-        deadline = time.monotonic() + self.limits.fetch_seconds
-        with self.client.stream("GET", url) as response:
-            if response.status_code >= 500:
-                raise _Retry(f"HTTP {response.status_code}")
-            if response.status_code != 200:
-                raise PeerError(f"{url}: HTTP {response.status_code}")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise PeerError(f"{url}: response larger than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise _Retry(f"took longer than {self.limits.fetch_seconds} s")
-            return bytes(body)
-
-    def close(self) -> None:
-        """Release the connection pool."""
-        self.client.close()
-
-
-class _Retry(Exception):
-    """Internal: a failure worth another attempt."""
-
-
-class DirectorySource:
-    """A static mirror on disk: the output of `kimberley tiles publish`."""
-
-    def __init__(self, root: Path, origin: str) -> None:
-        self.root = root / origin
-
-    def fetch(self, path: str, limit: int) -> bytes:
-        """Read one regular file, never more than `limit` bytes (no devices, FIFOs, growth)."""
-        file = self.root / path
-        try:
-            with open(file, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise PeerError(f"{file}: not a regular file")
-                data = f.read(limit + 1)
-        except OSError as e:
-            raise PeerError(f"{file}: {e.strerror}") from None
-        if len(data) > limit:
-            raise PeerError(f"{file}: larger than {limit} bytes")
-        return data
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class RemoteTree:
-    """Complete-subtree hashes of the served tree of `size` entries, from fetched hash tiles."""
-
-    def __init__(self, source: TileSource, size: int) -> None:
-        self.source, self.size = source, size
-        self._tiles: dict[tuple[int, int], bytes] = {}
-
-    def node(self, level: int, index: int) -> bytes:
-        """Hash of the subtree covering leaves [index << level, (index + 1) << level)."""
-        found = node_from_tiles(self._tile, level, index)
-        if found is None:
-            raise ProofError(f"served tiles are too short for tree node {level}/{index}")
-        return found
-
-    def _tile(self, level: int, number: int) -> bytes:
-        key = (level, number)
-        if key not in self._tiles:
-            nodes = self.size >> (level * TILE_HEIGHT)
-            width = min(TILE_WIDTH, nodes - number * TILE_WIDTH)
-            data = self.source.fetch(TileRef(level, number, width).path(), width * HASH_SIZE)
-            if len(data) != width * HASH_SIZE:
-                raise ProofError(
-                    f"served tile {level}/{number} has {len(data)} bytes, want {width * HASH_SIZE}"
-                )
-            self._tiles[key] = data
-        return self._tiles[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,31 +262,14 @@ def _conflict(
     tree = RemoteTree(source, size)
     try:
         evidence = freeze.against_replica(
-            store, log_key, note, tree.node, lambda index: _entry(source, size, index)
+            store, log_key, note, tree.node, lambda index: fetch_entry(source, size, index)
         )
     except LedgerError:
         return refusal
     if evidence is None:
         return refusal
     with store.write() as txn:
-        where = f"sync from {_where(source)}"
+        where = f"sync from {describe(source)}"
         record = freeze.put(store, txn, evidence, log_key, source=where, now_ms=wall_clock_ms())
     assert record is not None  # proven evidence is always kept
     return freeze.EquivocationError(log_key.name, record)
-
-
-def _entry(source: TileSource, size: int, index: int) -> bytes:
-    """Entry `index` of the served tree of `size` entries, from its entry bundle."""
-    number, skip = divmod(index, TILE_WIDTH)
-    width = min(TILE_WIDTH, size - number * TILE_WIDTH)
-    data = source.fetch(TileRef(ENTRIES, number, width).path(), MAX_BUNDLE_SIZE)
-    return decode_bundle(data, width=width)[skip]
-
-
-def _where(source: TileSource) -> str:
-    """Where a source reads from, for the evidence record."""
-    if isinstance(source, HttpSource):
-        return source.prefix
-    if isinstance(source, DirectorySource):
-        return str(source.root)
-    return type(source).__name__

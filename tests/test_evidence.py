@@ -37,7 +37,8 @@ from ledger.replica import Replica
 from ledger.roster import Roster
 from ledger.store import Store
 from node.publish import publish
-from node.sync import DirectorySource, pull
+from node.sources import DirectorySource
+from node.sync import pull
 from node.witness import (
     FrozenLogError,
     InconsistentCheckpointError,

@@ -17,7 +17,8 @@ from ledger.records import ExportRef, ExportVoid, Import, ParcelShare
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.rules import EXPORTED, CertificateState, CertificateVoided, ParcelState
-from node.sync import DirectorySource, SyncLimits, pull
+from node.sources import DirectorySource, SyncLimits
+from node.sync import pull
 from tests.test_rules import NET, actor, export, mined, roster_of, setup_records
 from tests.test_sync import publish
 

@@ -61,7 +61,8 @@ def test_the_signing_process_writes_the_same_bytes_as_signing_in_process(tmp_pat
         node = DataDir.init(tmp_path / name, "BW", "kp.example")
         log = Log(node.store, signer.verifier, signer, clock=fixed_clock, sign_process=use_process)
         log.append_many(records(0, 5))
-        log.append_many(records(5, BATCH))
+        # records stream in: a generator is read as it is signed, not listed first
+        log.append_many(record for record in records(5, BATCH))
         logs.append((node, log))
     (_, here), (child_node, child) = logs
     assert list(child.entries()) == list(here.entries())

@@ -23,7 +23,8 @@ from ledger.replica import Replica
 from ledger.roster_files import install_roster
 from ledger.verify import verify_log
 from ledger.workers import ReadAhead, worker_pool
-from node.sync import DirectorySource, HttpSource, SyncLimits, pull
+from node.sources import DirectorySource, HttpSource, SyncLimits
+from node.sync import pull
 from node.tlog_tiles import decode_bundle, encode_bundle
 from tests.conftest import mine_body
 from tests.test_serve import roster_of, running_node, signed_by
