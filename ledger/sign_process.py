@@ -29,7 +29,7 @@ from typing import IO, Any
 import msgpack
 
 from ledger.chain import Draft, link
-from ledger.errors import LogError
+from ledger.errors import LedgerError, LogError
 from ledger.keys import Signer
 
 #: Drafts per frame: small enough that the pipeline fills fast, big enough to amortise I/O.
@@ -233,7 +233,17 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
         write_frame(out, [raws, b"".join(leaves)])
 
 
-if __name__ == "__main__":
+def main() -> int:
+    """Run the child; a failure is one line on stderr (the parent reports the stopped batch)."""
     # Ctrl-C reaches the whole process group: the parent decides; the child ends with its pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except (LedgerError, OSError, ValueError) as e:
+        print(f"kimberley signing process: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

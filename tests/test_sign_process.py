@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,16 @@ def test_link_chains_every_entry_to_the_leaf_before_it() -> None:
     drafter = Drafter("kp.example/BW", 0, 5)
     raws, leaves = link(signer.sign, bytes(32), [drafter.draft("k", {"n": i}) for i in range(3)])
     assert [parse_entry(r).prev for r in raws] == [bytes(32), *leaves[:2]]
+
+
+def test_the_signing_child_answers_a_malformed_frame_with_one_line_and_no_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.sign_process"],
+        input=b"\x00\x00\x00\x03abc",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith("kimberley signing process: ")
+    assert b"Traceback" not in done.stderr
