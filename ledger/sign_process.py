@@ -200,8 +200,9 @@ def signing_process(signer: Signer) -> SigningProcess:
     found = _running.get(signer.public_key)
     if found is not None and found.alive():
         return found
-    if found is not None:
+    if found is not None:  # died or fell out of step: reap it and release its pipes
         del _running[signer.public_key]
+        found.close()
     while len(_running) >= MAX_PROCESSES:
         _running.pop(next(iter(_running))).close()
     started = _running[signer.public_key] = SigningProcess(signer)
