@@ -90,6 +90,9 @@ def test_a_demo_interrupted_by_ctrl_c_stops_its_nodes(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):  # a failure here must not leak into later tests
+            if pipe is not None:
+                pipe.close()
     assert proc.returncode == 130
     assert err.decode().strip().splitlines()[-1] == "interrupted"
     assert processes_using(tmp_path) == []
