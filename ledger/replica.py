@@ -39,8 +39,8 @@ from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import HASH_SIZE, TileReader, TileWriter
-from ledger.verify import CHUNK, WorkerError
-from ledger.workers import CheckedSpan, check_span, span_size, worker_pool
+from ledger.verify import CHUNK, WorkerError, worker_pool
+from ledger.workers import CheckedSpan, check_span, span_size
 
 NodeSink = Callable[[int, int, bytes], None]
 

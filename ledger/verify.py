@@ -27,6 +27,7 @@ from concurrent.futures import (
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, cast
@@ -168,7 +169,7 @@ def check_run(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedRun:
     prevs, times, leaves = checked.prevs, checked.times, checked.leaves
     count, fault = len(leaves), checked.fault
     if prevs[1:] != leaves[:-1] or times != sorted(times):
-        count, fault = _chain_fault(start, prevs, times, leaves, fault)
+        count, fault = chain_fault(start, prevs, times, leaves, fault)
     if not count:
         return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
     joined = b"".join(leaves[:count])
@@ -180,15 +181,30 @@ def check_run(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedRun:
     return CheckedRun(start, joined, nodes, prevs[0], times[0], times[count - 1], fault)
 
 
-def _chain_fault(
-    start: int, prevs: list[bytes], times: list[int], leaves: list[bytes], later: Fault | None
+#: How a replay words a broken chain; replica sync words it as its `accept` always has.
+PREV_BREAK = "prev does not match the leaf hash of the previous entry"
+TIME_BREAK = "time {time} is before the previous {before}"
+
+
+def chain_fault(
+    start: int,
+    prevs: list[bytes],
+    times: list[int],
+    leaves: list[bytes],
+    later: Fault | None,
+    *,
+    prev_break: str = PREV_BREAK,
+    time_break: str = TIME_BREAK,
 ) -> tuple[int, Fault | None]:
-    """The first entry inside a run whose prev or time breaks the chain: (its offset, fault)."""
+    """The first entry inside a run whose prev or time breaks the chain: (its offset, fault).
+
+    `time_break` may name `{time}` and `{before}`; with no break, (all, `later`).
+    """
     for i in range(1, len(leaves)):
         if prevs[i] != leaves[i - 1]:
-            return i, Fault(start + i, "prev does not match the leaf hash of the previous entry")
+            return i, Fault(start + i, prev_break)
         if times[i] < times[i - 1]:
-            return i, Fault(start + i, f"time {times[i]} is before the previous {times[i - 1]}")
+            return i, Fault(start + i, time_break.format(time=times[i], before=times[i - 1]))
     return len(leaves), later
 
 
@@ -266,7 +282,7 @@ def verify_log(
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
         in_processes = size >= processes_from
-        with _workers(workers, in_processes) as pool:
+        with worker_pool(workers, processes=in_processes) as pool:
             runs = _read_runs(
                 txn, store.db("entries"), log_id, size, PROCESS_CHUNK if in_processes else CHUNK
             )
@@ -277,23 +293,32 @@ def verify_log(
                 raise IntegrityError(origin, bad.index, bad.reason) from None
             except BrokenExecutor as e:
                 raise WorkerError(f"{origin}: a verify worker stopped: {e}") from e
-            finally:
-                pool.shutdown(cancel_futures=True)
     return VerifyReport(origin, size, root, count)
 
 
-def _workers(count: int, in_processes: bool) -> Executor:
-    """A pool of `count` worker processes (never forked from this one) or threads.
+@contextmanager
+def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
+    """`count` worker processes (from the fork server, else spawned) or threads.
 
-    Processes come from the fork server where there is one: it is started once, with
-    this program's imports, and each pool forks its workers from it cheaply.
+    Processes never fork this one (it holds an open LMDB environment): the fork server is
+    started once and each pool forks its workers from it. The pool lives for the `with`
+    block only: on the way out, work not yet started is cancelled and the workers are
+    joined, on success and on error alike. Worker processes are started at once, so their
+    start-up (each imports the main module again) overlaps the caller's first reads.
     """
-    if in_processes:
-        method = (
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        )
-        return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
-    return ThreadPoolExecutor(count)
+    pool: Executor
+    if processes:
+        methods = multiprocessing.get_all_start_methods()
+        method = "forkserver" if "forkserver" in methods else "spawn"
+        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+        for _ in range(count):
+            pool.submit(int)  # a no-op: one worker is started per task submitted while none idles
+    else:
+        pool = ThreadPoolExecutor(count, thread_name_prefix="check")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 Run = tuple[int, list[bytes], Fault | None]

@@ -1,9 +1,9 @@
 """Workers for replica sync: a pool that checks a peer's entries, and a read-ahead thread.
 
 A pull checks entries off the main process, which meanwhile applies the custody rules
-and stores the batch before: `worker_pool` gives worker processes for a big pull (threads
-queue for the GIL behind the main thread's Python work) and threads for a small one (no
-process start-up). `check_span` is what a worker runs on one span of entries: everything
+and stores the batch before: `ledger.verify.worker_pool` gives worker processes for a big pull
+(threads queue for the GIL behind the main thread's Python work) and threads for a small
+one (no process start-up). `check_span` is what a worker runs on one span of entries: everything
 per entry (see `ledger.verify.check_entries`) and the `prev` chain and time order inside
 the span, so only the span's first entry is left to chain in order. `ReadAhead` runs the
 fetching in a thread (network I/O releases the GIL) a bounded number of items ahead.
@@ -11,13 +11,11 @@ fetching in a thread (network I/O releases the GIL) a bounded number of items ah
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -25,33 +23,9 @@ from typing import Any, Generic, TypeVar
 from ledger.entry import ZERO_HASH
 from ledger.keys import Verifier
 from ledger.tiles import HASH_SIZE
-from ledger.verify import CHUNK, PROCESS_CHUNK, Fault, check_entries
+from ledger.verify import CHUNK, PROCESS_CHUNK, Fault, chain_fault, check_entries
 
 T = TypeVar("T")
-
-
-@contextmanager
-def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
-    """`count` worker processes (from the fork server, else spawned) or threads.
-
-    The pool lives for the `with` block only: on the way out, work not yet started is
-    cancelled and the workers are joined, on success and on error alike. Worker processes
-    are started at once, so their start-up (each imports the main module again) overlaps
-    the caller's first fetch.
-    """
-    pool: Executor
-    if processes:
-        methods = multiprocessing.get_all_start_methods()
-        method = "forkserver" if "forkserver" in methods else "spawn"
-        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
-        for _ in range(count):
-            pool.submit(int)  # a no-op: one worker is started per task submitted while none idles
-    else:
-        pool = ThreadPoolExecutor(count, thread_name_prefix="check")
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def span_size(pool: Executor) -> int:
@@ -89,7 +63,15 @@ def check_span(verifier: Verifier, start: int, raws: list[bytes], bodies: bool) 
     prevs, times, leaves, fault = checked.prevs, checked.times, checked.leaves, checked.fault
     count = len(leaves)
     if prevs[1:] != leaves[:-1] or times != sorted(times):
-        count, fault = _chain_fault(start, prevs, times, leaves, fault)
+        count, fault = chain_fault(
+            start,
+            prevs,
+            times,
+            leaves,
+            fault,
+            prev_break="prev does not match the previous leaf",
+            time_break="time {time} goes backwards",
+        )
     if not count:
         return CheckedSpan(start, b"", ZERO_HASH, 0, 0, fault)
     return CheckedSpan(
@@ -101,18 +83,6 @@ def check_span(verifier: Verifier, start: int, raws: list[bytes], bodies: bool) 
         fault,
         checked.bodies[:count],
     )
-
-
-def _chain_fault(
-    start: int, prevs: list[bytes], times: list[int], leaves: list[bytes], later: Fault | None
-) -> tuple[int, Fault | None]:
-    """The first entry of a span whose prev or time breaks the chain: (its offset, fault)."""
-    for i in range(1, len(leaves)):
-        if prevs[i] != leaves[i - 1]:
-            return i, Fault(start + i, "prev does not match the previous leaf")
-        if times[i] < times[i - 1]:
-            return i, Fault(start + i, f"time {times[i]} goes backwards")
-    return len(leaves), later
 
 
 class _End:

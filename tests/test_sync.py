@@ -21,8 +21,8 @@ from ledger.errors import EncodingError, IntegrityError, NoteError, PeerError, P
 from ledger.keys import Signer
 from ledger.replica import Replica
 from ledger.roster_files import install_roster
-from ledger.verify import verify_log
-from ledger.workers import ReadAhead, worker_pool
+from ledger.verify import verify_log, worker_pool
+from ledger.workers import ReadAhead
 from node.sources import DirectorySource, HttpSource, SyncLimits
 from node.sync import pull
 from node.tlog_tiles import decode_bundle, encode_bundle
