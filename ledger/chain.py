@@ -21,6 +21,9 @@ from ledger.errors import EntryTooLargeError
 #: Bytes an entry adds around its payload: array and bin headers, the 64-byte signature.
 _SEAL_OVERHEAD = 1 + 3 + 2 + 64
 
+#: The longest message an entry signature covers: the context and the largest payload.
+MAX_SIGNED = len(ENTRY_CONTEXT) + MAX_ENTRY_SIZE
+
 
 @dataclass(frozen=True, slots=True)
 class Draft:

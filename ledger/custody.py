@@ -86,6 +86,7 @@ __all__ = [
     "verify_foreign",
 ]
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Confirmation:
     """Whether the importer's log (as synced here) confirms a certificate issued here."""

@@ -9,6 +9,7 @@ open a snapshot, so they see one consistent size and never block the writer.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 import lmdb
 
 from ledger import merkle
-from ledger.chain import Draft, Drafter, link
+from ledger.chain import MAX_SIGNED, Draft, Drafter, link
 from ledger.checkpoint import Checkpoint, TlogProof, open_checkpoint, sign_checkpoint
 from ledger.errors import LogError
 from ledger.keys import Signer, Verifier
@@ -104,26 +105,16 @@ class Log:
         `canonical_bodies`: the caller built every body canonical (typed records' `to_body`),
         so its types and key order are not checked again.
         """
-        if self.signer is None:
-            raise LogError(f"{self.origin} is a replica here; only its own node appends")
-        signer, store, log_id, hook, origin = (
-            self.signer,
-            self.store,
-            self.log_id,
-            self.hook,
-            self.origin,
-        )
+        signer = self._own_signer()
+        store, hook = self.store, self.hook
         # Records stream: only the first SIGN_PROCESS_MIN are read ahead, to choose the signer.
         stream = iter(records)
         ahead = list(islice(stream, SIGN_PROCESS_MIN))
         long_batch = len(ahead) == SIGN_PROCESS_MIN
-        leaves: list[bytes] = []
-        puts: list[tuple[bytes, bytes]] = []
         with store.write() as txn:
-            head = store.head(txn, log_id)
+            head = store.head(txn, self.log_id)
             rng = self._frontier(txn, head.size)
-            tiles = TileWriter(txn, store.db("tiles"), log_id)
-            drafter = Drafter(origin, head.size, max(self.clock(), head.time_ms))
+            drafter = Drafter(self.origin, head.size, max(self.clock(), head.time_ms))
 
             def drafts() -> Iterator[Draft]:
                 for kind, body in chain(ahead, stream):
@@ -131,29 +122,129 @@ class Log:
                         hook(txn, drafter.index, kind, body)
                     yield drafter.draft(kind, body, canonical_body=canonical_bodies)
 
-            index = head.size
-            with (
-                closing(self._link(head.last_leaf, drafts(), long_batch)) as signed,
-                txn.cursor(db=store.db("entries")) as cursor,
-            ):
-                for raw, leaf in signed:
-                    puts.append((entry_key(log_id, index), raw))
-                    rng.append(leaf, tiles.add)
-                    leaves.append(leaf)
-                    index += 1
-                    if len(puts) == _PUT_RUN:  # written while the next entries are signed
-                        cursor.putmulti(puts)
-                        puts.clear()
-                cursor.putmulti(puts)
+            with closing(self._link(head.last_leaf, drafts(), long_batch)) as signed:
+                leaves = self._file(txn, signed, head.size, rng)
             if not leaves:
                 return []
-            tiles.flush()
-            store.put_head(txn, log_id, Head(index, leaves[-1], drafter.time_ms))
-            note = sign_checkpoint(Checkpoint(origin, index, rng.root()), signer)
-            txn.put(checkpoint_key(log_id, index), note, db=store.db("checkpoints"))
+            size = head.size + len(leaves)
+            self._seal(txn, signer, rng, Head(size, leaves[-1], drafter.time_ms))
         self._range = rng
-        first = index - len(leaves)
-        return [Appended(first + i, leaf, index) for i, leaf in enumerate(leaves)]
+        return [Appended(head.size + i, leaf, size) for i, leaf in enumerate(leaves)]
+
+    def append_stream(
+        self,
+        records: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        batch: int = 1000,
+        canonical_bodies: bool = False,
+    ) -> Iterator[list[Appended]]:
+        """Append a long stream of records in durable batches of `batch`, each with its own
+        checkpoint, yielding each batch's records once it is committed.
+
+        Bulk loading: while one batch commits, the signing process already signs the
+        next, so the commit's fsync costs no signing time. A batch whose record fails
+        (a bad body, the records iterable raising) is not written and the error is raised
+        after the earlier batches committed; stopping the iteration early keeps exactly
+        the batches already yielded. A log with an entry hook (the custody rules) appends
+        batch by batch instead: its rules must see each batch's own transaction.
+        """
+        if batch < 1:
+            raise LogError(f"batch size {batch} must be at least 1")
+        self._own_signer()
+        if self.hook is not None or not self.sign_process or batch < SIGN_PROCESS_MIN:
+            stream = iter(records)
+            while part := list(islice(stream, batch)):
+                yield self.append_many(part, canonical_bodies=canonical_bodies)
+            return
+        yield from self._overlapped_batches(iter(records), batch, canonical_bodies)
+
+    def _overlapped_batches(
+        self,
+        records: Iterator[tuple[str, Mapping[str, Any]]],
+        batch: int,
+        canonical_bodies: bool,
+    ) -> Iterator[list[Appended]]:
+        """`append_stream` through the signing process, drafting across batch boundaries."""
+        signer, store = self._own_signer(), self.store
+        with store.read() as txn:
+            head = store.head(txn, self.log_id)
+        drafter = Drafter(self.origin, head.size, max(self.clock(), head.time_ms))
+        times: deque[int] = deque()  # each drafted batch's entry time, oldest first
+        failed: list[Exception] = []  # a record that could not be drafted: raised in its batch
+
+        def drafts() -> Iterator[Draft]:
+            try:
+                for n, (kind, body) in enumerate(records):
+                    if n % batch == 0:
+                        drafter.time_ms = max(drafter.time_ms, self.clock())
+                        times.append(drafter.time_ms)
+                    yield drafter.draft(kind, body, canonical_body=canonical_bodies)
+            except Exception as e:  # raised again once its batch is filed
+                failed.append(e)
+
+        size, last = head.size, head.last_leaf
+        with closing(signing_process(signer).link(last, drafts())) as signed:
+            while True:
+                with store.write() as txn:
+                    now = store.head(txn, self.log_id)
+                    if (now.size, now.last_leaf) != (size, last):
+                        raise LogError(
+                            f"another writer appended to {self.origin} during a stream, at "
+                            f"size {size}; the stream stops, its earlier batches are committed"
+                        )
+                    rng = self._frontier(txn, size)
+                    leaves = self._file(txn, signed, size, rng, batch)
+                    if len(leaves) < batch and failed:
+                        raise failed[0]
+                    if not leaves:
+                        return
+                    first, size, last = size, size + len(leaves), leaves[-1]
+                    self._seal(txn, signer, rng, Head(size, last, times.popleft()))
+                self._range = rng
+                yield [Appended(first + i, leaf, size) for i, leaf in enumerate(leaves)]
+                if len(leaves) < batch:
+                    return
+
+    def _own_signer(self) -> Signer:
+        """The log key, which only the log's own node holds."""
+        if self.signer is None:
+            raise LogError(f"{self.origin} is a replica here; only its own node appends")
+        return self.signer
+
+    def _file(
+        self,
+        txn: lmdb.Transaction,
+        signed: Iterator[tuple[bytes, bytes]],
+        index: int,
+        rng: merkle.CompactRange,
+        limit: int | None = None,
+    ) -> list[bytes]:
+        """Write signed entries from `index` on (at most `limit`) into the entries and the
+        tree's tiles; their leaf hashes."""
+        store, log_id = self.store, self.log_id
+        tiles = TileWriter(txn, store.db("tiles"), log_id)
+        leaves: list[bytes] = []
+        puts: list[tuple[bytes, bytes]] = []
+        with txn.cursor(db=store.db("entries")) as cursor:
+            for raw, leaf in signed if limit is None else islice(signed, limit):
+                puts.append((entry_key(log_id, index), raw))
+                rng.append(leaf, tiles.add)
+                leaves.append(leaf)
+                index += 1
+                if len(puts) == _PUT_RUN:  # written while the next entries are signed
+                    cursor.putmulti(puts)
+                    puts.clear()
+            cursor.putmulti(puts)
+        tiles.flush()
+        return leaves
+
+    def _seal(
+        self, txn: lmdb.Transaction, signer: Signer, rng: merkle.CompactRange, head: Head
+    ) -> None:
+        """Record the new head and sign its checkpoint, in the append's transaction."""
+        self.store.put_head(txn, self.log_id, head)
+        note = sign_checkpoint(Checkpoint(self.origin, head.size, rng.root()), signer)
+        txn.put(checkpoint_key(self.log_id, head.size), note, db=self.store.db("checkpoints"))
 
     def _link(
         self, prev: bytes, drafts: Iterator[Draft], long_batch: bool
@@ -163,7 +254,8 @@ class Log:
         if self.sign_process and long_batch:
             yield from signing_process(self.signer).link(prev, drafts)
         else:
-            yield from zip(*link(self.signer.sign, prev, drafts), strict=True)
+            sign = self.signer.sign_function(MAX_SIGNED)
+            yield from zip(*link(sign, prev, drafts), strict=True)
 
     def sign_checkpoint(self) -> bytes:
         """Sign and store a fresh checkpoint of the current size (e.g. with a new timestamp)."""

@@ -109,6 +109,7 @@ class CertificateState:
 #: must state every origin that is known and may state more.
 UNKNOWN_ORIGIN: Final = "?"
 
+
 class UnknownActor(RuleViolation):
     """A record names an actor that is not on this log's register."""
 

@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import suppress
 from itertools import islice
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import msgpack
 
-from ledger.chain import Draft, link
+from ledger.chain import MAX_SIGNED, Draft, link
 from ledger.errors import LedgerError, LogError
 from ledger.keys import Signer
 
@@ -37,7 +37,7 @@ CHUNK = 64
 #: The first chunk of a batch: the child waits for it, so it is drafted quickly.
 FIRST_CHUNK = 16
 #: Chunks sent ahead of the one being answered: the child never waits for the next one.
-DEPTH = 2
+DEPTH = 3
 #: Signing processes kept alive at once, one per log key in use (~20 MB each): a node signs
 #: with one key; the demo's generated trade signs for all eleven Participants in turn.
 MAX_PROCESSES = 12
@@ -94,6 +94,7 @@ class SigningProcess:
         )
         self.broken = False
         self._pipe_room = _pipe_capacity(self._child.stdin) // 2
+        _pipe_capacity(self._child.stdout)  # room for the answers to chunks queued ahead
         self._io(write_frame, [signer.name, signer.seed])
         hello = self._io(read_frame)
         if hello != [signer.public_key]:
@@ -123,7 +124,9 @@ class SigningProcess:
             raise LogError(f"signing process for {self.signer.name} answered out of step")
         return raws, [joined[i : i + 32] for i in range(0, len(joined), 32)]
 
-    def link(self, prev: bytes, drafts: Iterator[Draft]) -> Iterator[tuple[bytes, bytes]]:
+    def link(
+        self, prev: bytes, drafts: Iterator[Draft]
+    ) -> Generator[tuple[bytes, bytes], None, None]:
         """Signed entries and leaf hashes for `drafts`, in order, chained from `prev`.
 
         Up to DEPTH chunks are in flight, so the child always has the next chunk queued
@@ -137,31 +140,35 @@ class SigningProcess:
         unanswered = 0
         more = True
         start: bytes | None = prev
-        sent = False
-        try:
-            while True:
-                while more and len(pending) < DEPTH:
+
+        def send_ahead() -> None:
+            nonlocal held, unanswered, more, start
+            while more and len(pending) < DEPTH:
+                if not held:
+                    # a short first chunk starts the child sooner
+                    held = list(islice(drafts, FIRST_CHUNK if start is not None else CHUNK))
                     if not held:
-                        # a short first chunk starts the child sooner
-                        held = list(islice(drafts, CHUNK if sent else FIRST_CHUNK))
-                        sent = True
-                        if not held:
-                            more = False
-                            break
-                    size = sum(len(d.template) for d in held)
-                    if pending and unanswered + size > self._pipe_room:
-                        break
-                    self._send(start, held)
-                    start = None
-                    pending.append((len(held), size))
-                    unanswered += size
-                    held = []
-                if not pending:
+                        more = False
+                        return
+                size = sum(len(d.template) for d in held)
+                if pending and unanswered + size > self._pipe_room:
                     return
+                self._send(start, held)
+                start = None
+                pending.append((len(held), size))
+                unanswered += size
+                held = []
+
+        try:
+            send_ahead()
+            while pending:
                 count, size = pending[0]
                 raws, leaves = self._receive(count)
                 pending.popleft()
                 unanswered -= size
+                # refilled before the results are handed on, so the child has DEPTH chunks
+                # queued while the consumer works (e.g. commits a batch of a stream)
+                send_ahead()
                 yield from zip(raws, leaves, strict=True)
         finally:
             while pending and not self.broken:
@@ -224,11 +231,11 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     name, seed = hello
     signer = Signer(name, seed)
     write_frame(out, [signer.public_key])
-    last = b""
+    sign, last = signer.sign_function(MAX_SIGNED), b""
     while (frame := read_frame(inp)) is not None:
         prev, templates, offsets = frame
         drafts = map(Draft, templates, offsets)
-        raws, leaves = link(signer.sign, last if prev is None else prev, drafts)
+        raws, leaves = link(sign, last if prev is None else prev, drafts)
         if leaves:
             last = leaves[-1]
         write_frame(out, [raws, b"".join(leaves)])

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("KIMBERLEY_CRASH_SEED", "20260302"))
 KILLS = 18
 
-# The writer: opens the data directory, says "ready", then appends forever (single appends
-# and small batches) and prints "index size run seq leaf_hash" for each record only after
-# the call that wrote it has returned, i.e. once the append is acknowledged.
+# The writer: opens the data directory, says "ready", then appends forever (single appends,
+# small batches, bulk streams of durable batches) and prints "index size run seq leaf_hash"
+# for each record only after the call or batch that wrote it has returned, i.e. once the
+# append is acknowledged.
 WRITER = """
 import random, sys
 from pathlib import Path
@@ -33,17 +34,24 @@ rng = random.Random(seed)
 log = DataDir.open(path).own_log()
 print("ready", flush=True)
 seq = 0
+def report(done, bodies):
+    sys.stdout.write("".join(f"{a.index} {a.size} {run} {b['seq']} {a.leaf_hash.hex()}\\n"
+                             for a, b in zip(done, bodies, strict=True)))
+    sys.stdout.flush()
+
 while True:
     bodies = [{"run": run, "seq": seq + i, "carats": rng.randrange(1, 10**6)}
-              for i in range(rng.choice([1, 1, 1, 2, 3, 7]))]
+              for i in range(rng.choice([1, 1, 1, 2, 3, 7, 700]))]
     seq += len(bodies)
     if len(bodies) == 1:
-        done = [log.append("parcel.mine", bodies[0])]
-    else:
-        done = log.append_many([("parcel.mine", b) for b in bodies])
-    sys.stdout.write("".join(f"{a.index} {a.size} {run} {b['seq']} {a.leaf_hash.hex()}\\n"
-                             for a, b in zip(done, bodies)))
-    sys.stdout.flush()
+        report([log.append("parcel.mine", bodies[0])], bodies)
+    elif len(bodies) < 700:
+        report(log.append_many([("parcel.mine", b) for b in bodies]), bodies)
+    else:  # a bulk stream: signing process, batches committed while the next is signed
+        done = 0
+        for ack in log.append_stream((("parcel.mine", b) for b in bodies), batch=300):
+            report(ack, bodies[done : done + len(ack)])
+            done += len(ack)
 """
 
 
@@ -96,7 +104,9 @@ def test_appends_acknowledged_before_a_sigkill_survive_it(tmp_path: Path) -> Non
             time.sleep(rnd.uniform(0.0, 0.2))  # may land while the child imports or opens
         else:
             assert writer.ready.wait(timeout=20), where
-            time.sleep(rnd.uniform(0.01, 0.12))  # longer runs only slow verify_log down
+            # mostly short runs (long ones only slow verify_log down); every sixth run is
+            # long enough for bulk streams to start their signing process and commit batches
+            time.sleep(rnd.uniform(0.25, 0.4) if run % 6 == 2 else rnd.uniform(0.01, 0.12))
         err = writer.kill()
         assert writer.proc.returncode == -signal.SIGKILL, f"{where}: writer died itself:\n{err}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -74,3 +75,30 @@ def test_names_a_note_cannot_carry_are_refused(name: str) -> None:
     """Key names with spaces, '+' or newlines are refused."""
     with pytest.raises(KeyFileError):
         Signer.generate(name)
+
+
+RFC8032 = json.loads((Path(__file__).parent / "vectors" / "rfc8032" / "ed25519.json").read_text())
+
+
+@pytest.mark.parametrize("case", RFC8032, ids=[c["name"] for c in RFC8032])
+def test_rfc8032_known_answers(case: dict[str, str]) -> None:
+    signer = Signer("rfc8032", bytes.fromhex(case["secret"]))
+    message, want = bytes.fromhex(case["message"]), bytes.fromhex(case["signature"])
+    assert signer.public_key.hex() == case["public"]
+    assert signer.sign(message) == want
+    assert signer.sign_function(64)(message) == want
+    verifier = signer.verifier
+    assert verifier.verify(message, want)
+    for bit in range(0, 512, 37):
+        flipped = bytearray(want)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        assert not verifier.verify(message, bytes(flipped))
+
+
+@given(st.binary(min_size=32, max_size=32), st.lists(st.binary(max_size=300), max_size=8))
+def test_the_long_run_signer_signs_exactly_as_sign(seed: bytes, messages: list[bytes]) -> None:
+    """The buffered signer used for append batches matches `sign`, also for messages
+    longer than its buffer (which it hands to `sign`) and after them."""
+    signer = Signer("run", seed)
+    sign = signer.sign_function(100)
+    assert [sign(m) for m in messages] == [signer.sign(m) for m in messages]
