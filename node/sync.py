@@ -32,12 +32,12 @@ from ledger.errors import LedgerError, ProofError
 from ledger.keys import Verifier
 from ledger.log import wall_clock_ms
 from ledger.note import Note
+from ledger.read_ahead import ReadAhead
 from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
 from ledger.tiles import TILE_WIDTH
 from ledger.verify import worker_pool
-from ledger.workers import ReadAhead
 from node.sources import RemoteTree, SyncLimits, TileSource, fetch_entry
 from node.sources import where as describe
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle

@@ -12,7 +12,7 @@ import pytest
 from ledger.datadir import DataDir
 from ledger.errors import EncodingError, LogError
 from ledger.keys import Signer
-from ledger.log import SIGN_PROCESS_MIN, Log
+from ledger.log import SIGN_PROCESS_MIN, EntryHook, Log
 from ledger.verify import verify_log
 from tests.conftest import mine_body
 
@@ -74,14 +74,19 @@ def test_a_bad_record_fails_its_own_batch_after_the_earlier_batches_committed(
     assert verify_log(node.store, node.signer.verifier).size == 3 * BATCH
 
 
+def no_rules(txn: Any, index: int, kind: str, body: Mapping[str, Any]) -> None:
+    """An entry hook that allows everything: the batch-by-batch path of a log with rules."""
+
+
+@pytest.mark.parametrize("hook", [None, no_rules], ids=["overlapped", "batch-by-batch"])
 def test_records_that_raise_exactly_at_a_batch_boundary_keep_every_earlier_batch(
-    node: DataDir,
+    node: DataDir, hook: EntryHook | None
 ) -> None:
     def broken_source() -> Iterator[Record]:
         yield from records(0, 2 * BATCH)
         raise OSError("the national register went away")
 
-    log = node.own_log()
+    log = node.own_log(hook=hook)
     acked = 0
     with pytest.raises(OSError, match="national register"):
         for ack in log.append_stream(broken_source(), batch=BATCH):

@@ -19,10 +19,10 @@ from ledger.datadir import DataDir
 from ledger.entry import parse_entry, seal, sign_entry
 from ledger.errors import EncodingError, IntegrityError, NoteError, PeerError, ProofError
 from ledger.keys import Signer
+from ledger.read_ahead import ReadAhead
 from ledger.replica import Replica
 from ledger.roster_files import install_roster
 from ledger.verify import verify_log, worker_pool
-from ledger.workers import ReadAhead
 from node.sources import DirectorySource, HttpSource, SyncLimits
 from node.sync import pull
 from node.tlog_tiles import decode_bundle, encode_bundle
