@@ -4,7 +4,8 @@ Per log, first integrity: `ledger.verify.verify_log` re-checks every byte, signa
 `prev` link, tree tile and checkpoint. A fault is a finding, and the rules replay of that
 log stops before the faulty entry. Then the rules: each record goes through
 `ledger.custody_index.apply_record` in check mode (with the roster) into scratch custody
-state in a temporary LMDB environment, so memory stays flat whatever the log size.
+state in a temporary LMDB environment, so memory stays flat whatever the log size (only
+the state the rules read: no listings of mentions, holdings or awaiting certificates).
 An import is checked against the export entry read from the exporter's log in this store
 (its leaf hash must be the one the import names, its signature the roster key's). When
 this store does not hold that entry, the import is an ``unverifiable`` finding, not a
@@ -37,12 +38,14 @@ destination's log is among them.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -54,6 +57,7 @@ from ledger.custody_index import INDEX_DBS, Foreign, Index, LmdbTables, apply_re
 from ledger.encoding import pack_canonical
 from ledger.entry import parse_entry
 from ledger.errors import IntegrityError, LedgerError, RecordError, RosterError, RuleViolation
+from ledger.quick_init import quick_init
 from ledger.records import (
     ActorRegister,
     ActorRevoke,
@@ -149,6 +153,7 @@ class AuditReport:
     overdue_days: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ExportFact:
     """What the cross-log checks need of one export entry."""
@@ -162,6 +167,7 @@ class ExportFact:
     void_index: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ImportFact:
     """What the cross-log checks need of one import entry."""
@@ -309,14 +315,19 @@ class ExportReader:
                 True, f"{where} does not have leaf hash {ref.leaf_hash.hex()[:16]}..."
             )
         try:
-            entry = parse_entry(bytes(raw))
-            key = self._roster.log_key(ref.origin)
-            signed = ref.index < self.verified.get(ref.origin, 0)  # checked by verify_log
-            if not signed and not key.verify(entry.signed_message, entry.signature):
-                return Unresolved(True, f"{where} is not signed by {ref.origin}'s roster key")
-            if entry.kind != Export.KIND:
-                return Unresolved(True, f"{where} is a {entry.kind!r} entry, not an export")
-            export = Export.from_body(entry.body)
+            if ref.index < self.verified.get(ref.origin, 0):
+                # verify_log checked this entry (bytes, shape, the roster key's signature)
+                # in this audit: only unpack it.
+                _, kind, body = _verified_fields(bytes(raw))
+            else:
+                entry = parse_entry(bytes(raw))
+                key = self._roster.log_key(ref.origin)
+                if not key.verify(entry.signed_message, entry.signature):
+                    return Unresolved(True, f"{where} is not signed by {ref.origin}'s roster key")
+                kind, body = entry.kind, entry.body
+            if kind != Export.KIND:
+                return Unresolved(True, f"{where} is a {kind!r} entry, not an export")
+            export = Export.from_body(body)
         except LedgerError as e:  # a body that is not an export, an origin off the roster
             return Unresolved(True, f"{where}: {e}")
         return Foreign(ref.origin, ref.index, ref.leaf_hash, export, b"")
@@ -379,8 +390,9 @@ def _force(ix: Index, index: int, record: Record, origin: str, foreign: Foreign 
 def _assume_origins(ix: Index, index: int, export: Export) -> None:
     """Parcels of unknown origin take the origins the export states, besides those known."""
     for parcel in export.parcels:
-        p = ix.parcel(parcel)
-        if p is not None and UNKNOWN_ORIGIN in p.origins:
+        row = ix.parcel_row(parcel)
+        if row is not None and UNKNOWN_ORIGIN in row[5]:
+            p = ParcelState(parcel, *row)
             origins = (set(p.origins) - {UNKNOWN_ORIGIN}) | set(export.origins)
             ix.put_parcel(replace(p, origins=tuple(sorted(origins))), index)
 
@@ -421,6 +433,15 @@ def _values(record: Record) -> tuple[tuple[str, Value], ...]:
             return (("certificate", record.certificate), ("export_index", record.export_index))
 
 
+#: The records the cross-log checks keep facts of (see `_Auditor.note`).
+_CROSS_LOG: Final = (Export, ExportVoid, Import)
+
+
+def _no_export(_origin: str, _index: int) -> Foreign | None:
+    """The export lookup of a record that is not an import."""
+    return None
+
+
 def _verified_fields(raw: bytes) -> tuple[int, str, dict[str, Any]]:
     """Time, kind and body of an entry `verify_log` has just checked (canonical, well formed).
 
@@ -431,8 +452,18 @@ def _verified_fields(raw: bytes) -> tuple[int, str, dict[str, Any]]:
     return time_ms, kind, body
 
 
+_EPOCH: Final = date(1970, 1, 1)
+
+
 def _day(time_ms: int) -> str:
-    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).date().isoformat()
+    """The UTC date of `time_ms` (Unix time: every day is 86,400,000 ms)."""
+    return _utc_date(time_ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _utc_date(days: int) -> str:
+    """The date `days` after 1970-01-01 (entries of one log fall on few days: cached)."""
+    return (_EPOCH + timedelta(days=days)).isoformat()
 
 
 # -- the replay ------------------------------------------------------------------------
@@ -490,8 +521,13 @@ def _fact_key(certificate: str, origin: str, index: int) -> bytes:
 
 
 def _pack(fact: ExportFact | ImportFact) -> bytes:
-    kind = "e" if isinstance(fact, ExportFact) else "i"
-    return pack_canonical([kind, *(getattr(fact, f) for f in fact.__dataclass_fields__)])
+    if isinstance(fact, ExportFact):
+        return pack_canonical(("e", *_EXPORT_FACT_FIELDS(fact)))
+    return pack_canonical(("i", *_IMPORT_FACT_FIELDS(fact)))
+
+
+_EXPORT_FACT_FIELDS: Final = attrgetter(*(f.name for f in fields(ExportFact)))
+_IMPORT_FACT_FIELDS: Final = attrgetter(*(f.name for f in fields(ImportFact)))
 
 
 def _unpack(data: bytes) -> ExportFact | ImportFact:
@@ -532,7 +568,8 @@ class _RulesReplay:
         self._ix = self._index()
 
     def _index(self) -> Index:
-        return Index(LmdbTables(self._txn, self.auditor.scratch.dbs), self.log_id)
+        tables = LmdbTables(self._txn, self.auditor.scratch.dbs)
+        return Index(tables, self.log_id, listings=False)  # the rules read no listings
 
     def feed(self, start: int, raws: list[bytes]) -> None:
         """Replay entries `start`... (verified, in order) under every custody rule."""
@@ -614,6 +651,13 @@ class _Auditor:
             values = (("kind", kind),)
             self.tally(Finding(VIOLATION, RECORD_WELL_FORMED, origin, index, str(e), values))
             return
+        if not isinstance(record, _CROSS_LOG):  # most records: no export to read, no facts
+            try:
+                apply_record(ix, index, record, origin, _no_export, self.roster)
+            except RuleViolation as v:
+                self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
+                _force(ix, index, record, origin, None)
+            return
         foreign = None
         if isinstance(record, Import):
             resolved = self.exports.resolve(record.export_ref)
@@ -633,7 +677,8 @@ class _Auditor:
                 check_received_by(record, _day(time_ms))
             elif isinstance(record, Export):
                 _assume_origins(ix, index, record)
-            apply_record(ix, index, record, origin, lambda _o, _i: foreign, self.roster)
+            lookup = _no_export if foreign is None else lambda _o, _i: foreign
+            apply_record(ix, index, record, origin, lookup, self.roster)
         except RuleViolation as v:
             self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
             _force(ix, index, record, origin, foreign)

@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol, cast
 import lmdb
 import msgpack
 
-from ledger.encoding import pack_canonical
+from ledger.quick_init import quick_init
 from ledger.records import (
     ROLES,
     ActorRegister,
@@ -79,6 +79,7 @@ def decode_value(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, use_list=False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Foreign:
     """A verified export from another Participant's log, with the proof text that proved it."""
@@ -94,12 +95,18 @@ ForeignLookup = Callable[[str, int], "Foreign | None"]
 
 
 class Tables(Protocol):
-    """Byte-level access to the custody databases."""
+    """Byte-level access to the custody databases.
+
+    `getter` and `putter` hand out one database's get and put for a hot loop to call
+    directly (an `Index` resolves the few it uses per record once).
+    """
 
     def get(self, db: str, key: bytes) -> bytes | None: ...
     def put(self, db: str, key: bytes, value: bytes) -> None: ...
     def delete(self, db: str, key: bytes) -> None: ...
     def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def getter(self, db: str) -> Callable[[bytes], bytes | None]: ...
+    def putter(self, db: str) -> Callable[[bytes, bytes], object]: ...
 
 
 def _dump(tables: Tables, log_id: bytes) -> dict[str, dict[bytes, Any]]:
@@ -111,20 +118,39 @@ def _dump(tables: Tables, log_id: bytes) -> dict[str, dict[bytes, Any]]:
 
 
 class LmdbTables:
-    """The custody databases inside one LMDB transaction."""
+    """The custody databases inside one LMDB transaction.
+
+    Gets and puts go through one cursor per database, kept for the transaction: py-lmdb's
+    ``Transaction.get/put(..., db=)`` cost twice a cursor's for the same B-tree work.
+    The store opens transactions with buffers=False, so values are bytes already.
+    """
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
         self.txn, self.dbs = txn, dbs
+        self._cursors: dict[str, lmdb.Cursor] = {}
+
+    def _cursor(self, db: str) -> lmdb.Cursor:
+        cursor = self._cursors.get(db)
+        if cursor is None:
+            cursor = self._cursors[db] = self.txn.cursor(db=self.dbs[db])
+        return cursor
 
     def get(self, db: str, key: bytes) -> bytes | None:
-        # The store opens transactions with buffers=False: values are bytes already.
-        return cast("bytes | None", self.txn.get(key, db=self.dbs[db]))
+        return cast("bytes | None", self._cursor(db).get(key))
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.dbs[db])
+        self._cursor(db).put(key, value)
 
     def delete(self, db: str, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs[db])  # False (not an error) when there is no such key
+        cursor = self._cursor(db)
+        if cursor.set_key(key):  # no such key: nothing to do, not an error
+            cursor.delete()
+
+    def getter(self, db: str) -> Callable[[bytes], bytes | None]:
+        return cast("Callable[[bytes], bytes | None]", self._cursor(db).get)
+
+    def putter(self, db: str) -> Callable[[bytes, bytes], object]:
+        return cast("Callable[[bytes, bytes], object]", self._cursor(db).put)
 
     def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         with self.txn.cursor(db=self.dbs[db]) as cur:
@@ -155,6 +181,12 @@ class MemoryTables:
     def delete(self, db: str, key: bytes) -> None:
         self.rows[db].pop(key, None)
 
+    def getter(self, db: str) -> Callable[[bytes], bytes | None]:
+        return self.rows[db].get
+
+    def putter(self, db: str) -> Callable[[bytes, bytes], object]:
+        return self.rows[db].__setitem__
+
     def scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(self.rows[db]):
             if key.startswith(prefix):
@@ -165,14 +197,38 @@ class MemoryTables:
         return _dump(self, log_id)
 
 
-class Index:
-    """Typed custody state of one log over `Tables`, for the life of one transaction."""
+#: A parcel's stored value, in `ParcelState` field order after the id:
+#: (carats, value, status, entry, consumed_by, origins, zones).
+ParcelRow = tuple[int, int, str, int, int | None, tuple[str, ...], tuple[str, ...]]
 
-    def __init__(self, tables: Tables, log_id: bytes) -> None:
-        self.t, self.id = tables, log_id
+
+class Index:
+    """Typed custody state of one log over `Tables`, for the life of one transaction.
+
+    Parcels written through it stay in memory as rows (a batch mostly consumes parcels it
+    created): `ParcelState` values are made only when read. The cache lives exactly as
+    long as the transaction it mirrors: an aborted transaction takes its Index with it.
+
+    `listings` False keeps only the state the rules read (actors, parcels, certificates,
+    foreign proofs) and skips the lists only readers scan (`parcel_log`, `actor_log`,
+    `holding`, `awaiting`): for a replay that checks the rules and is then thrown away,
+    such as the audit's scratch state.
+    """
+
+    def __init__(self, tables: Tables, log_id: bytes, *, listings: bool = True) -> None:
+        self.t, self.id, self.listings = tables, log_id, listings
         self._actors: dict[str, ActorState | None] = {}  # few actors, read by most records
-        # Parcels written through this index: a batch mostly consumes parcels it created.
-        self._parcels: dict[str, ParcelState] = {}
+        self._parcels: dict[str, ParcelRow] = {}
+        # The stores of every record's writes, resolved once (see `Tables`).
+        self._get_parcel = tables.getter("parcels")
+        self._put_parcel = tables.putter("parcels")
+        if listings:
+            self._put_parcel_log = tables.putter("parcel_log")
+            self._put_holding = tables.putter("holding")
+            self._put_actor_log = tables.putter("actor_log")
+        # Same bytes as `pack_canonical` (the values are canonical already), one packer per
+        # index: an index serves one transaction, in one thread.
+        self._pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
     def actor(self, actor_id: str) -> ActorState | None:
         if actor_id in self._actors:
@@ -184,7 +240,8 @@ class Index:
 
     def mention_actor(self, actor_id: str, index: int) -> None:
         """Note that entry `index` names actor `actor_id` (registers, revokes or acts as)."""
-        self.t.put("actor_log", self.id + actor_id.encode() + b"\x00" + _U64.pack(index), b"")
+        if self.listings:
+            self._put_actor_log(self.id + actor_id.encode() + b"\x00" + _U64.pack(index), b"")
 
     def actor_mentions(self, actor_id: str) -> Iterator[int]:
         """Every entry naming the actor, ascending."""
@@ -194,15 +251,20 @@ class Index:
 
     def put_actor(self, a: ActorState) -> None:
         value = [a.role, a.name, a.licence, a.location, a.zone, a.registered, a.revoked]
-        self.t.put("actors", self.id + a.actor.encode(), pack_canonical(value))
+        self.t.put("actors", self.id + a.actor.encode(), self._pack(value))
         self._actors[a.actor] = a
 
     def parcel(self, parcel_id: str) -> ParcelState | None:
-        found = self._parcels.get(parcel_id)
-        if found is not None:
-            return found
-        data = self.t.get("parcels", self.id + parcel_id.encode())
-        return None if data is None else ParcelState(parcel_id, *decode_value(data))
+        row = self.parcel_row(parcel_id)
+        return None if row is None else ParcelState(parcel_id, *row)
+
+    def parcel_row(self, parcel_id: str) -> ParcelRow | None:
+        """The parcel's fields after its id, as stored, or None (`parcel` without the state)."""
+        row = self._parcels.get(parcel_id)
+        if row is not None:
+            return row
+        data = self._get_parcel(self.id + parcel_id.encode())
+        return None if data is None else cast(ParcelRow, decode_value(data))
 
     def parcels(self) -> Iterator[ParcelState]:
         for key, data in self.t.scan("parcels", self.id):
@@ -217,13 +279,19 @@ class Index:
 
     def put_parcel(self, p: ParcelState, index: int) -> None:
         """Store `p` and note that entry `index` mentions it."""
-        value = [p.carats, p.value, p.status, p.entry, p.consumed_by, p.origins, p.zones]
-        key = self.id + p.parcel.encode()
-        self.t.put("parcels", key, pack_canonical(value))
-        self._parcels[p.parcel] = p
-        self.t.put("parcel_log", key + b"\x00" + _U64.pack(index), b"")
-        if p.status == IN_CUSTODY:
-            self.t.put("holding", key, b"")
+        row = (p.carats, p.value, p.status, p.entry, p.consumed_by, p.origins, p.zones)
+        self.put_parcel_row(p.parcel, row, index)
+
+    def put_parcel_row(self, parcel_id: str, row: ParcelRow, index: int) -> None:
+        """`put_parcel` of the parcel `parcel_id` whose other fields are `row`."""
+        key = self.id + parcel_id.encode()
+        self._put_parcel(key, self._pack(row))
+        self._parcels[parcel_id] = row
+        if not self.listings:
+            return
+        self._put_parcel_log(key + b"\x00" + _U64.pack(index), b"")
+        if row[2] == IN_CUSTODY:
+            self._put_holding(key, b"")
         else:
             self.t.delete("holding", key)
 
@@ -242,7 +310,7 @@ class Index:
         return None if state is None or state.origin == own_origin else state
 
     def put_certificate(self, c: CertificateState) -> None:
-        value = [
+        value = (
             c.origin,
             c.index,
             c.leaf_hash,
@@ -254,10 +322,17 @@ class Index:
             c.status,
             c.import_index,
             c.parcels,
-        ]
-        self.t.put("certificates", self.id + c.number.encode(), pack_canonical(value))
+        )
+        self.put_certificate_row(c.number, value)
+
+    def put_certificate_row(self, number: str, row: tuple[Any, ...]) -> None:
+        """`put_certificate` of certificate `number` whose other fields, in
+        `CertificateState` order, are `row`."""
+        self.t.put("certificates", self.id + number.encode(), self._pack(row))
 
     def set_awaiting(self, number: str, awaiting: bool) -> None:
+        if not self.listings:
+            return
         key = self.id + number.encode()
         if awaiting:
             self.t.put("awaiting", key, b"")
@@ -289,23 +364,48 @@ def apply_record(
     """Check (when `roster` is given) and apply `record` at `index` to the custody state.
 
     `linked` False (replicas) lets an import whose export is not at hand through, checked
-    only against this log; the cross-log check is then the audit's.
+    only against this log; the cross-log check is then the audit's. Each kind's step
+    checks everything before it writes anything, and ends by noting the actor it names.
     """
+    kind = type(record)
+    if kind is ParcelMine:  # most records: dispatched by exact type, most frequent first
+        _mine(ix, index, cast(ParcelMine, record), roster is not None)
+    elif kind is ParcelSplit:
+        _split(ix, index, cast(ParcelSplit, record), roster is not None)
+    elif kind is ParcelMerge:
+        _merge(ix, index, cast(ParcelMerge, record), roster is not None)
+    elif kind is Export:
+        _export(ix, index, cast(Export, record), own_origin, roster)
+    else:
+        _apply_other(ix, index, record, own_origin, foreign, roster, linked)
+
+
+def _apply_other(
+    ix: Index,
+    index: int,
+    record: Record,
+    own_origin: str,
+    foreign: ForeignLookup,
+    roster: Roster | None,
+    linked: bool,
+) -> None:
+    """`apply_record` for the rarer kinds (and any subclass of a record class)."""
     check = roster is not None
     kind = record.KIND
-    named = _actor_named(record)
     match record:
         case ActorRegister():
             if check:
                 check_new_actor(kind, record.actor, ix.actor(record.actor))
             r = record
             ix.put_actor(ActorState(r.actor, r.role, r.name, r.licence, r.location, r.zone, index))
+            ix.mention_actor(r.actor, index)
         case ActorRevoke():
             actor = ix.actor(record.actor)
             if check:
                 check_actor(kind, "actor", record.actor, actor, ROLES)
             assert actor is not None
             ix.put_actor(replace(actor, revoked=index))
+            ix.mention_actor(record.actor, index)
         case ParcelMine():
             _mine(ix, index, record, check)
         case ParcelSplit():
@@ -318,27 +418,12 @@ def apply_record(
             _void(ix, index, record, own_origin, check)
         case Import():
             _import(ix, index, record, own_origin, foreign, roster, linked)
-    if named is not None:
-        ix.mention_actor(named, index)
-
-
-def _actor_named(record: Record) -> str | None:
-    """The licensed actor a record names: registered, revoked, mining, exporting, importing."""
-    match record:
-        case ActorRegister() | ActorRevoke():
-            return record.actor
-        case ParcelMine():
-            return record.mine
-        case Export():
-            return record.exporter
-        case Import():
-            return record.importer
-    return None
 
 
 def _consume(ix: Index, p: ParcelState, status: str, index: int) -> None:
-    used = ParcelState(p.parcel, p.carats, p.value, status, p.entry, index, p.origins, p.zones)
-    ix.put_parcel(used, index)
+    ix.put_parcel_row(
+        p.parcel, (p.carats, p.value, status, p.entry, index, p.origins, p.zones), index
+    )
 
 
 def _inputs(ix: Index, kind: str, parcels: tuple[str, ...], check: bool) -> list[ParcelState]:
@@ -358,8 +443,10 @@ def _mine(ix: Index, index: int, r: ParcelMine, check: bool) -> None:
         check_actor(r.KIND, "mine", r.mine, mine, MINE_ROLES)
         check_new_parcel(r.KIND, r.parcel, ix.parcel(r.parcel))
     zones = () if mine is None else (mine.zone,)
-    state = ParcelState(r.parcel, r.carats, r.value, IN_CUSTODY, index, None, (r.origin,), zones)
-    ix.put_parcel(state, index)
+    ix.put_parcel_row(
+        r.parcel, (r.carats, r.value, IN_CUSTODY, index, None, (r.origin,), zones), index
+    )
+    ix.mention_actor(r.mine, index)
 
 
 def _split(ix: Index, index: int, r: ParcelSplit, check: bool) -> None:
@@ -369,11 +456,11 @@ def _split(ix: Index, index: int, r: ParcelSplit, check: bool) -> None:
         for share in r.outputs:
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     _consume(ix, source, SPLIT, index)
+    origins, zones = source.origins, source.zones
     for s in r.outputs:
-        out = ParcelState(
-            s.parcel, s.carats, s.value, IN_CUSTODY, index, None, source.origins, source.zones
+        ix.put_parcel_row(
+            s.parcel, (s.carats, s.value, IN_CUSTODY, index, None, origins, zones), index
         )
-        ix.put_parcel(out, index)
 
 
 def _merge(ix: Index, index: int, r: ParcelMerge, check: bool) -> None:
@@ -386,9 +473,7 @@ def _merge(ix: Index, index: int, r: ParcelMerge, check: bool) -> None:
     origins = tuple(sorted({c for s in sources for c in s.origins}))
     zones = tuple(sorted({z for s in sources for z in s.zones}))
     o = r.output
-    ix.put_parcel(
-        ParcelState(o.parcel, o.carats, o.value, IN_CUSTODY, index, None, origins, zones), index
-    )
+    ix.put_parcel_row(o.parcel, (o.carats, o.value, IN_CUSTODY, index, None, origins, zones), index)
 
 
 def _export(ix: Index, index: int, r: Export, own_origin: str, roster: Roster | None) -> None:
@@ -401,9 +486,9 @@ def _export(ix: Index, index: int, r: Export, own_origin: str, roster: Roster | 
         check_export(r, own=own, roster=roster, existing=existing, parcels=parcels)
     for p in parcels:
         _consume(ix, p, EXPORTED, index)
-    ix.put_certificate(
-        CertificateState(
-            r.certificate,
+    ix.put_certificate_row(
+        r.certificate,
+        (
             own_origin,
             index,
             b"",
@@ -415,9 +500,10 @@ def _export(ix: Index, index: int, r: Export, own_origin: str, roster: Roster | 
             AWAITING,
             None,
             r.parcels,
-        )
+        ),
     )
     ix.set_awaiting(r.certificate, True)
+    ix.mention_actor(r.exporter, index)
 
 
 def _void(ix: Index, index: int, r: ExportVoid, own_origin: str, check: bool) -> None:
@@ -446,6 +532,7 @@ def _import(
     foreign = lookup(ref.origin, ref.index)
     if foreign is None and not linked:
         _unlinked_import(ix, index, r, own_origin, roster)
+        ix.mention_actor(r.importer, index)
         return
     if foreign is None or foreign.leaf_hash != ref.leaf_hash:
         raise ForeignProofInvalid(
@@ -467,8 +554,8 @@ def _import(
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     origins = tuple(sorted(set(export.origins)))
     for s in r.parcels:
-        ix.put_parcel(
-            ParcelState(s.parcel, s.carats, s.value, IN_CUSTODY, index, None, origins, ()), index
+        ix.put_parcel_row(
+            s.parcel, (s.carats, s.value, IN_CUSTODY, index, None, origins, ()), index
         )
     ix.put_certificate(
         CertificateState(
@@ -487,6 +574,7 @@ def _import(
         )
     )
     ix.put_proof(foreign)
+    ix.mention_actor(r.importer, index)
 
 
 def _unlinked_import(

@@ -15,12 +15,13 @@ equal to the roster's.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Protocol, Self, TypeAlias
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Protocol, Self, TypeAlias, cast
 
 from ledger.errors import RecordError
 from ledger.quantities import MAX_CARATS, MAX_CENTS
@@ -39,10 +40,14 @@ ISO_3166_ALPHA2: Final = frozenset(
 )
 #: The European Union takes part in the KPCS as one Participant.
 EU: Final = "EU"
+_PARTICIPANT_CODES: Final = ISO_3166_ALPHA2 | {EU}
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,79}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _CERTIFICATE = re.compile(r"(?P<issuer>[A-Z]{2})-(?P<year>[0-9]{4})-(?P<serial>[0-9]{6,10})")
+#: The common spelling (a six-digit serial), good whenever its issuer is a Participant code.
+_SIX_DIGIT_CERTIFICATE = re.compile(r"[A-Z]{2}-[0-9]{4}-[0-9]{6}").fullmatch
+_ident_match = _IDENT.fullmatch
 _MAX_INDEX = 2**63 - 1
 _MISSING: Final = object()
 
@@ -80,6 +85,8 @@ def is_participant_code(code: object) -> bool:
 
 def certificate_problem(number: object) -> str | None:
     """What is wrong with a certificate number (``BW-2026-000123``), or None."""
+    if type(number) is str and _SIX_DIGIT_CERTIFICATE(number) and number[:2] in _PARTICIPANT_CODES:
+        return None  # the fast path: what the checks below accept, spelled the common way
     if not isinstance(number, str) or (m := _CERTIFICATE.fullmatch(number)) is None:
         return "must be a certificate number like BW-2026-000123 (issuer-year-serial)"
     if not is_participant_code(m["issuer"]):
@@ -95,6 +102,8 @@ def _is_int(value: object) -> bool:
 
 def _int_in(low: int, high: int, what: str) -> Check:
     def check(v: object) -> str | None:
+        if type(v) is int and low <= v <= high:
+            return None  # the fast path: a plain int in range
         if not _is_int(v):
             return f"must be an integer ({what})"
         if not low <= v <= high:  # type: ignore[operator]
@@ -105,7 +114,7 @@ def _int_in(low: int, high: int, what: str) -> Check:
 
 
 def _ident(v: object) -> str | None:
-    if isinstance(v, str) and _IDENT.fullmatch(v):
+    if isinstance(v, str) and _ident_match(v):
         return None
     return "must be an id of 1-80 ASCII letters, digits or ._:/- starting with a letter or digit"
 
@@ -114,6 +123,8 @@ def text_problem(v: object, max_len: int) -> str | None:
     """What is wrong with a free-text value (names, reasons, zones), or None."""
     if not isinstance(v, str) or not 0 < len(v) <= max_len:
         return f"must be text of 1 to {max_len} characters"
+    if v.isascii() and v.isprintable() and v == v.strip():
+        return None  # the fast path: ASCII is NFC; printable ASCII has no Cc/Cf/Zl/Zp
     if v != v.strip() or not unicodedata.is_normalized("NFC", v):
         return "must be NFC-normalised with no leading or trailing spaces"
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
@@ -122,7 +133,9 @@ def text_problem(v: object, max_len: int) -> str | None:
 
 
 def _country(v: object) -> str | None:
-    return None if is_country(v) else "must be an ISO 3166-1 alpha-2 country code"
+    if isinstance(v, str) and v in ISO_3166_ALPHA2:  # is_country, inline: a hot check
+        return None
+    return "must be an ISO 3166-1 alpha-2 country code"
 
 
 def _participant(v: object) -> str | None:
@@ -174,11 +187,25 @@ def _at(prefix: str, fn: Callable[[Any], Any], value: Any) -> Any:
         raise _BadValueError(prefix + e.path, e.value, e.problem) from None
 
 
+#: What `quick_check` says of a value `check` would refuse (`check` then says why).
+_REFUSED: Final = "refused"
+
+
+def _itself(item: object) -> object:
+    return item
+
+
 class FieldSpec(Protocol):
-    """How one field is decoded from a body, checked, and encoded back."""
+    """How one field is decoded from a body, checked, and encoded back.
+
+    `quick_check` is `check` on the happy path: None exactly when `check` passes, without
+    building the paths and messages of an error (records are built and decoded by the
+    hundred thousand; the rare refusal then goes through `check` for its message).
+    """
 
     def decode(self, raw: Any) -> Any: ...
     def check(self, value: Any) -> None: ...
+    def quick_check(self, value: Any) -> str | None: ...
     def encode(self, value: Any) -> Any: ...
 
 
@@ -196,6 +223,9 @@ class Scalar:
         if problem is not None:
             raise _BadValueError("", value, problem)
 
+    def quick_check(self, value: Any) -> str | None:
+        return self.test(value)
+
     def encode(self, value: Any) -> Any:
         return value
 
@@ -207,7 +237,7 @@ class Nested:
     cls: type[Body]
 
     def decode(self, raw: Any) -> Any:
-        if not isinstance(raw, Mapping):
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             raise _BadValueError("", raw, "must be a map")
         try:
             return self.cls.from_body(raw)
@@ -217,6 +247,9 @@ class Nested:
     def check(self, value: Any) -> None:
         if not isinstance(value, self.cls):
             raise _BadValueError("", value, f"must be a {self.cls.KIND}")
+
+    def quick_check(self, value: Any) -> str | None:
+        return None if isinstance(value, self.cls) else _REFUSED
 
     def encode(self, value: Any) -> Any:
         return value.to_body()
@@ -228,12 +261,28 @@ class ListOf:
 
     item: Scalar | Nested
     min_len: int
-    key: Callable[[Any], object] = lambda item: item
+    key: Callable[[Any], object] = _itself
+    #: The quick check's per-item test: a scalar item's test, else None (nested maps: the
+    #: item must be an instance of the nested class).
+    _item_test: Check | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        test = self.item.test if isinstance(self.item, Scalar) else None
+        object.__setattr__(self, "_item_test", test)
 
     def decode(self, raw: Any) -> Any:
         if not isinstance(raw, list):
             raise _BadValueError("", raw, "must be a list")
-        return tuple(_at(f"[{i}]", self.item.decode, x) for i, x in enumerate(raw))
+        item = self.item
+        if isinstance(item, Scalar):
+            return tuple(raw)  # a scalar decodes as itself
+        decoded = []
+        for i, x in enumerate(raw):
+            try:
+                decoded.append(item.decode(x))
+            except _BadValueError as e:
+                raise _BadValueError(f"[{i}]" + e.path, e.value, e.problem) from None
+        return tuple(decoded)
 
     def check(self, value: Any) -> None:
         if not isinstance(value, tuple):
@@ -247,7 +296,32 @@ class ListOf:
             if first != i:
                 raise _BadValueError(f"[{i}]", self.key(item), f"duplicates [{first}]")
 
+    def quick_check(self, value: Any) -> str | None:
+        if not isinstance(value, tuple) or len(value) < self.min_len:
+            return _REFUSED
+        test = self._item_test
+        if test is not None:
+            for x in value:
+                if test(x) is not None:
+                    return _REFUSED
+        else:
+            cls = cast(Nested, self.item).cls
+            for x in value:
+                if not isinstance(x, cls):
+                    return _REFUSED
+        if len(value) == 1:
+            return None
+        key = self.key
+        keys = value if key is _itself else [key(x) for x in value]
+        try:
+            distinct = len(set(keys)) == len(keys)
+        except TypeError:  # an unhashable key: `check` raises it as before
+            return _REFUSED
+        return None if distinct else _REFUSED
+
     def encode(self, value: Any) -> Any:
+        if isinstance(self.item, Scalar):
+            return list(value)  # a scalar encodes as itself
         return [self.item.encode(x) for x in value]
 
 
@@ -310,43 +384,39 @@ class Body:
     Subclasses are ``@dataclass(frozen=True, slots=True)`` whose fields are exactly the
     keys of ``SCHEMA``, in order, and may override `check_together` for invariants
     that span fields.
+
+    Each subclass gets its own straight-line ``__post_init__``, ``to_body`` and body
+    decoder, compiled from ``SCHEMA`` when the class is made (see `_compile`): records are
+    built, encoded and decoded by the hundred thousand, and a loop over a schema costs
+    more than the checks themselves. The loops below are the reference they must match;
+    a refused value always goes through them, so every error message comes from here.
     """
 
     __slots__ = ()
     KIND: ClassVar[str]
     SCHEMA: ClassVar[Mapping[str, FieldSpec]]
-    #: SCHEMA's items in key order: `to_body` writes maps already sorted, i.e. canonical.
-    _SORTED: ClassVar[tuple[tuple[str, FieldSpec], ...]] = ()
-    #: Per field: its name, a scalar's test (called directly: the hot path) or None, its spec.
-    _CHECKS: ClassVar[tuple[tuple[str, Check | None, FieldSpec], ...]] = ()
-    #: The fields `from_body` must reshape (lists, nested maps); scalars pass as they are.
-    _SHAPED: ClassVar[frozenset[str]] = frozenset()
+    #: SCHEMA's keys, to compare a body's keys with in one step.
+    _KEYS: ClassVar[frozenset[str]] = frozenset()
+    #: Builds the class from a body with exactly SCHEMA's keys (compiled per class).
+    _FROM_FIELDS: ClassVar[Callable[[Mapping[str, Any]], Any]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "SCHEMA" in cls.__dict__:
-            cls._SORTED = tuple(sorted(cls.SCHEMA.items()))
-            cls._CHECKS = tuple(
-                (name, spec.test if isinstance(spec, Scalar) else None, spec)
-                for name, spec in cls.SCHEMA.items()
-            )
-            cls._SHAPED = frozenset(
-                name for name, spec in cls.SCHEMA.items() if not isinstance(spec, Scalar)
-            )
+            cls._KEYS = frozenset(cls.SCHEMA)
+            _compile(cls)
 
     def __post_init__(self) -> None:
-        for name, test, spec in self._CHECKS:
-            value = getattr(self, name)
-            if test is not None:
-                problem = test(value)
-                if problem is not None:
-                    raise RecordFieldError(self.KIND, name, value, problem)
-                continue
+        self._check_fields()
+        self.check_together()
+
+    def _check_fields(self) -> None:
+        """Check every field in SCHEMA order; RecordFieldError for the first one refused."""
+        for name, spec in self.SCHEMA.items():
             try:
-                spec.check(value)
+                spec.check(getattr(self, name))
             except _BadValueError as e:
                 raise RecordFieldError(self.KIND, name + e.path, e.value, e.problem) from None
-        self.check_together()
 
     def check_together(self) -> None:
         """Check invariants across fields; the default has none."""
@@ -358,25 +428,77 @@ class Body:
     def to_body(self) -> dict[str, Any]:
         """The canonical map of this record: keys sorted at every level; ints, str, bytes,
         lists, bool, None (so its bytes need no re-check before signing)."""
-        return {name: spec.encode(getattr(self, name)) for name, spec in self._SORTED}
+        return {name: self.SCHEMA[name].encode(getattr(self, name)) for name in sorted(self.SCHEMA)}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
         """Decode a body map strictly: exactly the schema's keys, each well typed and valid."""
         if type(body) is not dict and not isinstance(body, Mapping):
             raise RecordFieldError(cls.KIND, "body", body, "must be a map")
-        for key in body:
-            if key not in cls.SCHEMA:
-                raise RecordFieldError(cls.KIND, str(key), body[key], "unexpected field")
-        if len(body) != len(cls.SCHEMA):
+        if body.keys() != cls._KEYS:
+            for key in body:
+                if key not in cls.SCHEMA:
+                    raise RecordFieldError(cls.KIND, str(key), body[key], "unexpected field")
             missing = next(name for name in cls.SCHEMA if name not in body)
             raise RecordFieldError(cls.KIND, missing, _MISSING, "missing")
-        if not cls._SHAPED:
-            return cls(**body)
-        values = dict(body)
-        for name in cls._SHAPED:
-            try:
-                values[name] = cls.SCHEMA[name].decode(body[name])
-            except _BadValueError as e:
-                raise RecordFieldError(cls.KIND, name + e.path, e.value, e.problem) from None
-        return cls(**values)
+        made: Self = cls._FROM_FIELDS(body)
+        return made
+
+
+def _compile(cls: type[Body]) -> None:
+    """Give `cls` straight-line ``__post_init__``, ``to_body`` and ``_FROM_FIELDS``.
+
+    The same steps as `Body`'s loops, written out per field (as `dataclasses` writes
+    ``__init__``): ``__post_init__`` runs every field's quick check and, if one refuses,
+    `Body._check_fields` for the error; ``to_body`` writes the keys in sorted order;
+    ``_FROM_FIELDS`` decodes lists and nested maps in SCHEMA order, then builds the record
+    (passing the fields by position: they are SCHEMA's keys in order).
+    """
+    names = list(cls.SCHEMA)
+    if "__dataclass_fields__" in cls.__dict__:  # the class as the dataclass decorator made it
+        made = [f.name for f in dataclasses.fields(cast(Any, cls))]
+        if made != names:
+            raise TypeError(f"{cls.__name__}: fields {made} are not SCHEMA's keys {names}")
+    scope: dict[str, Any] = {"cls": cls, "_Bad": _BadValueError, "_Err": RecordFieldError}
+    quick, decoding, arguments, encoded = [], [], [], {}
+    for i, (name, spec) in enumerate(cls.SCHEMA.items()):
+        if not name.isidentifier():
+            raise TypeError(f"{cls.__name__}: field {name!r} is not an identifier")
+        scope[f"_q{i}"] = spec.test if isinstance(spec, Scalar) else spec.quick_check
+        quick.append(f"_q{i}(self.{name}) is None")
+        if isinstance(spec, Scalar):  # taken and written as it is
+            arguments.append(f"body[{name!r}]")
+            encoded[name] = f"self.{name}"
+        else:
+            scope[f"_d{i}"], scope[f"_e{i}"] = spec.decode, spec.encode
+            decoding += _decoding(i, name)
+            arguments.append(f"_v{i}")
+            encoded[name] = f"_e{i}(self.{name})"
+    together = cls.check_together is not Body.check_together
+    source = [
+        "def __post_init__(self):",
+        f"    if not ({' and '.join(quick) or 'True'}):",
+        "        self._check_fields()",
+        *(["    self.check_together()"] if together else []),
+        "def to_body(self):",
+        "    return {" + ", ".join(f"{n!r}: {encoded[n]}" for n in sorted(names)) + "}",
+        "def from_fields(body):",
+        *decoding,
+        f"    return cls({', '.join(arguments)})",
+    ]
+    exec("\n".join(source), scope)  # noqa: S102 (the source is built from identifiers alone)
+    for name, doc in (("__post_init__", "Check every field."), ("to_body", Body.to_body.__doc__)):
+        scope[name].__doc__ = doc
+        scope[name].__qualname__ = f"{cls.__qualname__}.{name}"
+        setattr(cls, name, scope[name])
+    cls._FROM_FIELDS = staticmethod(scope["from_fields"])
+
+
+def _decoding(i: int, name: str) -> list[str]:
+    """Source lines decoding field `name` (number `i`) into ``_v<i>``, refusing as `Body` does."""
+    return [
+        "    try:",
+        f"        _v{i} = _d{i}(body[{name!r}])",
+        "    except _Bad as e:",
+        f"        raise _Err(cls.KIND, {name!r} + e.path, e.value, e.problem) from None",
+    ]

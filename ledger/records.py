@@ -60,6 +60,7 @@ from ledger.fields import (
     text,
 )
 from ledger.quantities import format_carats, format_usd, parse_carats, parse_usd
+from ledger.quick_init import quick_init
 
 __all__ = [
     "EU",
@@ -112,6 +113,7 @@ def certificate_issuer(number: str) -> str:
 # -- nested parts ---------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParcelShare(Body):
     """A parcel with its weight and value: a split or merge output, or a parcel received."""
@@ -123,6 +125,7 @@ class ParcelShare(Body):
     value: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ExportRef(Body):
     """Where an export entry sits: the exporting log's origin, its index and its leaf hash."""
@@ -141,6 +144,7 @@ def _shares(min_len: int) -> ListOf:
 # -- records --------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ActorRegister(Body):
     """A licensed mine, artisanal site, exporter, importer or trader enters the register.
@@ -166,6 +170,7 @@ class ActorRegister(Body):
     zone: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ActorRevoke(Body):
     """A registered actor's licence is withdrawn."""
@@ -176,6 +181,7 @@ class ActorRevoke(Body):
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParcelMine(Body):
     """Rough diamonds produced at a registered mine become a parcel."""
@@ -197,6 +203,7 @@ class ParcelMine(Body):
     origin: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParcelSplit(Body):
     """One parcel is sorted into two or more new parcels."""
@@ -213,6 +220,7 @@ class ParcelSplit(Body):
                 self.fail(f"outputs[{i}].parcel", share.parcel, "is the input parcel")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParcelMerge(Body):
     """Two or more parcels are mixed into one new parcel."""
@@ -228,6 +236,7 @@ class ParcelMerge(Body):
             self.fail("output.parcel", self.output.parcel, "is one of the inputs")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Export(Body):
     """A KP certificate (KPCS Annex I): parcels leave for another Participant.
@@ -287,6 +296,7 @@ class Export(Body):
             self.fail("destination", self.destination, "is the certificate's own issuer")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Import(Body):
     """The importing authority confirms receipt of a certificate (KPCS Section III).
@@ -319,6 +329,7 @@ class Import(Body):
     discrepancy: str | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ExportVoid(Body):
     """A certificate is cancelled before import; ``export_index`` is its export entry."""

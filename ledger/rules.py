@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.errors import RuleViolation
+from ledger.quick_init import quick_init
 from ledger.records import Export, ExportVoid, Import, ParcelMerge, ParcelSplit
 from ledger.roster import Roster
 
@@ -50,6 +51,7 @@ IMPORTER_ROLES: Final = ("importer", "trader")
 # -- state values ---------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ActorState:
     """A registered actor: its register fields, where it was registered and revoked."""
@@ -69,6 +71,7 @@ class ActorState:
         return ACTIVE if self.revoked is None else REVOKED
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParcelState:
     """A parcel on this log: weight, value, whether it is still here, and where it came from."""
@@ -83,6 +86,7 @@ class ParcelState:
     zones: tuple[str, ...]  # zones of the mines it came from; () for imported parcels
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CertificateState:
     """A KP certificate issued here (``origin`` is this log) or imported here."""
