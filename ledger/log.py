@@ -23,7 +23,7 @@ from ledger.chain import MAX_SIGNED, Draft, Drafter, link
 from ledger.checkpoint import Checkpoint, TlogProof, open_checkpoint, sign_checkpoint
 from ledger.errors import LogError
 from ledger.keys import Signer, Verifier
-from ledger.read_ahead import ReadAhead, batched
+from ledger.read_ahead import batched
 from ledger.sign_process import signing_process
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import TileReader, TileWriter
@@ -147,18 +147,14 @@ class Log:
         (a bad body, the records iterable raising) is not written and the error is raised
         after the earlier batches committed; stopping the iteration early keeps exactly
         the batches already yielded. A log with an entry hook (the custody rules) appends
-        batch by batch instead, its rules seeing each batch's own transaction, while a
-        thread draws the next batch from `records` (so `records` must not hold state tied
-        to the calling thread, such as an LMDB read transaction).
+        batch by batch instead: its rules must see each batch's own transaction.
         """
         if batch < 1:
             raise LogError(f"batch size {batch} must be at least 1")
         self._own_signer()
         if self.hook is not None or not self.sign_process or batch < SIGN_PROCESS_MIN:
-            # the next batch is drawn from `records` in a thread while this one commits
-            with ReadAhead(batched(records, batch), 1) as parts:
-                for part in parts:
-                    yield self.append_many(part, canonical_bodies=canonical_bodies)
+            for part in batched(records, batch):
+                yield self.append_many(part, canonical_bodies=canonical_bodies)
             return
         yield from self._overlapped_batches(iter(records), batch, canonical_bodies)
 

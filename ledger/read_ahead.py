@@ -1,8 +1,8 @@
-"""Items drawn in a background thread a bounded number ahead of their reader.
+"""Drawing items lazily: in batches, or in a background thread ahead of their reader.
 
-Used where the reader blocks outside the GIL for long stretches, so the drawing overlaps
-it: replica sync fetches the next entry bundles while the last batch is checked and
-stored; a bulk append builds its next batch of records while the last one commits.
+`ReadAhead` pays where the drawing blocks outside the GIL: replica sync fetches the next
+entry bundles over the network while the last batch is checked and stored. (It does not
+pay for building records ahead of a bulk append: building and the rules both need the GIL.)
 """
 
 from __future__ import annotations

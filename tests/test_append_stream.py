@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 
+from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.errors import EncodingError, LogError
 from ledger.keys import Signer
 from ledger.log import SIGN_PROCESS_MIN, EntryHook, Log
+from ledger.records import Record as CustodyRecord
+from ledger.rules import DuplicateParcel
 from ledger.verify import verify_log
 from tests.conftest import mine_body
+from tests.test_rules import COUNTRIES, NET, mined, roster_of, setup_records
 
 BATCH = SIGN_PROCESS_MIN + 50
 Record = tuple[str, Mapping[str, Any]]
@@ -137,3 +141,35 @@ def test_a_log_with_rules_streams_each_batch_through_them(node: DataDir) -> None
 def test_a_batch_size_below_one_is_refused(node: DataDir) -> None:
     with pytest.raises(LogError, match="batch size 0"):
         next(node.own_log().append_stream(records(0, 1), batch=0))
+
+
+@pytest.fixture
+def bw(tmp_path: Path) -> Iterator[Custody]:
+    """Botswana's custody engine with its actors registered, in a network of five."""
+    nodes = {code: DataDir.init(tmp_path / code, code, NET) for code in COUNTRIES}
+    custody = Custody(nodes["BW"], roster_of(nodes))
+    custody.append_many(setup_records())
+    yield custody
+    for node in nodes.values():
+        node.close()
+
+
+def test_a_custody_stream_commits_each_batch_through_the_rules_and_stops_at_a_breach(
+    bw: Custody,
+) -> None:
+    """The rules see each batch of a bulk load; a parcel mined twice fails its own batch,
+    and the batches before it stay, indexes and all, as a fresh replay has them."""
+    before = bw.log.size()
+
+    def production() -> Iterator[CustodyRecord]:
+        for n in range(3 * BATCH):
+            yield mined(f"BULK-{n:05d}", 1_00)
+        yield mined("BULK-00007", 1_00)  # already mined in the first batch
+
+    acked = 0
+    with pytest.raises(DuplicateParcel, match="BULK-00007"):
+        for ack in bw.append_stream(production(), batch=BATCH):
+            acked += len(ack)
+    assert acked == bw.log.size() - before == 3 * BATCH
+    assert bw.parcel("BULK-00007") is not None and bw.parcel(f"BULK-{3 * BATCH - 1:05d}")
+    assert bw.stored_indexes() == bw.replay_indexes()
