@@ -433,10 +433,6 @@ def _values(record: Record) -> tuple[tuple[str, Value], ...]:
             return (("certificate", record.certificate), ("export_index", record.export_index))
 
 
-#: The records the cross-log checks keep facts of (see `_Auditor.note`).
-_CROSS_LOG: Final = (Export, ExportVoid, Import)
-
-
 def _no_export(_origin: str, _index: int) -> Foreign | None:
     """The export lookup of a record that is not an import."""
     return None
@@ -650,13 +646,6 @@ class _Auditor:
         except RecordError as e:
             values = (("kind", kind),)
             self.tally(Finding(VIOLATION, RECORD_WELL_FORMED, origin, index, str(e), values))
-            return
-        if not isinstance(record, _CROSS_LOG):  # most records: no export to read, no facts
-            try:
-                apply_record(ix, index, record, origin, _no_export, self.roster)
-            except RuleViolation as v:
-                self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
-                _force(ix, index, record, origin, None)
             return
         foreign = None
         if isinstance(record, Import):

@@ -27,6 +27,7 @@ from ledger.records import (
     Import,
     ParcelMerge,
     ParcelMine,
+    ParcelShare,
     ParcelSplit,
     Record,
 )
@@ -367,32 +368,17 @@ def apply_record(
     only against this log; the cross-log check is then the audit's. Each kind's step
     checks everything before it writes anything, and ends by noting the actor it names.
     """
-    kind = type(record)
-    if kind is ParcelMine:  # most records: dispatched by exact type, most frequent first
-        _mine(ix, index, cast(ParcelMine, record), roster is not None)
-    elif kind is ParcelSplit:
-        _split(ix, index, cast(ParcelSplit, record), roster is not None)
-    elif kind is ParcelMerge:
-        _merge(ix, index, cast(ParcelMerge, record), roster is not None)
-    elif kind is Export:
-        _export(ix, index, cast(Export, record), own_origin, roster)
-    else:
-        _apply_other(ix, index, record, own_origin, foreign, roster, linked)
-
-
-def _apply_other(
-    ix: Index,
-    index: int,
-    record: Record,
-    own_origin: str,
-    foreign: ForeignLookup,
-    roster: Roster | None,
-    linked: bool,
-) -> None:
-    """`apply_record` for the rarer kinds (and any subclass of a record class)."""
     check = roster is not None
     kind = record.KIND
-    match record:
+    match record:  # the most frequent kinds first
+        case ParcelMine():
+            _mine(ix, index, record, check)
+        case ParcelSplit():
+            _split(ix, index, record, check)
+        case ParcelMerge():
+            _merge(ix, index, record, check)
+        case Export():
+            _export(ix, index, record, own_origin, roster)
         case ActorRegister():
             if check:
                 check_new_actor(kind, record.actor, ix.actor(record.actor))
@@ -406,18 +392,22 @@ def _apply_other(
             assert actor is not None
             ix.put_actor(replace(actor, revoked=index))
             ix.mention_actor(record.actor, index)
-        case ParcelMine():
-            _mine(ix, index, record, check)
-        case ParcelSplit():
-            _split(ix, index, record, check)
-        case ParcelMerge():
-            _merge(ix, index, record, check)
-        case Export():
-            _export(ix, index, record, own_origin, roster)
         case ExportVoid():
             _void(ix, index, record, own_origin, check)
         case Import():
             _import(ix, index, record, own_origin, foreign, roster, linked)
+
+
+def _new_parcel(
+    ix: Index,
+    index: int,
+    made: ParcelMine | ParcelShare,
+    origins: tuple[str, ...],
+    zones: tuple[str, ...],
+) -> None:
+    """A parcel entry `index` brings into custody: mined, split off, merged or received."""
+    row = (made.carats, made.value, IN_CUSTODY, index, None, origins, zones)
+    ix.put_parcel_row(made.parcel, row, index)
 
 
 def _consume(ix: Index, p: ParcelState, status: str, index: int) -> None:
@@ -443,9 +433,7 @@ def _mine(ix: Index, index: int, r: ParcelMine, check: bool) -> None:
         check_actor(r.KIND, "mine", r.mine, mine, MINE_ROLES)
         check_new_parcel(r.KIND, r.parcel, ix.parcel(r.parcel))
     zones = () if mine is None else (mine.zone,)
-    ix.put_parcel_row(
-        r.parcel, (r.carats, r.value, IN_CUSTODY, index, None, (r.origin,), zones), index
-    )
+    _new_parcel(ix, index, r, (r.origin,), zones)
     ix.mention_actor(r.mine, index)
 
 
@@ -458,9 +446,7 @@ def _split(ix: Index, index: int, r: ParcelSplit, check: bool) -> None:
     _consume(ix, source, SPLIT, index)
     origins, zones = source.origins, source.zones
     for s in r.outputs:
-        ix.put_parcel_row(
-            s.parcel, (s.carats, s.value, IN_CUSTODY, index, None, origins, zones), index
-        )
+        _new_parcel(ix, index, s, origins, zones)
 
 
 def _merge(ix: Index, index: int, r: ParcelMerge, check: bool) -> None:
@@ -472,8 +458,7 @@ def _merge(ix: Index, index: int, r: ParcelMerge, check: bool) -> None:
         _consume(ix, source, MERGED, index)
     origins = tuple(sorted({c for s in sources for c in s.origins}))
     zones = tuple(sorted({z for s in sources for z in s.zones}))
-    o = r.output
-    ix.put_parcel_row(o.parcel, (o.carats, o.value, IN_CUSTODY, index, None, origins, zones), index)
+    _new_parcel(ix, index, r.output, origins, zones)
 
 
 def _export(ix: Index, index: int, r: Export, own_origin: str, roster: Roster | None) -> None:
@@ -554,9 +539,7 @@ def _import(
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     origins = tuple(sorted(set(export.origins)))
     for s in r.parcels:
-        ix.put_parcel_row(
-            s.parcel, (s.carats, s.value, IN_CUSTODY, index, None, origins, ()), index
-        )
+        _new_parcel(ix, index, s, origins, ())
     ix.put_certificate(
         CertificateState(
             export.certificate,
@@ -593,10 +576,7 @@ def _unlinked_import(
         for share in r.parcels:
             check_new_parcel(r.KIND, share.parcel, ix.parcel(share.parcel))
     for s in r.parcels:
-        state = ParcelState(
-            s.parcel, s.carats, s.value, IN_CUSTODY, index, None, (UNKNOWN_ORIGIN,), ()
-        )
-        ix.put_parcel(state, index)
+        _new_parcel(ix, index, s, (UNKNOWN_ORIGIN,), ())
     ix.put_certificate(
         CertificateState(
             r.certificate,

@@ -151,7 +151,6 @@ class Log:
         """
         if batch < 1:
             raise LogError(f"batch size {batch} must be at least 1")
-        self._own_signer()
         if self.hook is not None or not self.sign_process or batch < SIGN_PROCESS_MIN:
             for part in batched(records, batch):
                 yield self.append_many(part, canonical_bodies=canonical_bodies)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from ledger.entry import ZERO_HASH
 from ledger.keys import Verifier
 from ledger.tiles import HASH_SIZE
 from ledger.verify import CHUNK, PROCESS_CHUNK, Fault, chain_fault, check_entries
-
-T = TypeVar("T")
 
 
 def span_size(pool: Executor) -> int:
