@@ -13,8 +13,6 @@ VerifyKey.verify rate on all threads first, then audits every log in the store.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from benchmarks.common import (
     raw_verify_rate,
     report,
     run_scales,
-    scale_parser,
+    verify_rate_args,
 )
 from ledger.audit import audit
 from ledger.datadir import DataDir
@@ -238,15 +236,8 @@ def one(n: int, threads: int) -> dict[str, object]:
 
 def main() -> None:
     """Run each scale in its own process and print the table."""
-    parser = scale_parser(__doc__ or "", "entries")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.build:
-        build(Path(args.build[1]), int(args.build[0]))
-        return
-    if args.one:
-        print(json.dumps(one(args.one, args.threads)))
+    args = verify_rate_args(__doc__ or "", build, one)
+    if args is None:
         return
     results = run_scales(__file__, args.scale or [100_000], ["--threads", str(args.threads)])
     report(

@@ -14,7 +14,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import nacl
@@ -145,6 +147,28 @@ def scale_parser(doc: str, unit: str) -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, action="append", help=f"{unit} (repeatable)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     return parser
+
+
+def verify_rate_args(
+    doc: str, build: Callable[[Path, int], None], one: Callable[[int, int], dict[str, Any]]
+) -> argparse.Namespace | None:
+    """Parse the options of a benchmark timed against raw verify on `--threads` threads.
+
+    The internal steps run here and give None: `--build N DIR` writes the data (untimed,
+    in its own process), `--one N` times one scale and prints its figures as JSON.
+    Otherwise the arguments come back for the parent, which runs each scale.
+    """
+    parser = scale_parser(doc, "entries")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        build(Path(args.build[1]), int(args.build[0]))
+        return None
+    if args.one:
+        print(json.dumps(one(args.one, args.threads)))
+        return None
+    return args
 
 
 def run_and_report(

@@ -8,8 +8,6 @@ raw VerifyKey.verify rate on all threads first, then replays the log.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from benchmarks.append import body
-from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, scale_parser
+from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, verify_rate_args
 from ledger.datadir import DataDir
 from ledger.verify import verify_log
 
@@ -61,15 +59,8 @@ def one(n: int, threads: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = scale_parser(__doc__ or "", "entries")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.build:
-        build(Path(args.build[1]), int(args.build[0]))
-        return
-    if args.one:
-        print(json.dumps(one(args.one, args.threads)))
+    args = verify_rate_args(__doc__ or "", build, one)
+    if args is None:
         return
     run_and_report(
         __file__,
