@@ -132,7 +132,7 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
         raise EncodingError(f"str is not valid UTF-8 at byte {e.start}") from e
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise EncodingError(f"malformed msgpack: {e}") from e
-    if not _plain(value, 0):
+    if not plain(value, 0):
         _check_types(value, "$")  # raises, naming where
     if pack_canonical(value) != data:
         raise EncodingError(
@@ -145,14 +145,14 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
 _DECODED_SCALARS = (str, bytes, int, bool, type(None))
 
 
-def _plain(value: Any, depth: int) -> bool:
+def plain(value: Any, depth: int) -> bool:
     """True when `_check_types` would pass: the fast check, without building paths."""
     kind = type(value)
     if kind is list:
         if depth >= MAX_DEPTH:
             return False
         for item in value:
-            if type(item) not in _DECODED_SCALARS and not _plain(item, depth + 1):
+            if type(item) not in _DECODED_SCALARS and not plain(item, depth + 1):
                 return False
         return True
     if kind is dict:
@@ -165,7 +165,7 @@ def _plain(value: Any, depth: int) -> bool:
         if keys != sorted(keys):
             return False
         for item in value.values():
-            if type(item) not in _DECODED_SCALARS and not _plain(item, depth + 1):
+            if type(item) not in _DECODED_SCALARS and not plain(item, depth + 1):
                 return False
         return True
     return kind in _DECODED_SCALARS

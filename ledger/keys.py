@@ -96,6 +96,29 @@ class Verifier:
             return False
         return True
 
+    def verify_function(self, max_message: int) -> Callable[[bytes, bytes], bool]:
+        """`verify` for one thread's long run of messages of at most `max_message` bytes.
+
+        Calls libsodium's crypto_sign_open through PyNaCl's own cffi binding with one
+        output buffer kept for the run, skipping the per-call allocations, copy and
+        exception of `bindings.crypto_sign_open` (about 4 µs of a replay's 125 µs per
+        entry). Falls back to `verify` when this PyNaCl does not expose the binding.
+        Not thread-safe: each thread asks for its own.
+        """
+        if _ffi is None:  # pragma: no cover - a PyNaCl built without it
+            return self.verify
+        out = _ffi.new("unsigned char[]", 64 + max_message)
+        public_key, crypto_sign_open, no_length = self.public_key, _lib.crypto_sign_open, _ffi.NULL
+
+        def verify(message: bytes, signature: bytes) -> bool:
+            if len(message) > max_message or len(signature) != 64:
+                return self.verify(message, signature)
+            signed = signature + message
+            refused: int = crypto_sign_open(out, no_length, signed, len(signed), public_key)
+            return refused == 0
+
+        return verify
+
     def as_cosigner(self) -> Verifier:
         """The same key as a tlog-cosignature/v1 witness key (type 0x04)."""
         return Verifier(self.name, self.public_key, ALG_COSIGNATURE_V1)

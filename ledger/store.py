@@ -100,15 +100,35 @@ EMPTY_HEAD = Head(0, bytes(32), 0)
 class Store:
     """One LMDB environment holding every log this node keeps."""
 
-    def __init__(self, path: Path, *, create: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        readonly: bool = False,
+    ):
+        """Open (or with `create`, make) the store at `path`; `readonly` for processes that
+        only read (verify workers), which then never take the writer's lock."""
         if not create and not (path / "data.mdb").exists():
             raise NotInitialisedError(f"no ledger store at {path} (run `kimberley init`)")
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                path.mkdir(parents=True, exist_ok=True)
             self.env = lmdb.open(
-                str(path), map_size=map_size, max_dbs=len(_DB_NAMES), sync=True, metasync=True
+                str(path),
+                map_size=map_size,
+                max_dbs=len(_DB_NAMES),
+                sync=True,
+                metasync=True,
+                readonly=readonly,
             )
-            self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
+            self.dbs: dict[str, lmdb._Database] = {}
+            for name in _DB_NAMES:
+                try:
+                    self.dbs[name] = self.env.open_db(name.encode(), create=not readonly)
+                except lmdb.NotFoundError:  # read-only, a store from before this table
+                    continue
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
         self.path = path

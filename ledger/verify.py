@@ -28,15 +28,15 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 from typing import Any, cast
 
 import lmdb
-from nacl import bindings
-from nacl.exceptions import BadSignatureError
 
 from ledger import merkle
+from ledger.chain import MAX_SIGNED
 from ledger.checkpoint import open_checkpoint
 from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_fields, split_entry
 from ledger.errors import IntegrityError, LedgerError, LogError
@@ -127,13 +127,14 @@ def check_entries(
     are the caller's, in order. Used by replay and by replica sync alike; with `bodies`
     each entry's kind and body are kept too, for the custody rules.
     """
-    origin, public_key = verifier.name, verifier.public_key
+    origin = verifier.name
     prevs: list[bytes] = []
     times: list[int] = []
     leaves: list[bytes] = []
     kept: list[tuple[str, dict[str, Any]]] = []
     fault = None
     sha256 = hashlib.sha256
+    verify = verifier.verify_function(MAX_SIGNED)
     for index, raw in enumerate(raws, start):
         try:
             payload, signature = split_entry(raw)
@@ -147,9 +148,7 @@ def check_entries(
         if entry_index != index:
             fault = Fault(index, f"entry says index {entry_index}")
             break
-        try:
-            bindings.crypto_sign_open(signature + ENTRY_CONTEXT + payload, public_key)
-        except BadSignatureError:
+        if not verify(ENTRY_CONTEXT + payload, signature):
             fault = Fault(index, "signature does not verify")
             break
         prevs.append(prev)
@@ -282,13 +281,12 @@ def verify_log(
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
         in_processes = size >= processes_from
+        source: Store | str = str(store.path) if in_processes else store
+        runs = _run_bounds(size, PROCESS_CHUNK if in_processes else CHUNK)
         with worker_pool(workers, processes=in_processes) as pool:
-            runs = _read_runs(
-                txn, store.db("entries"), log_id, size, PROCESS_CHUNK if in_processes else CHUNK
-            )
             try:
                 replay = _Replay(txn, store, log_id, verifier)
-                root, count = replay.run(runs, pool, 2 * workers + 1, progress, on_verified)
+                root, count = replay.run(source, runs, pool, 2 * workers + 1, progress, on_verified)
             except Fault as bad:
                 raise IntegrityError(origin, bad.index, bad.reason) from None
             except BrokenExecutor as e:
@@ -321,32 +319,55 @@ def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-Run = tuple[int, list[bytes], Fault | None]
+def _run_bounds(size: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each run of `chunk` entries of a log of `size`."""
+    return ((start, min(size, start + chunk)) for start in range(0, size, chunk))
 
 
-def _read_runs(
-    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, size: int, chunk: int
-) -> Iterator[Run]:
-    """Entry bytes in runs of `chunk`, in order; a gap in the keys ends the run with a fault."""
+def read_run(
+    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, start: int, stop: int
+) -> tuple[list[bytes], Fault | None]:
+    """Entry bytes `start`...`stop - 1`; a gap in the keys cuts the run there, with a fault."""
     with txn.cursor(db=db) as cur:
-        if not size:
-            return
-        if not cur.set_range(entry_key(log_id, 0)):
-            yield 0, [], Fault(0, "entry is missing")
-            return
-        items = cast(Iterator[tuple[bytes, bytes]], cur.iternext())  # Store.read: no buffers
-        pack = _INDEX.pack
-        for start in range(0, size, chunk):
-            stop = min(size, start + chunk)
-            pairs = list(islice(items, stop - start))
-            keys = [key for key, _ in pairs]
-            raws = [raw for _, raw in pairs]
-            want = [log_id + pack(index) for index in range(start, stop)]
-            if keys != want:
-                bad = next(i for i, key in enumerate([*keys, b""]) if key != want[i])
-                yield start, raws[:bad], Fault(start + bad, "entry is missing")
-                return
-            yield start, raws, None
+        if not cur.set_key(entry_key(log_id, start)):
+            return [], Fault(start, "entry is missing")
+        pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), stop - start))
+    keys = [key for key, _ in pairs]
+    raws = [raw for _, raw in pairs]
+    pack = _INDEX.pack
+    want = [log_id + pack(index) for index in range(start, stop)]
+    if keys != want:
+        bad = next(i for i, key in enumerate([*keys, b""]) if key != want[i])
+        return raws[:bad], Fault(start + bad, "entry is missing")
+    return raws, None
+
+
+#: Read-only stores a worker process has opened, by path: one per process, kept open.
+_READERS: dict[str, Store] = {}
+
+
+def check_stored_run(
+    source: Store | str, log_id: bytes, verifier: Verifier, start: int, stop: int
+) -> CheckedRun:
+    """`check_run` on stored entries `start`...`stop - 1`, read by the worker itself.
+
+    A worker process opens the store read-only once (by path) and reads its own runs, so
+    the replaying process neither reads nor ships the entry bytes; a worker thread reads
+    through the caller's `Store`. Entries below the head never change, so the worker's
+    snapshot agrees with the caller's on them.
+    """
+    if isinstance(source, str):
+        store = _READERS.get(source)
+        if store is None:
+            store = _READERS[source] = Store(Path(source), readonly=True)
+    else:
+        store = source
+    with store.read() as txn:
+        raws, gap = read_run(txn, store.db("entries"), log_id, start, stop)
+    run = check_run(verifier, start, raws)
+    if gap is not None and run.fault is None:
+        return replace(run, fault=gap)
+    return run
 
 
 class _Handover:
@@ -389,7 +410,8 @@ class _Replay:
 
     def run(
         self,
-        runs: Iterator[Run],
+        source: Store | str,
+        runs: Iterator[tuple[int, int]],
         pool: Executor,
         in_flight: int,
         progress: Progress | None,
@@ -397,24 +419,27 @@ class _Replay:
     ) -> tuple[bytes, int]:
         """Hand runs to `pool`, at most `in_flight` at once; take the results in order.
 
-        Each verified run goes to `on_verified` one run late (the end-of-log checks can
-        still fault the last entry); on a fault, every entry before it goes first.
+        Workers read their runs from `source`. Each verified run goes to `on_verified` one
+        run late (the end-of-log checks can still fault the last entry); on a fault, every
+        entry before it goes first.
         """
-        pending: deque[tuple[Future[CheckedRun], Fault | None, int, list[bytes]]] = deque()
+        pending: deque[tuple[Future[CheckedRun], int, int]] = deque()
         held = _Handover(on_verified)
+        entries = self.store.db("entries")
         try:
             while True:
-                while len(pending) < in_flight and (item := next(runs, None)) is not None:
-                    start, raws, gap = item
-                    future = pool.submit(check_run, self.verifier, start, raws)
-                    pending.append((future, gap, start, raws))
+                while len(pending) < in_flight and (bounds := next(runs, None)) is not None:
+                    start, stop = bounds
+                    future = pool.submit(
+                        check_stored_run, source, self.log_id, self.verifier, start, stop
+                    )
+                    pending.append((future, start, stop))
                 if not pending:
                     break
-                future, gap, start, raws = pending.popleft()
-                held.hold(start, raws)
+                future, start, stop = pending.popleft()
+                if on_verified is not None:
+                    held.hold(start, read_run(self.txn, entries, self.log_id, start, stop)[0])
                 self.add(future.result())
-                if gap is not None:
-                    raise gap
                 held.pass_on(keep=1)
                 if progress is not None:
                     progress(self.rng.size)
@@ -443,25 +468,39 @@ class _Replay:
         """Append the run's leaves, checking each stored checkpoint at its size on the way.
 
         A whole level-0 tile whose stored hashes equal the run's joins the tree as one
-        level-8 subtree; any other leaf is appended alone, so a fault is found at its leaf.
+        level-8 subtree (checkpoints at sizes inside it are checked on a scratch copy of
+        the tree's edge); any other leaf is appended alone, so a fault is found at its leaf.
         """
         rng, tiles, leaves, nodes = self.rng, self.tiles, run.leaves, run.nodes
         end = run.start + run.count
-        while rng.size < end:
-            stop = end if self.next_cp is None else min(end, self.next_cp[0])
-            while (at := rng.size) < stop:
-                offset = (at - run.start) * HASH_SIZE
-                node = offset // TILE_WIDTH
-                if (
-                    at % TILE_WIDTH == 0
-                    and at + TILE_WIDTH <= stop
-                    and node < len(nodes)
-                    and tiles.leaves_match(at, leaves[offset : offset + _TILE_BYTES])
-                ):
-                    _append_subtree(rng, TILE_HEIGHT, nodes[node : node + HASH_SIZE], tiles)
-                else:
-                    rng.append(leaves[offset : offset + HASH_SIZE], tiles)
+        while (at := rng.size) < end:
+            offset = (at - run.start) * HASH_SIZE
+            node = offset // TILE_WIDTH
+            tile = leaves[offset : offset + _TILE_BYTES]
+            if (
+                at % TILE_WIDTH == 0
+                and at + TILE_WIDTH <= end
+                and node < len(nodes)
+                and tiles.leaves_match(at, tile)
+            ):
+                self._check_inside(tile)
+                _append_subtree(rng, TILE_HEIGHT, nodes[node : node + HASH_SIZE], tiles)
+            else:
+                rng.append(tile[:HASH_SIZE], tiles)
             self._check_checkpoints()
+
+    def _check_inside(self, tile: bytes) -> None:
+        """Check the stored checkpoints at sizes inside a whole tile about to join the tree:
+        each against the root of the tree so far plus the tile's leaves up to its size."""
+        base = self.rng.size
+        while self.next_cp is not None and self.next_cp[0] < base + TILE_WIDTH:
+            size = self.next_cp[0]
+            scratch = merkle.CompactRange(base, self.rng.hashes)
+            for at in range(0, (size - base) * HASH_SIZE, HASH_SIZE):
+                scratch.append(tile[at : at + HASH_SIZE])
+            self.next_cp, self.checked = _check_checkpoints(
+                self.next_cp, self.checkpoints, size, scratch, self.verifier, self.checked
+            )
 
     def _check_checkpoints(self) -> None:
         self.next_cp, self.checked = _check_checkpoints(

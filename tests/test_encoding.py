@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.encoding import MAX_DEPTH, MAX_ENTRY_SIZE, canonical, decode, encode
-from ledger.entry import split_entry
+from ledger.entry import _parse_checked, encode_payload, parse_fields, split_entry
 from ledger.errors import EncodingError, EntryTooLargeError
 
 scalars = (
@@ -243,3 +244,96 @@ def test_an_oversized_entry_is_refused_as_too_large() -> None:
     """An entry over the tile-bundle limit is refused before it is parsed."""
     with pytest.raises(EntryTooLargeError):
         split_entry(b"\x92" + bytes(MAX_ENTRY_SIZE))
+
+
+def _fields_outcome(parse: Any, payload: bytes) -> tuple[str, Any]:
+    try:
+        return "accepted", parse(payload)
+    except EncodingError as e:
+        return "refused", str(e)
+
+
+_loose_scalars = (
+    scalars | st.floats(allow_nan=False) | st.just(msgpack.ExtType(5, b"x")) | st.just(-1)
+)
+_loose = st.recursive(
+    _loose_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+#: Per payload field, values just outside what it may hold.
+_NEAR_MISSES: list[list[Any]] = [
+    [2, True, 0, 1.0],
+    ["", b"kp.example/BW", None],
+    [-1, True, "7", 7.0],
+    [bytes(31), bytes(33), "x" * 32],
+    [-1, False, 5.5],
+    ["", b"parcel.mine", 3],
+    [[], None, [("a", 1)], {"b": 1, "a": 2}, {1: 2}, {"a": 0.5}, {"a": msgpack.ExtType(1, b"")}],
+]
+_WELL_FORMED = [1, "kp.example/BW", 7, bytes(32), 1_700_000_000_000, "parcel.mine", {"a": [1]}]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(field, value) for field, values in enumerate(_NEAR_MISSES) for value in values],
+)
+def test_a_near_miss_payload_field_is_refused_by_both_parses(field: int, value: Any) -> None:
+    """parse_fields' one-test path refuses each field just outside its range, with the
+    checked parse's words, as the checked parse does."""
+    fields = list(_WELL_FORMED)
+    fields[field] = value
+    payload = msgpack.packb(fields, use_bin_type=True)
+    outcome = _fields_outcome(parse_fields, payload)
+    assert outcome == _fields_outcome(_parse_checked, payload)
+    assert outcome[0] == "refused"
+
+
+@st.composite
+def _payloads(draw: st.DrawFn) -> bytes:
+    """Well-formed payload heads with any body (floats, ext types, other keys, unsorted),
+    or another document, packed as msgpack packs them, then maybe one byte mutation."""
+    body = draw(st.dictionaries(st.text(max_size=6) | st.integers(0, 3), _loose) | values)
+    if isinstance(body, dict) and draw(st.booleans()):
+        with contextlib.suppress(TypeError):
+            body = dict(sorted(body.items()))
+    fields = [*_WELL_FORMED[:6], body]
+    if draw(st.integers(0, 7)) == 0:
+        fields = draw(st.lists(_loose, max_size=8))
+    raw = bytearray(msgpack.packb(fields, use_bin_type=True))
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(raw) - 1))
+        how = draw(st.sampled_from(["set", "delete", "append"]))
+        if how == "set":
+            raw[at] = draw(st.integers(0, 255))
+        elif how == "delete":
+            del raw[at]
+        else:
+            raw += b"\xc0"
+    return bytes(raw)
+
+
+@given(_payloads())
+def test_the_payload_fast_path_agrees_with_the_checked_parse(payload: bytes) -> None:
+    """parse_fields' one-test path for well-formed payloads accepts exactly what the checked
+    parse accepts, with the same fields, and refuses the rest with the checked path's words."""
+    assert _fields_outcome(parse_fields, payload) == _fields_outcome(_parse_checked, payload)
+
+
+def test_the_payload_fast_path_takes_a_real_entry() -> None:
+    """A payload the log writes goes through the fast path to the same fields."""
+    payload = encode_payload(
+        "kp.example/BW",
+        7,
+        bytes(32),
+        1_700_000_000_000,
+        "parcel.mine",
+        {"carats": 125, "parcel": "BW-1", "nested": {"b": [1, "x"], "a": None}},
+    )
+    assert parse_fields(payload) == _parse_checked(payload)
+    assert parse_fields(payload)[5]["nested"] == {"a": None, "b": [1, "x"]}

@@ -88,11 +88,12 @@ def test_rfc8032_known_answers(case: dict[str, str]) -> None:
     assert signer.sign(message) == want
     assert signer.sign_function(64)(message) == want
     verifier = signer.verifier
-    assert verifier.verify(message, want)
-    for bit in range(0, 512, 37):
-        flipped = bytearray(want)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        assert not verifier.verify(message, bytes(flipped))
+    for verify in (verifier.verify, verifier.verify_function(64)):
+        assert verify(message, want)
+        for bit in range(0, 512, 37):
+            flipped = bytearray(want)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            assert not verify(message, bytes(flipped))
 
 
 @given(st.binary(min_size=32, max_size=32), st.lists(st.binary(max_size=300), max_size=8))
@@ -102,3 +103,28 @@ def test_the_long_run_signer_signs_exactly_as_sign(seed: bytes, messages: list[b
     signer = Signer("run", seed)
     sign = signer.sign_function(100)
     assert [sign(m) for m in messages] == [signer.sign(m) for m in messages]
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.lists(
+        st.tuples(st.binary(max_size=300), st.sampled_from(["good", "flip", "short", "other"])),
+        max_size=8,
+    ),
+)
+def test_the_long_run_verifier_answers_exactly_as_verify(
+    seed: bytes, cases: list[tuple[bytes, str]]
+) -> None:
+    """The buffered verifier used for replays agrees with `verify` on good signatures, flipped
+    ones, wrong lengths and another key's, for messages over its buffer too, in any order."""
+    signer, other = Signer("run", seed), Signer("run", bytes(reversed(seed)))
+    verifier = signer.verifier
+    verify = verifier.verify_function(100)
+    for message, how in cases:
+        signature = (other if how == "other" else signer).sign(message)
+        if how == "flip":
+            signature = bytes([signature[0] ^ 1]) + signature[1:]
+        elif how == "short":
+            signature = signature[:63]
+        assert verify(message, signature) == verifier.verify(message, signature)
+        assert verify(message, signature) == (how == "good" or seed == bytes(reversed(seed)))
