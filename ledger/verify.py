@@ -50,6 +50,9 @@ CHUNK = 256
 PROCESS_CHUNK = 1024
 #: Logs with at least this many entries are checked in worker processes.
 PROCESS_THRESHOLD = 20_000
+#: The same when the caller replays each verified run in this process meanwhile (an audit):
+#: worker threads would hold the GIL against it, so processes pay off much sooner.
+BUSY_PROCESS_THRESHOLD = 2 * PROCESS_CHUNK
 Progress = Callable[[int], None]
 #: Receives verified entries: the index of the first, then their bytes.
 Verified = Callable[[int, list[bytes]], None]
@@ -263,13 +266,14 @@ def verify_log(
     *,
     threads: int | None = None,
     progress: Progress | None = None,
-    processes_from: int = PROCESS_THRESHOLD,
+    processes_from: int | None = None,
     on_verified: Verified | None = None,
 ) -> VerifyReport:
     """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index.
 
     `threads` workers (default: one per core) check runs of entries: processes for a log
-    of at least `processes_from` entries, threads below. `on_verified(start, raws)` gets
+    of at least `processes_from` entries (default PROCESS_THRESHOLD, or
+    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below. `on_verified(start, raws)` gets
     every entry before the first fault, in order, in runs, while later runs are still
     being checked: an audit replays the rules on them at the same time.
     """
@@ -280,6 +284,8 @@ def verify_log(
         if log_id is None:
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
+        if processes_from is None:
+            processes_from = PROCESS_THRESHOLD if on_verified is None else BUSY_PROCESS_THRESHOLD
         in_processes = size >= processes_from
         source: Store | str = str(store.path) if in_processes else store
         runs = _run_bounds(size, PROCESS_CHUNK if in_processes else CHUNK)
@@ -495,9 +501,13 @@ class _Replay:
         base = self.rng.size
         while self.next_cp is not None and self.next_cp[0] < base + TILE_WIDTH:
             size = self.next_cp[0]
-            scratch = merkle.CompactRange(base, self.rng.hashes)
-            for at in range(0, (size - base) * HASH_SIZE, HASH_SIZE):
-                scratch.append(tile[at : at + HASH_SIZE])
+            edge, at = list(self.rng.hashes), 0
+            for level in range(TILE_HEIGHT - 1, -1, -1):  # the tile's leaves below `size`
+                if (size - base) >> level & 1:  # as perfect subtrees, largest first
+                    width = HASH_SIZE << level
+                    edge.append(subtree_hash(tile[at : at + width], level))
+                    at += width
+            scratch = merkle.CompactRange(size, edge)
             self.next_cp, self.checked = _check_checkpoints(
                 self.next_cp, self.checkpoints, size, scratch, self.verifier, self.checked
             )
