@@ -267,6 +267,27 @@ class CompactRange:
         hashes.append(leaf)
         self.size = size + 1
 
+    def append_subtree(
+        self, level: int, digest: bytes, on_node: Callable[[int, int, bytes], None]
+    ) -> None:
+        """Add a perfect subtree of 2**level leaves whose root is `digest`; the size must be a
+        multiple of 2**level. What 2**level leaf appends would do, reporting the same nodes
+        from `level` up (the caller has the ones below); if on_node raises, the range is left
+        as it was."""
+        hashes, size, width = self.hashes, self.size, 1 << level
+        index = size >> level
+        on_node(level, index, digest)
+        top = len(hashes)
+        while index & 1:
+            top -= 1
+            index >>= 1
+            level += 1
+            digest = _sha256(b"\x01" + hashes[top] + digest).digest()
+            on_node(level, index, digest)
+        del hashes[top:]
+        hashes.append(digest)
+        self.size = size + width
+
     def root(self) -> bytes:
         """The tree root: the frontier hashes folded right to left (EMPTY_ROOT when empty)."""
         hashes = self.hashes

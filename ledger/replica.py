@@ -21,7 +21,7 @@ cross-log checks once every log is held.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass
 
@@ -38,11 +38,31 @@ from ledger.records import Export, parse_record
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
-from ledger.tiles import HASH_SIZE, TileReader, TileWriter
+from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileReader, TileWriter
 from ledger.verify import CHUNK, WorkerError, worker_pool
 from ledger.workers import CheckedSpan, check_span, span_size
 
-NodeSink = Callable[[int, int, bytes], None]
+
+def _add_leaves(rng: merkle.CompactRange, tiles: TileWriter, leaves: bytes, nodes: bytes) -> None:
+    """Append joined leaf hashes to the tree and its tiles: each whole tile whose subtree
+    hash a worker computed (`nodes`, for a span from a tile boundary) in one step, any
+    other leaf alone."""
+    count, done = len(leaves) // HASH_SIZE, 0
+    while done < count:
+        at, tile = done * HASH_SIZE, done // TILE_WIDTH
+        if (
+            done % TILE_WIDTH == 0
+            and rng.size % TILE_WIDTH == 0
+            and (tile + 1) * HASH_SIZE <= len(nodes)
+        ):
+            tiles.add_leaves(rng.size, leaves[at : at + TILE_WIDTH * HASH_SIZE])
+            rng.append_subtree(
+                TILE_HEIGHT, nodes[tile * HASH_SIZE : (tile + 1) * HASH_SIZE], tiles.add
+            )
+            done += TILE_WIDTH
+        else:
+            rng.append(leaves[at : at + HASH_SIZE], tiles.add)
+            done += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +206,7 @@ class Replica(Log):
             rng = merkle.CompactRange.from_reader(
                 head.size, TileReader(txn, store.db("tiles"), log_id).node
             )
-            prev, last_time = self._grow(rng, tiles.add, spans, head)
+            prev, last_time = self._grow(rng, tiles, spans, head)
             self._apply_rules(txn, head.size, spans)
             root = rng.root()
             if end == cp.size:
@@ -208,10 +228,10 @@ class Replica(Log):
         return Accepted(head.size, end, cp, end == cp.size)
 
     def _grow(
-        self, rng: merkle.CompactRange, on_node: NodeSink, spans: list[CheckedSpan], head: Head
+        self, rng: merkle.CompactRange, tiles: TileWriter, spans: list[CheckedSpan], head: Head
     ) -> tuple[bytes, int]:
         """Chain the spans onto `head` and add their leaves to the tree; the new last leaf
-        and time.
+        and time. A whole tile whose subtree hash the worker computed joins in one step.
 
         IntegrityError names the first entry whose prev or time breaks the chain, or the
         first a worker refused.
@@ -227,10 +247,8 @@ class Replica(Log):
                     raise IntegrityError(
                         self.origin, span.start, f"time {span.first_time} goes backwards"
                     )
-                leaves = span.leaves
-                for at in range(0, len(leaves), HASH_SIZE):
-                    rng.append(leaves[at : at + HASH_SIZE], on_node)
-                prev, last_time = leaves[-HASH_SIZE:], span.last_time
+                _add_leaves(rng, tiles, span.leaves, span.nodes)
+                prev, last_time = span.leaves[-HASH_SIZE:], span.last_time
             if span.fault is not None:
                 raise IntegrityError(self.origin, span.fault.index, span.fault.reason)
         return prev, last_time

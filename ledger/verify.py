@@ -175,12 +175,20 @@ def check_run(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedRun:
     if not count:
         return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
     joined = b"".join(leaves[:count])
-    full = count - count % TILE_WIDTH if start % TILE_WIDTH == 0 else 0
-    nodes = b"".join(
-        subtree_hash(joined[at : at + _TILE_BYTES], TILE_HEIGHT)
-        for at in range(0, full * HASH_SIZE, _TILE_BYTES)
-    )
+    nodes = tile_nodes(start, joined)
     return CheckedRun(start, joined, nodes, prevs[0], times[0], times[count - 1], fault)
+
+
+def tile_nodes(start: int, leaves: bytes) -> bytes:
+    """The level-8 subtree hashes of the whole tiles among `leaves` (joined leaf hashes
+    from leaf `start`), joined; none unless `start` is on a tile boundary."""
+    if start % TILE_WIDTH:
+        return b""
+    whole = len(leaves) - len(leaves) % _TILE_BYTES
+    return b"".join(
+        subtree_hash(leaves[at : at + _TILE_BYTES], TILE_HEIGHT)
+        for at in range(0, whole, _TILE_BYTES)
+    )
 
 
 #: How a replay words a broken chain; replica sync words it as its `accept` always has.
@@ -490,7 +498,7 @@ class _Replay:
                 and tiles.leaves_match(at, tile)
             ):
                 self._check_inside(tile)
-                _append_subtree(rng, TILE_HEIGHT, nodes[node : node + HASH_SIZE], tiles)
+                rng.append_subtree(TILE_HEIGHT, nodes[node : node + HASH_SIZE], tiles)
             else:
                 rng.append(tile[:HASH_SIZE], tiles)
             self._check_checkpoints()
@@ -529,31 +537,6 @@ class _Replay:
         if size and (head.last_leaf != self.prev or head.time_ms != self.last_time):
             raise Fault(size - 1, "stored head does not match the last entry")
         return self.rng.root(), self.checked
-
-
-def _append_subtree(
-    rng: merkle.CompactRange,
-    level: int,
-    digest: bytes,
-    on_node: Callable[[int, int, bytes], None],
-) -> None:
-    """Add a perfect subtree of 2**level leaves at `rng.size` (a multiple of 2**level).
-
-    What 2**level leaf appends would do, reporting the same nodes from `level` up.
-    """
-    hashes, size, width = rng.hashes, rng.size, 1 << level
-    index = size >> level
-    on_node(level, index, digest)
-    top = len(hashes)
-    while index & 1:
-        top -= 1
-        index >>= 1
-        level += 1
-        digest = hashlib.sha256(b"\x01" + hashes[top] + digest).digest()
-        on_node(level, index, digest)
-    del hashes[top:]
-    hashes.append(digest)
-    rng.size = size + width
 
 
 def _check_checkpoints(

@@ -18,7 +18,7 @@ from typing import Any
 from ledger.entry import ZERO_HASH
 from ledger.keys import Verifier
 from ledger.tiles import HASH_SIZE
-from ledger.verify import CHUNK, PROCESS_CHUNK, Fault, chain_fault, check_entries
+from ledger.verify import CHUNK, PROCESS_CHUNK, Fault, chain_fault, check_entries, tile_nodes
 
 
 def span_size(pool: Executor) -> int:
@@ -31,13 +31,15 @@ def span_size(pool: Executor) -> int:
 class CheckedSpan:
     """What a worker found in entries `start`...: the leaf hashes of those before `fault`.
 
-    `leaves` joins them; `first_prev` and `first_time` are the first entry's, for the
-    caller to chain onto the entry before the span; `bodies` holds each one's (kind,
-    body) when asked, for the custody rules.
+    `leaves` joins them; `nodes` joins the level-8 subtree hashes of the whole tiles among
+    them (spans starting on a tile boundary); `first_prev` and `first_time` are the first
+    entry's, for the caller to chain onto the entry before the span; `bodies` holds each
+    one's (kind, body) when asked, for the custody rules.
     """
 
     start: int
     leaves: bytes
+    nodes: bytes
     first_prev: bytes
     first_time: int
     last_time: int
@@ -66,10 +68,12 @@ def check_span(verifier: Verifier, start: int, raws: list[bytes], bodies: bool) 
             time_break="time {time} goes backwards",
         )
     if not count:
-        return CheckedSpan(start, b"", ZERO_HASH, 0, 0, fault)
+        return CheckedSpan(start, b"", b"", ZERO_HASH, 0, 0, fault)
+    joined = b"".join(leaves[:count])
     return CheckedSpan(
         start,
-        b"".join(leaves[:count]),
+        joined,
+        tile_nodes(start, joined),
         prevs[0],
         times[0],
         times[count - 1],

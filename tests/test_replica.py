@@ -68,6 +68,33 @@ def test_a_pull_resumes_from_what_was_committed(peer: DataDir, holder: DataDir) 
     assert replica.root() == log.root()
 
 
+@pytest.mark.parametrize("cuts", [(256, 600), (300, 600), (100, 356, 600), (600,)])
+def test_runs_cut_anywhere_store_the_peers_exact_tiles(
+    peer: DataDir, holder: DataDir, cuts: tuple[int, ...]
+) -> None:
+    """Whole tiles join the tree in one step, other leaves one by one: wherever the runs are
+    cut, the replica stores the same tiles as the peer (verify re-derives every one)."""
+    log = peer.own_log()
+    note = log.checkpoint()
+    replica = Replica(holder.store, peer.signer.verifier)
+    start = 0
+    for stop in cuts:
+        proof = log.consistency_proof(stop, SIZE) if stop < SIZE else []
+        replica.accept(_entries(peer, start, stop), note, proof)
+        start = stop
+    with peer.store.read() as theirs, holder.store.read() as ours:
+        tiles = [
+            (key, bytes(value))
+            for key, value in theirs.cursor(db=peer.store.db("tiles"))
+            if key.startswith(log.log_id)
+        ]
+        assert len(tiles) >= 4  # level 0: two whole tiles and a partial; level 1: one
+        held = replica.log_id
+        for key, value in tiles:
+            assert ours.get(held + key[len(log.log_id) :], db=holder.store.db("tiles")) == value
+    assert verify_log(holder.store, peer.signer.verifier, threads=2).size == SIZE
+
+
 def _flip(raw: bytes, at: int) -> bytes:
     changed = bytearray(raw)
     changed[at % len(changed)] ^= 0x01
