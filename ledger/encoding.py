@@ -142,7 +142,9 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
     return value
 
 
-_DECODED_SCALARS = (str, bytes, int, bool, type(None))
+#: The Python types a canonical document decodes to, besides list and dict.
+#: The types a canonical document decodes to, besides list and dict.
+DECODED_SCALARS = (str, bytes, int, bool, type(None))
 
 
 def plain(value: Any, depth: int) -> bool:
@@ -152,7 +154,7 @@ def plain(value: Any, depth: int) -> bool:
         if depth >= MAX_DEPTH:
             return False
         for item in value:
-            if type(item) not in _DECODED_SCALARS and not plain(item, depth + 1):
+            if type(item) not in DECODED_SCALARS and not plain(item, depth + 1):
                 return False
         return True
     if kind is dict:
@@ -165,10 +167,10 @@ def plain(value: Any, depth: int) -> bool:
         if keys != sorted(keys):
             return False
         for item in value.values():
-            if type(item) not in _DECODED_SCALARS and not plain(item, depth + 1):
+            if type(item) not in DECODED_SCALARS and not plain(item, depth + 1):
                 return False
         return True
-    return kind in _DECODED_SCALARS
+    return kind in DECODED_SCALARS
 
 
 def _check_types(value: Any, path: str, depth: int = 0) -> None:
@@ -178,7 +180,7 @@ def _check_types(value: Any, path: str, depth: int = 0) -> None:
     Scalars are checked inline (this runs on every entry a replay or sync reads).
     """
     kind = type(value)
-    if kind in _DECODED_SCALARS:
+    if kind in DECODED_SCALARS:
         return
     if depth >= MAX_DEPTH:
         raise EncodingError(f"{path}: nested deeper than {MAX_DEPTH} levels")
@@ -186,7 +188,7 @@ def _check_types(value: Any, path: str, depth: int = 0) -> None:
         _check_map(value, path, depth)
     elif kind is list:
         for i, item in enumerate(value):
-            if type(item) not in _DECODED_SCALARS:
+            if type(item) not in DECODED_SCALARS:
                 _check_types(item, f"{path}[{i}]", depth + 1)
     elif kind is float:
         raise EncodingError(f"{path}: float {value!r} not allowed")
@@ -203,5 +205,5 @@ def _check_map(value: dict[Any, Any], path: str, depth: int) -> None:
     if keys != sorted(keys):
         raise EncodingError(f"{path}: map keys not in sorted order: {keys[:8]}")
     for key, item in value.items():
-        if type(item) not in _DECODED_SCALARS:
+        if type(item) not in DECODED_SCALARS:
             _check_types(item, f"{path}.{key}", depth + 1)

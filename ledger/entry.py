@@ -14,7 +14,14 @@ from typing import Any
 
 from msgpack import unpackb
 
-from ledger.encoding import MAX_ENTRY_SIZE, canonical, decode, pack_canonical, plain
+from ledger.encoding import (
+    DECODED_SCALARS,
+    MAX_ENTRY_SIZE,
+    canonical,
+    decode,
+    pack_canonical,
+    plain,
+)
 from ledger.errors import EncodingError, EntryTooLargeError
 from ledger.keys import Signer
 
@@ -138,6 +145,28 @@ _FIELD_TYPES = (int, str, int, bytes, int, str, dict)
 _PAYLOAD_MAP_DEPTH = 1
 
 
+#: Key tuples of bodies already found plain (str keys in order): most entries of a log
+#: repeat a few, so their keys need no sort. Bounded against a log of endless shapes.
+_PLAIN_KEYS: set[tuple[str, ...]] = set()
+_PLAIN_KEYS_MAX = 4096
+_SCALARS = frozenset(DECODED_SCALARS)
+
+
+def _plain_body(body: dict[str, Any]) -> bool:
+    """`plain` for a payload body, skipping the key checks for a key tuple seen before."""
+    keys = tuple(body)
+    if keys not in _PLAIN_KEYS:
+        if not plain(body, _PAYLOAD_MAP_DEPTH):
+            return False
+        if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+            _PLAIN_KEYS.add(keys)
+        return True
+    for value in body.values():
+        if type(value) not in _SCALARS and not plain(value, _PAYLOAD_MAP_DEPTH + 1):
+            return False
+    return True
+
+
 def parse_fields(payload: bytes) -> tuple[str, int, bytes, int, str, dict[str, Any]]:
     """Decode a payload strictly: (origin, index, prev, time_ms, kind, body), checked.
 
@@ -159,7 +188,7 @@ def parse_fields(payload: bytes) -> tuple[str, int, bytes, int, str, dict[str, A
             and len(prev) == 32
             and time_ms >= 0
             and kind
-            and plain(body, _PAYLOAD_MAP_DEPTH)
+            and _plain_body(body)
             and pack_canonical(fields) == payload
         ):
             return origin, index, prev, time_ms, kind, body

@@ -337,3 +337,21 @@ def test_the_payload_fast_path_takes_a_real_entry() -> None:
     )
     assert parse_fields(payload) == _parse_checked(payload)
     assert parse_fields(payload)[5]["nested"] == {"a": None, "b": [1, "x"]}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.5, msgpack.ExtType(1, b""), {"y": 1, "x": 2}, [0.5], {"x": {1: 2}}],
+    ids=["float", "ext", "unsorted-inner", "float-in-list", "int-key-inner"],
+)
+def test_a_body_with_known_keys_still_has_its_values_checked(value: Any) -> None:
+    """Once a body's keys were seen plain, the next body with those keys skips the key
+    checks only: a bad value inside is still refused, as the checked parse refuses it."""
+    fields = list(_WELL_FORMED)
+    fields[6] = {"known": 1}
+    parse_fields(msgpack.packb(fields, use_bin_type=True))
+    fields[6] = {"known": value}
+    payload = msgpack.packb(fields, use_bin_type=True)
+    outcome = _fields_outcome(parse_fields, payload)
+    assert outcome == _fields_outcome(_parse_checked, payload)
+    assert outcome[0] == "refused"
