@@ -127,4 +127,5 @@ def test_the_long_run_verifier_answers_exactly_as_verify(
         elif how == "short":
             signature = signature[:63]
         assert verify(message, signature) == verifier.verify(message, signature)
-        assert verify(message, signature) == (how == "good" or seed == bytes(reversed(seed)))
+        same_key = how == "other" and seed == bytes(reversed(seed))
+        assert verify(message, signature) == (how == "good" or same_key)
