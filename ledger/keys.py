@@ -21,7 +21,7 @@ from nacl import bindings
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
-try:  # PyNaCl's own cffi binding of libsodium, for Signer.sign_function
+try:  # PyNaCl's own cffi binding of libsodium, for sign_function and verify_function
     from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
     from nacl._sodium import lib as _lib
 except ImportError:  # pragma: no cover - a PyNaCl built without it
@@ -101,8 +101,8 @@ class Verifier:
 
         Calls libsodium's crypto_sign_open through PyNaCl's own cffi binding with one
         output buffer kept for the run, skipping the per-call allocations, copy and
-        exception of `bindings.crypto_sign_open` (about 4 µs of a replay's 125 µs per
-        entry). Falls back to `verify` when this PyNaCl does not expose the binding.
+        exception of `bindings.crypto_sign_open` (under 1 µs of the 103 µs a check costs
+        here). Falls back to `verify` when this PyNaCl does not expose the binding.
         Not thread-safe: each thread asks for its own.
         """
         if _ffi is None:  # pragma: no cover - a PyNaCl built without it

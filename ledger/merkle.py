@@ -245,27 +245,15 @@ class CompactRange:
         """Add one 32-byte leaf hash (not checked: hot path). Calls on_node(level, index, hash)
         for the leaf and then for every complete node it completes, bottom up; if on_node
         raises, the range is left as it was."""
-        hashes = self.hashes
-        size = self.size
-        if on_node is None:
-            self.size = size + 1
-            while size & 1:
-                leaf = _sha256(b"\x01" + hashes.pop() + leaf).digest()
-                size >>= 1
-            hashes.append(leaf)
+        if on_node is not None:
+            self.append_subtree(0, leaf, on_node)
             return
-        on_node(0, size, leaf)
-        top, shifted, level = len(hashes), size, 0
-        while shifted & 1:
-            top -= 1
-            shifted >>= 1
-            level += 1
-            leaf = _sha256(b"\x01" + hashes[top] + leaf).digest()
-            on_node(level, shifted, leaf)
-        if level:
-            del hashes[top:]
-        hashes.append(leaf)
+        hashes, size = self.hashes, self.size
         self.size = size + 1
+        while size & 1:
+            leaf = _sha256(b"\x01" + hashes.pop() + leaf).digest()
+            size >>= 1
+        hashes.append(leaf)
 
     def append_subtree(
         self, level: int, digest: bytes, on_node: Callable[[int, int, bytes], None]

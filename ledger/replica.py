@@ -40,7 +40,13 @@ from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileReader, TileWriter
 from ledger.verify import CHUNK, WorkerError, worker_pool
-from ledger.workers import CheckedSpan, check_span, span_size
+from ledger.workers import (
+    PULL_PREV_BREAK,
+    PULL_TIME_BREAK,
+    CheckedSpan,
+    check_span,
+    span_size,
+)
 
 
 def _add_leaves(rng: merkle.CompactRange, tiles: TileWriter, leaves: bytes, nodes: bytes) -> None:
@@ -240,12 +246,10 @@ class Replica(Log):
         for span in spans:
             if span.count:
                 if span.first_prev != prev:
-                    raise IntegrityError(
-                        self.origin, span.start, "prev does not match the previous leaf"
-                    )
+                    raise IntegrityError(self.origin, span.start, PULL_PREV_BREAK)
                 if span.first_time < last_time:
                     raise IntegrityError(
-                        self.origin, span.start, f"time {span.first_time} goes backwards"
+                        self.origin, span.start, PULL_TIME_BREAK.format(time=span.first_time)
                     )
                 _add_leaves(rng, tiles, span.leaves, span.nodes)
                 prev, last_time = span.leaves[-HASH_SIZE:], span.last_time

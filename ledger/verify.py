@@ -103,8 +103,9 @@ class CheckedRun:
 
     `leaves` joins the leaf hashes of the entries before `fault` (all of them when None);
     `nodes` joins the level-8 subtree hashes of the complete tiles among those leaves
-    (runs start on a tile boundary). The first entry's prev and time are left to the
-    caller, who holds the previous run's last leaf.
+    (for a run from a tile boundary). The first entry's prev and time are left to the
+    caller, who holds the previous run's last leaf. `bodies` holds each passed entry's
+    (kind, body) when asked, for the custody rules (replica sync).
     """
 
     start: int
@@ -114,6 +115,7 @@ class CheckedRun:
     first_time: int
     last_time: int
     fault: Fault | None
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -162,21 +164,40 @@ def check_entries(
     return CheckedEntries(prevs, times, leaves, fault, kept)
 
 
-def check_run(verifier: Verifier, start: int, raws: list[bytes]) -> CheckedRun:
+def check_run(
+    verifier: Verifier,
+    start: int,
+    raws: list[bytes],
+    *,
+    bodies: bool = False,
+    prev_break: str | None = None,
+    time_break: str | None = None,
+) -> CheckedRun:
     """check_entries, then the chain inside the run and its complete tiles' subtree hashes.
 
-    What a replay worker runs: everything per entry that does not need the previous run.
+    What a replay or pull worker runs: everything per entry that does not need the
+    previous run. `prev_break` and `time_break` word a broken chain (see chain_fault).
     """
-    checked = check_entries(verifier, start, raws)
+    checked = check_entries(verifier, start, raws, bodies=bodies)
     prevs, times, leaves = checked.prevs, checked.times, checked.leaves
     count, fault = len(leaves), checked.fault
     if prevs[1:] != leaves[:-1] or times != sorted(times):
-        count, fault = chain_fault(start, prevs, times, leaves, fault)
+        count, fault = chain_fault(
+            start,
+            prevs,
+            times,
+            leaves,
+            fault,
+            prev_break=prev_break or PREV_BREAK,
+            time_break=time_break or TIME_BREAK,
+        )
     if not count:
         return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
     joined = b"".join(leaves[:count])
     nodes = tile_nodes(start, joined)
-    return CheckedRun(start, joined, nodes, prevs[0], times[0], times[count - 1], fault)
+    return CheckedRun(
+        start, joined, nodes, prevs[0], times[0], times[count - 1], fault, checked.bodies[:count]
+    )
 
 
 def tile_nodes(start: int, leaves: bytes) -> bytes:
@@ -468,10 +489,10 @@ class _Replay:
         """Chain a checked run onto the entries so far, grow the tree, check checkpoints."""
         if run.count:
             if run.first_prev != self.prev:
-                raise Fault(run.start, "prev does not match the leaf hash of the previous entry")
+                raise Fault(run.start, PREV_BREAK)
             if run.first_time < self.last_time:
                 raise Fault(
-                    run.start, f"time {run.first_time} is before the previous {self.last_time}"
+                    run.start, TIME_BREAK.format(time=run.first_time, before=self.last_time)
                 )
             self._grow(run)
             self.prev, self.last_time = run.leaves[-HASH_SIZE:], run.last_time

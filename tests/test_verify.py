@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,16 +22,22 @@ from tests.conftest import mine_body
 SIZE = 600  # more than two full level-0 tiles, so level-1 nodes exist too
 
 
+def _log_in_batches(path: Path, size: int, batch: int) -> DataDir:
+    """Botswana's node at `path` with `size` entries appended `batch` at a time, each batch
+    a commit with its own checkpoint."""
+    node = DataDir.init(path / "bw", "BW", "kp.example")
+    log = node.own_log()
+    for start in range(0, size, batch):
+        log.append_many(
+            [("parcel.mine", mine_body(i)) for i in range(start, min(size, start + batch))]
+        )
+    return node
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
     """A log of SIZE entries in batches, so it has many checkpoints."""
-    node = DataDir.init(tmp_path_factory.mktemp("v") / "bw", "BW", "kp.example")
-    log = node.own_log()
-    for start in range(0, SIZE, 97):
-        log.append_many(
-            [("parcel.mine", mine_body(i)) for i in range(start, min(SIZE, start + 97))]
-        )
-    return node
+    return _log_in_batches(tmp_path_factory.mktemp("v"), SIZE, 97)
 
 
 def _stored(value: bytes | memoryview | None) -> bytes:
@@ -196,13 +203,7 @@ PROCESS_SIZE = 2_100  # two full worker-process runs of 1024 and a partial one
 @pytest.fixture(scope="module")
 def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
     """A log of PROCESS_SIZE entries, checkpointed every 250 (inside worker-process runs)."""
-    node = DataDir.init(tmp_path_factory.mktemp("vp") / "bw", "BW", "kp.example")
-    log = node.own_log()
-    for start in range(0, PROCESS_SIZE, 250):
-        log.append_many(
-            [("parcel.mine", mine_body(i)) for i in range(start, min(PROCESS_SIZE, start + 250))]
-        )
-    return node
+    return _log_in_batches(tmp_path_factory.mktemp("vp"), PROCESS_SIZE, 250)
 
 
 def _both_paths(node: DataDir) -> list[object]:
