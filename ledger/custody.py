@@ -1,7 +1,7 @@
 """Custody: the rules and indexes of this node's own log; every custody append goes through here.
 
 `Custody` hangs a hook on the own `Log`. For each record, inside the LMDB write
-transaction and before the entry is signed, the hook parses the body, reads the state the
+transaction, as its signed entry is filed, the hook parses the body, reads the state the
 record touches from the custody indexes (in that same transaction, so later records of a
 batch see earlier ones), applies the pure checks of `ledger.rules`, and updates the
 indexes. A violation aborts the transaction: log and indexes are left exactly as they
@@ -18,8 +18,8 @@ were. The indexes (named databases of the node's store; keys start with the log 
     foreign_proofs  id || export origin || 0x00 || index (8) -> verified tlog-proof text
 
 Values are msgpack arrays (`ledger.encoding.pack_canonical`). A certificate issued here
-stores an empty leaf hash: the hook runs before its entry is signed, so
-`Custody.certificate` reads it from the entry. A void returns the certificate's parcels to
+stores an empty leaf hash (the hook is not given it), so `Custody.certificate` reads it
+from the entry. A void returns the certificate's parcels to
 custody (the shipment never left). Imports are accepted only through
 `Custody.import_certificate`, which verifies the exporter's proof first; the record
 appended is built from the proved export. `replay_indexes` rebuilds every index from the
@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
@@ -63,7 +64,6 @@ from ledger.errors import (
 )
 from ledger.log import Appended, Clock, Log, wall_clock_ms
 from ledger.note import Note
-from ledger.read_ahead import batched
 from ledger.records import (
     Export,
     ExportRef,
@@ -120,7 +120,8 @@ class Custody:
         self.origin = node.origin
         self.code = node.participant
         self._staged: dict[tuple[str, int], Foreign] = {}
-        self._known: dict[int, tuple[Mapping[str, Any], Record]] = {}
+        # records drafted and not yet past the hook, by id of their body, one map per call
+        self._known: list[dict[int, tuple[Mapping[str, Any], Record]]] = []
         self._batch: tuple[lmdb.Transaction, Index] | None = None  # the Index of the open txn
         self._dbs = {name: self.store.db(name) for name in INDEX_DBS}
         self.log: Log = node.own_log(hook=self._hook, clock=clock)
@@ -134,21 +135,8 @@ class Custody:
 
     def append_many(self, records: Iterable[Record]) -> list[Appended]:
         """Check and append records in one transaction: all of them, or none if one fails."""
-        records = list(records)
-        items: list[tuple[str, Mapping[str, Any]]] = []
-        known: dict[int, tuple[Mapping[str, Any], Record]] = {}
-        for r in records:
-            body = r.to_body()
-            items.append((r.KIND, body))
-            known[id(body)] = (body, r)
-        self._known = known
-        try:
+        with self._drafting(records) as items:
             return self.log.append_many(items, canonical_bodies=True)
-        finally:
-            self._known, self._batch = {}, None
-            for r in records:  # a staged proof serves one append, whatever its outcome
-                if isinstance(r, Import):
-                    self._staged.pop((r.export_ref.origin, r.export_ref.index), None)
 
     def append_stream(
         self, records: Iterable[Record], *, batch: int = 1000
@@ -156,27 +144,63 @@ class Custody:
         """Check and append a long stream of records in durable batches of `batch`, yielding
         each batch once committed (bulk loading).
 
-        Each batch is one `append_many`: all of it or none; a batch that breaks a rule
-        raises after the earlier batches committed. (Drawing the next batch in a thread
-        while one commits was measured: no gain, as building records needs the GIL the
-        rules hold.)
+        Each batch is all or none: a batch that breaks a rule raises after the earlier
+        batches committed. The log's signing process signs the next batch while one is
+        checked and committed (the rules run as each entry is filed).
         """
         if batch < 1:
             raise LogError(f"batch size {batch} must be at least 1")
-        for part in batched(records, batch):
-            yield self.append_many(part)
+        with self._drafting(records) as items:
+            yield from self.log.append_stream(items, batch=batch, canonical_bodies=True)
+
+    @contextmanager
+    def _drafting(
+        self, records: Iterable[Record]
+    ) -> Iterator[Iterator[tuple[str, Mapping[str, Any]]]]:
+        """The records as (kind, body) for the log, each remembered until the hook takes it
+        (so the hook need not decode the body again); on the way out, the staged proofs
+        of imports never reached are dropped too: a staged proof serves one append."""
+        known: dict[int, tuple[Mapping[str, Any], Record]] = {}
+
+        def items() -> Iterator[tuple[str, Mapping[str, Any]]]:
+            for record in records:
+                body = record.to_body()
+                known[id(body)] = (body, record)
+                yield record.KIND, body
+
+        self._known.append(known)
+        try:
+            yield items()
+        finally:
+            self._known.remove(known)
+            self._batch = None
+            for _, record in known.values():
+                self._unstage(record)
+
+    def _unstage(self, record: Record) -> None:
+        if isinstance(record, Import):
+            self._staged.pop((record.export_ref.origin, record.export_ref.index), None)
 
     def _hook(self, txn: lmdb.Transaction, index: int, kind: str, body: Mapping[str, Any]) -> None:
-        known = self._known.get(id(body))
-        record = known[1] if known is not None and known[0] is body else parse_record(kind, body)
+        record: Record | None = None
+        for known in self._known:
+            drafted = known.pop(id(body), None)
+            if drafted is not None and drafted[0] is body:
+                record = drafted[1]
+                break
+        if record is None:
+            record = parse_record(kind, body)
         batch = self._batch
         if batch is None or batch[0] is not txn:
             batch = self._batch = (txn, Index(LmdbTables(txn, self._dbs), self.log_id))
-        if isinstance(record, Import):
-            today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
-            check_received_by(record, today)
-            self._check_not_voided(txn, record)
-        apply_record(batch[1], index, record, self.origin, self._staged_export, self.roster)
+        try:
+            if isinstance(record, Import):
+                today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
+                check_received_by(record, today)
+                self._check_not_voided(txn, record)
+            apply_record(batch[1], index, record, self.origin, self._staged_export, self.roster)
+        finally:
+            self._unstage(record)
 
     def _check_not_voided(self, txn: lmdb.Transaction, record: Import) -> None:
         """Refuse an import of a certificate the exporter's replica (when held) shows voided."""

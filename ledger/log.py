@@ -44,7 +44,9 @@ def wall_clock_ms() -> int:
 class EntryHook(Protocol):
     """Checks and indexes each record inside the append transaction (the custody rules).
 
-    Raising aborts the whole transaction: nothing of the call is written.
+    Called as each signed entry is filed, in order, in the transaction that writes it
+    (so a bulk load's next batch can be signed while this one commits). Raising aborts
+    the whole transaction: nothing of the call (or of the stream's batch) is written.
     """
 
     def __call__(
@@ -107,11 +109,12 @@ class Log:
         so its types and key order are not checked again.
         """
         signer = self._own_signer()
-        store, hook = self.store, self.hook
+        store = self.store
         # Records stream: only the first SIGN_PROCESS_MIN are read ahead, to choose the signer.
         stream = iter(records)
         ahead = list(islice(stream, SIGN_PROCESS_MIN))
         long_batch = len(ahead) == SIGN_PROCESS_MIN
+        drafted = self._drafted()
         with store.write() as txn:
             head = store.head(txn, self.log_id)
             rng = self._frontier(txn, head.size)
@@ -119,12 +122,13 @@ class Log:
 
             def drafts() -> Iterator[Draft]:
                 for kind, body in chain(ahead, stream):
-                    if hook is not None:
-                        hook(txn, drafter.index, kind, body)
-                    yield drafter.draft(kind, body, canonical_body=canonical_bodies)
+                    draft = drafter.draft(kind, body, canonical_body=canonical_bodies)
+                    if drafted is not None:
+                        drafted.append((kind, body))
+                    yield draft
 
             with closing(self._link(head.last_leaf, drafts(), long_batch)) as signed:
-                leaves = self._file(txn, signed, head.size, rng)
+                leaves = self._file(txn, signed, head.size, rng, drafted=drafted)
             if not leaves:
                 return []
             size = head.size + len(leaves)
@@ -144,14 +148,14 @@ class Log:
 
         Bulk loading: while one batch commits, the signing process already signs the
         next, so the commit's fsync costs no signing time. A batch whose record fails
-        (a bad body, the records iterable raising) is not written and the error is raised
-        after the earlier batches committed; stopping the iteration early keeps exactly
-        the batches already yielded. A log with an entry hook (the custody rules) appends
-        batch by batch instead: its rules must see each batch's own transaction.
+        (a bad body, the entry hook refusing it, the records iterable raising) is not
+        written and the error is raised after the earlier batches committed; stopping the
+        iteration early keeps exactly the batches already yielded. The entry hook (the
+        custody rules) runs as each entry is filed, in its own batch's transaction.
         """
         if batch < 1:
             raise LogError(f"batch size {batch} must be at least 1")
-        if self.hook is not None or not self.sign_process or batch < SIGN_PROCESS_MIN:
+        if not self.sign_process or batch < SIGN_PROCESS_MIN:
             for part in batched(records, batch):
                 yield self.append_many(part, canonical_bodies=canonical_bodies)
             return
@@ -170,6 +174,7 @@ class Log:
         drafter = Drafter(self.origin, head.size, max(self.clock(), head.time_ms))
         times: deque[int] = deque()  # each drafted batch's entry time, oldest first
         failed: list[Exception] = []  # a record that could not be drafted: raised in its batch
+        drafted = self._drafted()
 
         def drafts() -> Iterator[Draft]:
             try:
@@ -177,7 +182,10 @@ class Log:
                     if n % batch == 0:
                         drafter.time_ms = max(drafter.time_ms, self.clock())
                         times.append(drafter.time_ms)
-                    yield drafter.draft(kind, body, canonical_body=canonical_bodies)
+                    draft = drafter.draft(kind, body, canonical_body=canonical_bodies)
+                    if drafted is not None:
+                        drafted.append((kind, body))
+                    yield draft
             except Exception as e:  # raised again once its batch is filed
                 failed.append(e)
 
@@ -192,7 +200,7 @@ class Log:
                             f"size {size}; the stream stops, its earlier batches are committed"
                         )
                     rng = self._frontier(txn, size)
-                    leaves = self._file(txn, signed, size, rng, batch)
+                    leaves = self._file(txn, signed, size, rng, batch, drafted=drafted)
                     if len(leaves) < batch and failed:
                         raise failed[0]
                     if not leaves:
@@ -210,6 +218,10 @@ class Log:
             raise LogError(f"{self.origin} is a replica here; only its own node appends")
         return self.signer
 
+    def _drafted(self) -> deque[tuple[str, Mapping[str, Any]]] | None:
+        """With an entry hook: the records drafted and not yet filed, oldest first."""
+        return None if self.hook is None else deque()
+
     def _file(
         self,
         txn: lmdb.Transaction,
@@ -217,15 +229,21 @@ class Log:
         index: int,
         rng: merkle.CompactRange,
         limit: int | None = None,
+        *,
+        drafted: deque[tuple[str, Mapping[str, Any]]] | None = None,
     ) -> list[bytes]:
         """Write signed entries from `index` on (at most `limit`) into the entries and the
-        tree's tiles; their leaf hashes."""
-        store, log_id = self.store, self.log_id
+        tree's tiles, each past the entry hook first (given its record from `drafted`);
+        their leaf hashes."""
+        store, log_id, hook = self.store, self.log_id, self.hook
         tiles = TileWriter(txn, store.db("tiles"), log_id)
         leaves: list[bytes] = []
         puts: list[tuple[bytes, bytes]] = []
         with txn.cursor(db=store.db("entries")) as cursor:
             for raw, leaf in signed if limit is None else islice(signed, limit):
+                if hook is not None and drafted is not None:
+                    kind, body = drafted.popleft()
+                    hook(txn, index, kind, body)
                 puts.append((entry_key(log_id, index), raw))
                 rng.append(leaf, tiles.add)
                 leaves.append(leaf)
