@@ -27,7 +27,7 @@ from concurrent.futures import (
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -53,6 +53,10 @@ PROCESS_THRESHOLD = 20_000
 #: The same when the caller replays each verified run in this process meanwhile (an audit):
 #: worker threads would hold the GIL against it, so processes pay off much sooner.
 BUSY_PROCESS_THRESHOLD = 2 * PROCESS_CHUNK
+#: With worker processes, the first entries are checked by a thread of the replaying
+#: process in runs of CHUNK, on the core left idle while the processes start (about 0.2 s
+#: here, most of a 100k-entry replay's shortfall).
+STARTER_ENTRIES = 8 * CHUNK
 Progress = Callable[[int], None]
 #: Receives verified entries: the index of the first, then their bytes.
 Verified = Callable[[int, list[bytes]], None]
@@ -316,12 +320,14 @@ def verify_log(
         if processes_from is None:
             processes_from = PROCESS_THRESHOLD if on_verified is None else BUSY_PROCESS_THRESHOLD
         in_processes = size >= processes_from
-        source: Store | str = str(store.path) if in_processes else store
-        runs = _run_bounds(size, PROCESS_CHUNK if in_processes else CHUNK)
-        with worker_pool(workers, processes=in_processes) as pool:
+        with (
+            worker_pool(workers, processes=in_processes) as pool,
+            worker_pool(1, processes=False) if in_processes else nullcontext() as starter,
+        ):
+            runs = _assign(size, store, pool, starter)
             try:
                 replay = _Replay(txn, store, log_id, verifier)
-                root, count = replay.run(source, runs, pool, 2 * workers + 1, progress, on_verified)
+                root, count = replay.run(runs, 2 * workers + 1, progress, on_verified)
             except Fault as bad:
                 raise IntegrityError(origin, bad.index, bad.reason) from None
             except BrokenExecutor as e:
@@ -354,9 +360,27 @@ def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_bounds(size: int, chunk: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) of each run of `chunk` entries of a log of `size`."""
-    return ((start, min(size, start + chunk)) for start in range(0, size, chunk))
+#: One run to check: by whom, reading from where (a thread reads through the Store, a
+#: process opens it read-only by path), and its bounds.
+Assignment = tuple[Executor, "Store | str", int, int]
+
+
+def _assign(
+    size: int, store: Store, pool: Executor, starter: Executor | None
+) -> Iterator[Assignment]:
+    """Runs of a log of `size`: the first STARTER_ENTRIES to `starter` when given (while the
+    process `pool` starts), then PROCESS_CHUNK runs to the processes; else CHUNK runs to
+    the threads of `pool`."""
+    if starter is None:
+        for start in range(0, size, CHUNK):
+            yield pool, store, start, min(size, start + CHUNK)
+        return
+    first = min(size, STARTER_ENTRIES)
+    for start in range(0, first, CHUNK):
+        yield starter, store, start, min(first, start + CHUNK)
+    path = str(store.path)
+    for start in range(first, size, PROCESS_CHUNK):
+        yield pool, path, start, min(size, start + PROCESS_CHUNK)
 
 
 def read_run(
@@ -445,27 +469,25 @@ class _Replay:
 
     def run(
         self,
-        source: Store | str,
-        runs: Iterator[tuple[int, int]],
-        pool: Executor,
+        runs: Iterator[Assignment],
         in_flight: int,
         progress: Progress | None,
         on_verified: Verified | None = None,
     ) -> tuple[bytes, int]:
-        """Hand runs to `pool`, at most `in_flight` at once; take the results in order.
+        """Hand runs to their workers, at most `in_flight` at once; take the results in order.
 
-        Workers read their runs from `source`. Each verified run goes to `on_verified` one
-        run late (the end-of-log checks can still fault the last entry); on a fault, every
-        entry before it goes first.
+        Workers read their own runs. Each verified run goes to `on_verified` one run late
+        (the end-of-log checks can still fault the last entry); on a fault, every entry
+        before it goes first.
         """
         pending: deque[tuple[Future[CheckedRun], int, int]] = deque()
         held = _Handover(on_verified)
         entries = self.store.db("entries")
         try:
             while True:
-                while len(pending) < in_flight and (bounds := next(runs, None)) is not None:
-                    start, stop = bounds
-                    future = pool.submit(
+                while len(pending) < in_flight and (assigned := next(runs, None)) is not None:
+                    worker, source, start, stop = assigned
+                    future = worker.submit(
                         check_stored_run, source, self.log_id, self.verifier, start, stop
                     )
                     pending.append((future, start, stop))

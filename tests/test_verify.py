@@ -16,7 +16,7 @@ from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
 from ledger.store import Head, entry_key, tile_key
-from ledger.verify import VerifyReport, check_entries, verify_log
+from ledger.verify import STARTER_ENTRIES, VerifyReport, check_entries, verify_log
 from tests.conftest import mine_body
 
 SIZE = 600  # more than two full level-0 tiles, so level-1 nodes exist too
@@ -197,7 +197,9 @@ def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> N
             built.store.put_head(txn, log.log_id, head)
 
 
-PROCESS_SIZE = 2_100  # two full worker-process runs of 1024 and a partial one
+#: Where the worker processes' runs start: the entries before go to a starter thread.
+BASE = STARTER_ENTRIES
+PROCESS_SIZE = BASE + 2_100  # then two full worker-process runs of 1024 and a partial one
 
 
 @pytest.fixture(scope="module")
@@ -271,25 +273,39 @@ def _flipped(node: DataDir, db: str, key: bytes, position: int) -> Iterator[None
 @pytest.mark.parametrize(
     ("corrupt", "index"),
     [
-        (lambda n, log_id: _flipped(n, "entries", entry_key(log_id, 1500), 100), 1500),
         (
-            lambda n, log_id: _replaced(
-                n, entry_key(log_id, 1100), lambda raw: _impostor_signed(n, raw)
-            ),
-            1100,
+            lambda n, log_id: _flipped(n, "entries", entry_key(log_id, BASE + 1500), 100),
+            BASE + 1500,
         ),
         (
             lambda n, log_id: _replaced(
-                n, entry_key(log_id, 1024), lambda _: _forged_prev(n, 1024)
+                n, entry_key(log_id, BASE + 1100), lambda raw: _impostor_signed(n, raw)
             ),
-            1024,
+            BASE + 1100,
         ),
-        (lambda n, log_id: _flipped(n, "tiles", tile_key(log_id, 0, 5), 7 * 32 + 3), 5 * 256 + 7),
-        (lambda n, log_id: _flipped(n, "tiles", tile_key(log_id, 1, 0), 3 * 32 + 1), 1023),
         (
-            lambda n, log_id: _flipped(n, "checkpoints", log_id + (1750).to_bytes(8, "big"), 20),
-            1749,
+            lambda n, log_id: _replaced(
+                n, entry_key(log_id, BASE + 1024), lambda _: _forged_prev(n, BASE + 1024)
+            ),
+            BASE + 1024,
         ),
+        (
+            lambda n, log_id: _flipped(
+                n, "tiles", tile_key(log_id, 0, BASE // 256 + 5), 7 * 32 + 3
+            ),
+            BASE + 5 * 256 + 7,
+        ),
+        (
+            lambda n, log_id: _flipped(
+                n, "tiles", tile_key(log_id, 1, 0), (BASE // 256 + 3) * 32 + 1
+            ),
+            BASE + 1023,
+        ),
+        (
+            lambda n, log_id: _flipped(n, "checkpoints", log_id + (3750).to_bytes(8, "big"), 20),
+            3749,
+        ),
+        (lambda n, log_id: _flipped(n, "entries", entry_key(log_id, 700), 100), 700),
     ],
     ids=[
         "entry-byte",
@@ -298,6 +314,7 @@ def _flipped(node: DataDir, db: str, key: bytes, position: int) -> Iterator[None
         "level0-tile",
         "level1-tile",
         "checkpoint",
+        "entry-byte-in-the-starter-thread",
     ],
 )
 def test_worker_processes_find_the_same_first_fault_as_threads(
