@@ -2,7 +2,7 @@
 
 Options take clerk-readable quantities (`--carats 1234.56`, `--value-usd 250000`) and
 ISO 8601 dates; every record goes through `ledger.custody.Custody`, so the KPCS rules
-are checked before anything is signed.
+are checked before anything is stored.
 """
 
 from __future__ import annotations

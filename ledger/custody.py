@@ -135,7 +135,7 @@ class Custody:
 
     def append_many(self, records: Iterable[Record]) -> list[Appended]:
         """Check and append records in one transaction: all of them, or none if one fails."""
-        with self._drafting(records) as items:
+        with self._drafting(list(records), spend_all=True) as items:
             return self.log.append_many(items, canonical_bodies=True)
 
     def append_stream(
@@ -146,7 +146,10 @@ class Custody:
 
         Each batch is all or none: a batch that breaks a rule raises after the earlier
         batches committed. The log's signing process signs the next batch while one is
-        checked and committed (the rules run as each entry is filed).
+        checked and committed (the rules run as each entry is filed), so, as for
+        `Log.append_stream`, records are read a few hundred ahead of the last batch
+        yielded, and another append to this log while the stream is open stops the stream
+        with a LogError (the next batch is already chained to the last one).
         """
         if batch < 1:
             raise LogError(f"batch size {batch} must be at least 1")
@@ -155,15 +158,28 @@ class Custody:
 
     @contextmanager
     def _drafting(
-        self, records: Iterable[Record]
+        self, records: Iterable[Record], *, spend_all: bool = False
     ) -> Iterator[Iterator[tuple[str, Mapping[str, Any]]]]:
         """The records as (kind, body) for the log, each remembered until the hook takes it
-        (so the hook need not decode the body again); on the way out, the staged proofs
-        of imports never reached are dropped too: a staged proof serves one append."""
+        (so the hook need not decode the body again). On the way out, the staged proof of
+        every import read (with `spend_all`, of every import in `records`, a list) is
+        dropped, whatever the outcome: a staged proof serves one append (or one stream)."""
         known: dict[int, tuple[Mapping[str, Any], Record]] = {}
+        spent: set[tuple[str, int]] = set()  # staged proofs of the imports read
+
+        def spend(record: Record) -> None:
+            if isinstance(record, Import):
+                ref = (record.export_ref.origin, record.export_ref.index)
+                if ref in self._staged:
+                    spent.add(ref)
+
+        if spend_all:
+            for record in records:
+                spend(record)
 
         def items() -> Iterator[tuple[str, Mapping[str, Any]]]:
             for record in records:
+                spend(record)
                 body = record.to_body()
                 known[id(body)] = (body, record)
                 yield record.KIND, body
@@ -174,12 +190,8 @@ class Custody:
         finally:
             self._known.remove(known)
             self._batch = None
-            for _, record in known.values():
-                self._unstage(record)
-
-    def _unstage(self, record: Record) -> None:
-        if isinstance(record, Import):
-            self._staged.pop((record.export_ref.origin, record.export_ref.index), None)
+            for ref in spent:
+                self._staged.pop(ref, None)
 
     def _hook(self, txn: lmdb.Transaction, index: int, kind: str, body: Mapping[str, Any]) -> None:
         record: Record | None = None
@@ -193,14 +205,11 @@ class Custody:
         batch = self._batch
         if batch is None or batch[0] is not txn:
             batch = self._batch = (txn, Index(LmdbTables(txn, self._dbs), self.log_id))
-        try:
-            if isinstance(record, Import):
-                today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
-                check_received_by(record, today)
-                self._check_not_voided(txn, record)
-            apply_record(batch[1], index, record, self.origin, self._staged_export, self.roster)
-        finally:
-            self._unstage(record)
+        if isinstance(record, Import):
+            today = datetime.fromtimestamp(self.log.clock() / 1000, tz=UTC).date().isoformat()
+            check_received_by(record, today)
+            self._check_not_voided(txn, record)
+        apply_record(batch[1], index, record, self.origin, self._staged_export, self.roster)
 
     def _check_not_voided(self, txn: lmdb.Transaction, record: Import) -> None:
         """Refuse an import of a certificate the exporter's replica (when held) shows voided."""

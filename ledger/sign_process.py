@@ -2,8 +2,8 @@
 
 Signing is most of an append and it is sequential (ledger.chain), so for a long batch the
 appending process hands drafts to a child process that holds the log key: the child signs
-chunk k while the parent drafts chunk k+1 (custody rules, canonical bytes) and files chunk
-k-1 into the tree, the tiles and LMDB. The child is ``python -m ledger.sign_process``,
+chunk k while the parent drafts chunk k+1 (canonical bytes) and files chunk k-1 (custody
+rules, the tree, the tiles and LMDB). The child is ``python -m ledger.sign_process``,
 fed length-prefixed msgpack frames on stdin: first ``[name, seed]``, then
 ``[prev or nil, [template...], [offset...]]`` per chunk; it answers ``[public_key]``, then
 ``[[entry...], leaves]`` per chunk. It dies with its pipe, so a killed parent leaves no child

@@ -320,11 +320,13 @@ def verify_log(
         if processes_from is None:
             processes_from = PROCESS_THRESHOLD if on_verified is None else BUSY_PROCESS_THRESHOLD
         in_processes = size >= processes_from
+        # no starter thread beside an on_verified replay: it would hold the GIL against it
+        starts = in_processes and on_verified is None
         with (
             worker_pool(workers, processes=in_processes) as pool,
-            worker_pool(1, processes=False) if in_processes else nullcontext() as starter,
+            worker_pool(1, processes=False) if starts else nullcontext() as starter,
         ):
-            runs = _assign(size, store, pool, starter)
+            runs = _assign(size, store, pool, processes=in_processes, starter=starter)
             try:
                 replay = _Replay(txn, store, log_id, verifier)
                 root, count = replay.run(runs, 2 * workers + 1, progress, on_verified)
@@ -366,21 +368,20 @@ Assignment = tuple[Executor, "Store | str", int, int]
 
 
 def _assign(
-    size: int, store: Store, pool: Executor, starter: Executor | None
+    size: int, store: Store, pool: Executor, *, processes: bool, starter: Executor | None
 ) -> Iterator[Assignment]:
     """Runs of a log of `size`: the first STARTER_ENTRIES to `starter` when given (while the
-    process `pool` starts), then PROCESS_CHUNK runs to the processes; else CHUNK runs to
+    process `pool` starts), then PROCESS_CHUNK runs to the `processes`; else CHUNK runs to
     the threads of `pool`."""
-    if starter is None:
-        for start in range(0, size, CHUNK):
-            yield pool, store, start, min(size, start + CHUNK)
-        return
-    first = min(size, STARTER_ENTRIES)
-    for start in range(0, first, CHUNK):
-        yield starter, store, start, min(first, start + CHUNK)
-    path = str(store.path)
-    for start in range(first, size, PROCESS_CHUNK):
-        yield pool, path, start, min(size, start + PROCESS_CHUNK)
+    first = 0
+    if starter is not None:
+        first = min(size, STARTER_ENTRIES)
+        for start in range(0, first, CHUNK):
+            yield starter, store, start, min(first, start + CHUNK)
+    source: Store | str = str(store.path) if processes else store
+    chunk = PROCESS_CHUNK if processes else CHUNK
+    for start in range(first, size, chunk):
+        yield pool, source, start, min(size, start + chunk)
 
 
 def read_run(

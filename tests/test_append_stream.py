@@ -173,3 +173,19 @@ def test_a_custody_stream_commits_each_batch_through_the_rules_and_stops_at_a_br
     assert acked == bw.log.size() - before == 3 * BATCH
     assert bw.parcel("BULK-00007") is not None and bw.parcel(f"BULK-{3 * BATCH - 1:05d}")
     assert bw.stored_indexes() == bw.replay_indexes()
+
+
+def test_an_append_while_a_custody_stream_is_open_stops_the_stream(bw: Custody) -> None:
+    """The stream's next batch is already chained to its last one, so an append in between
+    stops it with an error; its committed batch and the interleaved record stay, and the
+    indexes still equal a replay of the log."""
+    before = bw.log.size()
+    stream = bw.append_stream((mined(f"MID-{n:05d}", 1_00) for n in range(3 * BATCH)), batch=BATCH)
+    assert len(next(stream)) == BATCH
+    bw.append(mined("BETWEEN", 1_00))
+    with pytest.raises(LogError, match="another writer appended"):
+        next(stream)
+    assert bw.log.size() == before + BATCH + 1
+    assert bw.parcel("BETWEEN") is not None and bw.parcel(f"MID-{BATCH:05d}") is None
+    assert bw.stored_indexes() == bw.replay_indexes()
+    assert verify_log(bw.store, bw.node.signer.verifier).size == before + BATCH + 1

@@ -386,6 +386,32 @@ def test_a_proved_certificate_is_imported_once(pair: tuple[Custody, Custody, Tlo
     assert india.stored_indexes() == india.replay_indexes()
 
 
+def test_a_staged_proof_is_spent_by_a_long_append_that_fails(
+    pair: tuple[Custody, Custody, TlogProof],
+) -> None:
+    """A staged import serves one append, even when an earlier record of that append breaks
+    a rule before the import's entry is reached (a batch long enough to be signed ahead)."""
+    _, india, proof = pair
+    record = india.stage_import(proof, importer="IMP-1", received="2026-03-07")
+    fillers = [actor(f"F-{i:04d}", "importer") for i in range(600)]
+    refused(
+        india,
+        rules.DuplicateActor,
+        lambda: india.append_many([actor("IMP-1", "importer"), *fillers, record]),
+    )
+    refused(india, rules.ForeignProofInvalid, lambda: india.append(record))
+
+
+def test_one_certificate_imported_twice_in_one_append_is_refused_as_such(
+    pair: tuple[Custody, Custody, TlogProof],
+) -> None:
+    _, india, proof = pair
+    record = india.stage_import(proof, importer="IMP-1", received="2026-03-07")
+    share = dataclasses.replace(record.parcels[0], parcel="BW-2026-000001-B")
+    twin = dataclasses.replace(record, parcels=(share,))
+    refused(india, rules.CertificateAlreadyImported, lambda: india.append_many([record, twin]))
+
+
 def _importer(custody: Custody, proof: TlogProof, **kw: Any) -> Callable[[], object]:
     """A deferred import of `proof` by IMP-1, received 2026-03-07 unless `kw` says otherwise."""
     args: dict[str, Any] = {"importer": "IMP-1", "received": "2026-03-07"} | kw

@@ -197,7 +197,7 @@ def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> N
             built.store.put_head(txn, log.log_id, head)
 
 
-#: Where the worker processes' runs start: the entries before go to a starter thread.
+#: Where the worker processes' runs start when a starter thread checks the entries before.
 BASE = STARTER_ENTRIES
 PROCESS_SIZE = BASE + 2_100  # then two full worker-process runs of 1024 and a partial one
 
@@ -209,7 +209,9 @@ def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 
 
 def _both_paths(node: DataDir) -> list[object]:
-    """The outcome of a replay in worker processes, then of one in threads.
+    """The outcome of a replay in worker processes, then of one in threads, each handing
+    entries to `on_verified`; then of one in processes without it (a starter thread
+    checks the first STARTER_ENTRIES meanwhile), which must equal the first.
 
     Each also checks what `on_verified` was handed: every entry before the first fault
     (all of them on a clean log), in order, each exactly as stored.
@@ -237,6 +239,11 @@ def _both_paths(node: DataDir) -> list[object]:
         except IntegrityError as e:
             outcomes.append((e.index, e.reason))
             assert handed == stored[: e.index]
+    try:
+        started: object = verify_log(node.store, node.signer.verifier, threads=2, processes_from=0)
+    except IntegrityError as e:
+        started = (e.index, e.reason)
+    assert started == outcomes[0]
     return outcomes
 
 
