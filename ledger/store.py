@@ -21,7 +21,9 @@ import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import cast
 
 import lmdb
 
@@ -52,6 +54,8 @@ _DB_NAMES = (
     "evidence",
 )
 _U64 = struct.Struct(">Q")
+#: Entries per cursor pass when a range is streamed.
+_ENTRY_RUN = 256
 _HEAD = struct.Struct(">Q32sQ")
 
 
@@ -233,11 +237,32 @@ class Store:
     def entries(
         self, txn: lmdb.Transaction, log_id: bytes, start: int, stop: int
     ) -> Iterator[bytes]:
-        """Entries [start, stop) of a log in this snapshot; StoreError at the first gap."""
+        """Entries [start, stop) of a log in this snapshot; StoreError at the first gap.
+
+        Read in runs of 256 (one cursor pass each), so a whole log streams in flat memory.
+        """
+        for at in range(start, stop, _ENTRY_RUN):
+            run, missing = self.entry_run(txn, log_id, at, min(stop, at + _ENTRY_RUN))
+            yield from run
+            if missing is not None:
+                raise StoreError(f"entry {missing} is missing below the log's head")
+
+    def entry_run(
+        self, txn: lmdb.Transaction, log_id: bytes, start: int, stop: int
+    ) -> tuple[list[bytes], int | None]:
+        """Entries [start, stop) in one cursor pass, cut at the first one missing: the
+        entries, and that index (None when all are there)."""
+        if start >= stop:
+            return [], None
         with txn.cursor(db=self.dbs["entries"]) as cur:
-            positioned = cur.set_key(entry_key(log_id, start)) if start < stop else False
-            for index in range(start, stop):
-                if not positioned or bytes(cur.key()) != entry_key(log_id, index):
-                    raise StoreError(f"entry {index} is missing below the log's head")
-                yield bytes(cur.value())
-                positioned = cur.next()
+            if not cur.set_key(entry_key(log_id, start)):
+                return [], start
+            pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), stop - start))
+        keys = [key for key, _ in pairs]
+        raws = [raw for _, raw in pairs]
+        pack = _U64.pack
+        want = [log_id + pack(index) for index in range(start, stop)]
+        if keys != want:
+            bad = next(i for i, key in enumerate([*keys, b""]) if key != want[i])
+            return raws[:bad], start + bad
+        return raws, None

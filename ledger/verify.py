@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
@@ -29,9 +28,8 @@ from concurrent.futures import (
 )
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lmdb
 
@@ -41,7 +39,7 @@ from ledger.checkpoint import open_checkpoint
 from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_fields, split_entry
 from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
-from ledger.store import Store, entry_key, tile_key
+from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
 
 #: Entries per run handed to a worker thread (also replica sync's unit of work).
@@ -60,7 +58,6 @@ STARTER_ENTRIES = 8 * CHUNK
 Progress = Callable[[int], None]
 #: Receives verified entries: the index of the first, then their bytes.
 Verified = Callable[[int, list[bytes]], None]
-_INDEX = struct.Struct(">Q")
 _TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
@@ -385,21 +382,11 @@ def _assign(
 
 
 def read_run(
-    txn: lmdb.Transaction, db: lmdb._Database, log_id: bytes, start: int, stop: int
+    txn: lmdb.Transaction, store: Store, log_id: bytes, start: int, stop: int
 ) -> tuple[list[bytes], Fault | None]:
     """Entry bytes `start`...`stop - 1`; a gap in the keys cuts the run there, with a fault."""
-    with txn.cursor(db=db) as cur:
-        if not cur.set_key(entry_key(log_id, start)):
-            return [], Fault(start, "entry is missing")
-        pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), stop - start))
-    keys = [key for key, _ in pairs]
-    raws = [raw for _, raw in pairs]
-    pack = _INDEX.pack
-    want = [log_id + pack(index) for index in range(start, stop)]
-    if keys != want:
-        bad = next(i for i, key in enumerate([*keys, b""]) if key != want[i])
-        return raws[:bad], Fault(start + bad, "entry is missing")
-    return raws, None
+    raws, missing = store.entry_run(txn, log_id, start, stop)
+    return raws, None if missing is None else Fault(missing, "entry is missing")
 
 
 #: Read-only stores a worker process has opened, by path: one per process, kept open.
@@ -423,7 +410,7 @@ def check_stored_run(
     else:
         store = source
     with store.read() as txn:
-        raws, gap = read_run(txn, store.db("entries"), log_id, start, stop)
+        raws, gap = read_run(txn, store, log_id, start, stop)
     run = check_run(verifier, start, raws)
     if gap is not None and run.fault is None:
         return replace(run, fault=gap)
@@ -483,7 +470,6 @@ class _Replay:
         """
         pending: deque[tuple[Future[CheckedRun], int, int]] = deque()
         held = _Handover(on_verified)
-        entries = self.store.db("entries")
         try:
             while True:
                 while len(pending) < in_flight and (assigned := next(runs, None)) is not None:
@@ -496,7 +482,7 @@ class _Replay:
                     break
                 future, start, stop = pending.popleft()
                 if on_verified is not None:
-                    held.hold(start, read_run(self.txn, entries, self.log_id, start, stop)[0])
+                    held.hold(start, read_run(self.txn, self.store, self.log_id, start, stop)[0])
                 self.add(future.result())
                 held.pass_on(keep=1)
                 if progress is not None:

@@ -12,8 +12,16 @@ from ledger import merkle
 from ledger.checkpoint import open_checkpoint
 from ledger.datadir import DataDir
 from ledger.entry import ZERO_HASH, parse_entry
-from ledger.errors import AlreadyInitialisedError, LogError, NotInitialisedError
+from ledger.errors import (
+    AlreadyInitialisedError,
+    IntegrityError,
+    LogError,
+    NotInitialisedError,
+    StoreError,
+)
 from ledger.log import Log
+from ledger.store import entry_key
+from ledger.verify import verify_log
 from tests.conftest import mine_body
 
 
@@ -146,3 +154,26 @@ def test_init_refuses_to_overwrite_and_open_needs_init(tmp_path: Path) -> None:
         DataDir.init(tmp_path / "d", "BW", "kp.example")
     with pytest.raises(NotInitialisedError, match="kimberley init"):
         DataDir.open(tmp_path / "empty")
+
+
+def test_a_gap_in_the_stored_entries_is_named_where_it_starts(tmp_path: Path) -> None:
+    """Entries read in cursor runs stop at a missing one: the reads before it are whole, and
+    the error (or the replay's fault) names its index."""
+    node = DataDir.init(tmp_path / "bw", "BW", "kp.example")
+    log = node.own_log()
+    log.append_many([("parcel.mine", mine_body(i)) for i in range(600)])
+    stored = list(log.entries())
+    with node.store.write() as txn:
+        assert txn.delete(entry_key(log.log_id, 300), db=node.store.db("entries"))
+    with node.store.read() as txn:
+        assert node.store.entry_run(txn, log.log_id, 250, 400) == (stored[250:300], 300)
+        assert node.store.entry_run(txn, log.log_id, 301, 600) == (stored[301:], None)
+        assert node.store.entry_run(txn, log.log_id, 590, 610) == (stored[590:], 600)
+    read: list[bytes] = []
+    with pytest.raises(StoreError, match="entry 300 is missing"):
+        read.extend(log.entries())
+    assert read == stored[:300]
+    with pytest.raises(IntegrityError, match="entry is missing") as caught:
+        verify_log(node.store, node.signer.verifier)
+    assert caught.value.index == 300
+    node.close()
