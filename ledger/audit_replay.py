@@ -1,0 +1,222 @@
+"""The per-log audit: verify a log, replay its records under every custody rule, note facts.
+
+`_Auditor` verifies each log with `verify_log` and, through `_RulesReplay`, replays the
+verified entries into the scratch environment as they arrive; then it runs the cross-log
+checks over the facts it noted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final
+
+import lmdb
+
+from ledger.audit_effects import _assume_origins, _force, _no_export, _receive
+from ledger.audit_entries import _day, _verified_fields
+from ledger.audit_exports import ExportReader, Unresolved
+from ledger.audit_facts import ExportFact, ImportFact, cross_check
+from ledger.audit_findings import (
+    INTEGRITY,
+    LOG_INTEGRITY,
+    RECORD_WELL_FORMED,
+    ROSTER_LISTED,
+    UNVERIFIABLE,
+    VIOLATION,
+    AuditError,
+    Finding,
+    LogAudit,
+    _Tally,
+    _values,
+)
+from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
+from ledger.custody_index import Index, LmdbTables, apply_record
+from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
+from ledger.records import Export, ExportVoid, Import, Record, parse_record
+from ledger.roster import Roster
+from ledger.rules import ForeignProofInvalid, check_received_by
+from ledger.store import Store
+from ledger.verify import verify_log
+
+#: Records replayed per scratch write transaction.
+COMMIT_EVERY: Final = 4096
+
+Progress = Callable[[str, int, int], None]
+
+
+class _RulesReplay:
+    """One log's rule replay into the scratch environment, fed runs of verified entries.
+
+    `verify_log` hands over each run once it is verified while workers check later ones,
+    so the rules and the signatures run at the same time. The scratch commits every
+    COMMIT_EVERY entries, keeping its transactions small.
+    """
+
+    def __init__(self, auditor: _Auditor, origin: str, log_id: bytes, size: int) -> None:
+        self.auditor, self.origin, self.log_id, self.size = auditor, origin, log_id, size
+        self.done = 0
+        self._txn = auditor.scratch.env.begin(write=True)
+        self._ix = self._index()
+
+    def _index(self) -> Index:
+        tables = LmdbTables(self._txn, self.auditor.scratch.dbs)
+        return Index(tables, self.log_id, listings=False)  # the rules read no listings
+
+    def feed(self, start: int, raws: list[bytes]) -> None:
+        """Replay entries `start`... (verified, in order) under every custody rule."""
+        if start != self.done:
+            raise AuditError(f"{self.origin}: rules replay expected entry {self.done}, got {start}")
+        auditor, origin = self.auditor, self.origin
+        for index, raw in enumerate(raws, start):
+            auditor.record(self._ix, self._txn, origin, index, raw)
+            if (index + 1) % COMMIT_EVERY == 0:
+                self._txn.commit()
+                self._txn = auditor.scratch.env.begin(write=True)
+                self._ix = self._index()
+        self.done = start + len(raws)
+
+    def close(self, stop: int) -> None:
+        """Commit the replay, which must have covered exactly the entries before `stop`."""
+        if self.done != stop:
+            self._txn.abort()
+            raise AuditError(f"{self.origin}: rules replayed {self.done} entries, intact to {stop}")
+        self._txn.commit()
+
+    def abort(self) -> None:
+        """Drop the uncommitted part after an error."""
+        self._txn.abort()
+
+
+class _Auditor:
+    """Replays logs one by one into the scratch environment, sending findings to the tally."""
+
+    def __init__(
+        self,
+        store: Store,
+        txn: lmdb.Transaction,
+        roster: Roster,
+        scratch: _Scratch,
+        tally: _Tally,
+        progress: Progress,
+    ) -> None:
+        self.store, self.txn, self.roster = store, txn, roster
+        self.scratch, self.tally, self.progress = scratch, tally, progress
+        self.exports = ExportReader(store, txn, roster)
+
+    def log(self, origin: str, log_id: bytes, size: int, threads: int | None) -> LogAudit:
+        """Verify one log, then replay its records under the rules as far as it is intact."""
+        try:
+            key = self.roster.log_key(origin)
+        except RosterError as e:
+            message = f"{e}: the log cannot be verified"
+            listed = (("roster", self.roster.version),)
+            self.tally(Finding(UNVERIFIABLE, ROSTER_LISTED, origin, 0, message, listed))
+            return LogAudit(origin, size, 0, 0, False)
+        rules = _RulesReplay(self, origin, log_id, size)
+        stop = size
+        try:
+            verify_log(
+                self.store,
+                key,
+                threads=threads,
+                progress=lambda n: self.progress(f"audit {origin}", n, size),
+                on_verified=rules.feed,
+            )
+        except IntegrityError as e:
+            values = (("reason", e.reason),)
+            self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, e.index, str(e), values))
+            stop = min(stop, e.index)
+        except BaseException:
+            rules.abort()
+            raise
+        rules.close(stop)
+        self.exports.verified[origin] = stop
+        return LogAudit(origin, size, stop, 0, stop == size)
+
+    def record(self, ix: Index, txn: lmdb.Transaction, origin: str, index: int, raw: bytes) -> None:
+        """Check one entry's record, apply its effects, and note its cross-log facts."""
+        time_ms, kind, body = _verified_fields(raw)
+        try:
+            record = parse_record(kind, body)
+        except RecordError as e:
+            values = (("kind", kind),)
+            self.tally(Finding(VIOLATION, RECORD_WELL_FORMED, origin, index, str(e), values))
+            return
+        foreign = None
+        if isinstance(record, Import):
+            resolved = self.exports.resolve(record.export_ref)
+            if isinstance(resolved, Unresolved):
+                kind = VIOLATION if resolved.held else UNVERIFIABLE
+                why = f"import: certificate {record.certificate!r}: {resolved.reason}"
+                self.tally(
+                    Finding(kind, ForeignProofInvalid.rule, origin, index, why, _values(record))
+                )
+                _receive(ix, index, record, origin)
+                self.note(txn, record, origin, index, time_ms, resolved.held, False)
+                return
+            foreign = resolved
+        flagged = False
+        try:
+            if isinstance(record, Import):
+                check_received_by(record, _day(time_ms))
+            elif isinstance(record, Export):
+                _assume_origins(ix, index, record)
+            lookup = _no_export if foreign is None else lambda _o, _i: foreign
+            apply_record(ix, index, record, origin, lookup, self.roster)
+        except RuleViolation as v:
+            self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
+            _force(ix, index, record, origin, foreign)
+            flagged = True
+        self.note(txn, record, origin, index, time_ms, flagged, True)
+
+    def note(
+        self,
+        txn: lmdb.Transaction,
+        record: Record,
+        origin: str,
+        index: int,
+        time_ms: int,
+        flagged: bool,
+        verified: bool,
+    ) -> None:
+        """Keep the few fields of an export, void or import the cross-log checks need."""
+        match record:
+            case Export():
+                r = record
+                sent = ExportFact(r.certificate, origin, index, r.destination, r.issued, flagged)
+                self.scratch.put_fact(txn, sent)
+            case ExportVoid() if not flagged:
+                key = _fact_key(record.certificate, origin, record.export_index)
+                row = txn.get(key, db=self.scratch.dbs["x_exports"])
+                voided = None if row is None else _unpack(bytes(row))
+                if isinstance(voided, ExportFact):
+                    self.scratch.put_fact(txn, replace(voided, void_index=index))
+            case Import():
+                ref = record.export_ref
+                got = ImportFact(
+                    record.certificate,
+                    origin,
+                    index,
+                    ref.origin,
+                    ref.index,
+                    time_ms,
+                    flagged,
+                    verified,
+                )
+                self.scratch.put_fact(txn, got)
+            case _:
+                pass
+
+    def cross(self, audited: frozenset[str], as_of: str, overdue_days: int) -> None:
+        """Run the cross-log checks over every certificate number seen."""
+        self.progress("cross-log checks", 0, 0)
+        scratch = self.scratch
+        with scratch.env.begin() as txn:
+            groups = _merge_groups(scratch.facts(txn, "x_exports"), scratch.facts(txn, "x_imports"))
+            for exports, imports in groups:
+                found = cross_check(
+                    exports, imports, audited=audited, as_of=as_of, overdue_days=overdue_days
+                )
+                for finding in found:
+                    self.tally(finding)

@@ -1,0 +1,90 @@
+"""The audit's temporary LMDB environment: custody state per log and the cross-log facts.
+
+Facts are keyed by certificate number, so the cross-log checks read them one number at a
+time and memory stays flat whatever the number of certificates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any, Final
+
+import lmdb
+import msgpack
+
+from ledger.audit_facts import ExportFact, ImportFact
+from ledger.custody_index import INDEX_DBS
+from ledger.encoding import pack_canonical
+
+_FACT_DBS: Final = ("x_exports", "x_imports")
+
+
+class _Scratch:
+    """The temporary LMDB environment: custody state per log and the cross-log facts."""
+
+    def __init__(self, path: str) -> None:
+        names = (*INDEX_DBS, *_FACT_DBS)
+        self.env = lmdb.open(
+            path, map_size=1 << 40, max_dbs=len(names), sync=False, metasync=False, lock=False
+        )
+        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+
+    def put_fact(self, txn: lmdb.Transaction, fact: ExportFact | ImportFact) -> None:
+        """Store an export's or import's facts under its certificate number."""
+        db = "x_exports" if isinstance(fact, ExportFact) else "x_imports"
+        txn.put(_fact_key(fact.certificate, fact.origin, fact.index), _pack(fact), db=self.dbs[db])
+
+    def facts(self, txn: lmdb.Transaction, db: str) -> Iterator[tuple[str, list[Any]]]:
+        """Rows of `db` grouped by certificate number, in number order."""
+        group: list[Any] = []
+        current = None
+        with txn.cursor(db=self.dbs[db]) as cur:
+            for key, value in cur:
+                number = bytes(key).split(b"\x00", 1)[0].decode()
+                if number != current and group:
+                    assert current is not None
+                    yield current, group
+                    group = []
+                current = number
+                group.append(_unpack(bytes(value)))
+        if group and current is not None:
+            yield current, group
+
+
+def _fact_key(certificate: str, origin: str, index: int) -> bytes:
+    return certificate.encode() + b"\x00" + origin.encode() + b"\x00" + index.to_bytes(8, "big")
+
+
+def _pack(fact: ExportFact | ImportFact) -> bytes:
+    if isinstance(fact, ExportFact):
+        return pack_canonical(("e", *_EXPORT_FACT_FIELDS(fact)))
+    return pack_canonical(("i", *_IMPORT_FACT_FIELDS(fact)))
+
+
+_EXPORT_FACT_FIELDS: Final = attrgetter(*(f.name for f in fields(ExportFact)))
+_IMPORT_FACT_FIELDS: Final = attrgetter(*(f.name for f in fields(ImportFact)))
+
+
+def _unpack(data: bytes) -> ExportFact | ImportFact:
+    kind, *fields = msgpack.unpackb(data, raw=False)
+    return ExportFact(*fields) if kind == "e" else ImportFact(*fields)
+
+
+def _merge_groups(
+    a: Iterator[tuple[str, list[Any]]], b: Iterator[tuple[str, list[Any]]]
+) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Pair two by-number group streams: (rows of a, rows of b) for every number in either."""
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x[0] < y[0]):
+            assert x is not None
+            yield x[1], []
+            x = next(a, None)
+        elif x is None or y[0] < x[0]:
+            yield [], y[1]
+            y = next(b, None)
+        else:
+            yield x[1], y[1]
+            x, y = next(a, None), next(b, None)
