@@ -8,19 +8,14 @@ SigningKey.sign rate is measured in that same process just before.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
-from benchmarks.common import HeapPeak, measured, raw_sign_rate, run_and_report, scale_parser
+from benchmarks.common import HeapPeak, measured, raw_sign_rate, sign_rate_main, timed_batches
 from ledger.datadir import DataDir
 
 
@@ -42,39 +37,20 @@ def one(n: int, batch: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         node = DataDir.init(Path(tmp) / "bw", "BW", "kp.example")
         log = node.own_log()
-        start = time.perf_counter()
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"append {n:,}", total=n)
-            # records stream in, built while earlier ones are signed; each batch is one
-            # durable commit with its own checkpoint, made while the next batch is signed
-            records = (("parcel.mine", body(i)) for i in range(n))
-            for appended in log.append_stream(records, batch=batch):
-                bar.update(task, advance=len(appended))
-                heap.sample()
-        elapsed = time.perf_counter() - start
+        # records stream in, built while earlier ones are signed; each batch is one
+        # durable commit with its own checkpoint, made while the next batch is signed
+        records = (("parcel.mine", body(i)) for i in range(n))
+        elapsed = timed_batches(
+            f"append {n:,}", n, lambda: log.append_stream(records, batch=batch), heap
+        )
         size = log.size()
         node.close()
     return measured(size, elapsed, raw, "raw_sign", heap)
 
 
 def main() -> None:
-    parser = scale_parser(__doc__ or "", "entries")
-    parser.add_argument(
-        "--batch", type=int, default=1000, help="records per durable commit (one checkpoint each)"
-    )
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one, args.batch)))
-        return
-    run_and_report(
-        __file__,
-        args.scale,
-        ["--batch", str(args.batch)],
-        f"append (batches of {args.batch}), vs raw PyNaCl sign on one core",
-        "entries",
-        "raw_sign",
-        "raw sign/s",
-    )
+    title = "append (batches of {}), vs raw PyNaCl sign on one core"
+    sign_rate_main(__doc__ or "", __file__, "entries", title, one)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
+from benchmarks.builders import NET, certificate
 from benchmarks.common import (
     HeapPeak,
     measured,
+    progress_bar,
     raw_verify_rate,
     report,
     run_scales,
@@ -53,7 +52,6 @@ from ledger.records import (
 )
 from ledger.roster import Participant, Roster
 
-NET = "kp.example"
 MINES = [f"BW-MINE-{i}" for i in range(10)]
 BATCH = 1000
 
@@ -64,25 +62,6 @@ def _noon(day: str) -> int:
 
 def _actor(actor_id: str, role: str) -> ActorRegister:
     return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", "Main")
-
-
-def _certificate(number: str, dest: str, parcels: tuple[str, ...], carats: int, day: str) -> Export:
-    return Export(
-        number,
-        "KP Authority",
-        "EXP-1",
-        f"{dest} buyer",
-        dest,
-        parcels,
-        carats,
-        carats * 150,
-        len(parcels),
-        "7102.31",
-        ("BW",),
-        day,
-        day.replace("-03-", "-06-"),
-        f"S-{number}",
-    )
 
 
 def botswana(rounds: int) -> Iterator[Record]:
@@ -114,9 +93,7 @@ def botswana(rounds: int) -> Iterator[Record]:
         yield ParcelMerge((b.parcel, c.parcel), merged)
         yield mined[6]
         parcels = (outs[0].parcel, merged.parcel)
-        yield _certificate(
-            f"BW-2026-{s + 1:06d}", "EU", parcels, half + merged.carats, "2026-03-05"
-        )
+        yield certificate(f"BW-2026-{s + 1:06d}", parcels, half + merged.carats, "EU")
 
 
 def _received(ref: ExportRef, export: Export, day: str) -> Import:
@@ -142,9 +119,8 @@ def hub(certs: list[tuple[ExportRef, Export]]) -> Iterator[Record]:
             ParcelShare(f"{mix}-B", total - total // 2, 1),
         )
         yield ParcelSplit(mix, outs)
-        yield _certificate(
-            f"EU-2026-{s + 1:06d}", "IN", (outs[0].parcel,), total // 2, "2026-03-10"
-        )
+        number = f"EU-2026-{s + 1:06d}"
+        yield certificate(number, (outs[0].parcel,), total // 2, "IN", issued="2026-03-10")
 
 
 def india(certs: list[tuple[ExportRef, Export]]) -> Iterator[Record]:
@@ -212,20 +188,13 @@ def one(n: int, threads: int) -> dict[str, object]:
         node = DataDir.open(path / "eu")
         findings: list[object] = []
         start = time.perf_counter()
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("audit", total=None)
-
-            def progress(label: str, done: int, total: int) -> None:
-                """Advance the bar and sample the heap."""
-                bar.update(task, description=label, completed=done, total=total or None)
-                heap.sample()
-
+        with progress_bar("audit", None, heap) as bar:
             done = audit(
                 node.store,
                 roster,
                 threads=threads,
                 scratch_dir=path,
-                progress=progress,
+                progress=bar.stage,
                 sink=findings.append,
             )
         elapsed = time.perf_counter() - start

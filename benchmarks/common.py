@@ -14,14 +14,16 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nacl
 from nacl.signing import SigningKey
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 #: Message size close to a real parcel.mine payload, so raw and ledger sign the same bytes.
@@ -99,6 +101,47 @@ class HeapPeak:
             pass
 
 
+class Bar:
+    """A progress bar's task that samples the heap at every update (see `progress_bar`)."""
+
+    def __init__(self, progress: Progress, task: TaskID, heap: HeapPeak) -> None:
+        self._progress, self._task, self._heap = progress, task, heap
+
+    def advance(self, count: int) -> None:
+        """`count` more done."""
+        self._progress.update(self._task, advance=count)
+        self._heap.sample()
+
+    def completed(self, done: int, _total: int = 0) -> None:
+        """`done` done in all (a total passed beside it is ignored: the bar keeps its own)."""
+        self._progress.update(self._task, completed=done)
+        self._heap.sample()
+
+    def stage(self, label: str, done: int, total: int) -> None:
+        """`done` of `total` done in the stage `label` (a total of 0: not known)."""
+        self._progress.update(self._task, description=label, completed=done, total=total or None)
+        self._heap.sample()
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, heap: HeapPeak) -> Iterator[Bar]:
+    """A transient progress bar on stderr for `total` units (None: not known yet)."""
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        yield Bar(progress, progress.add_task(label, total=total), heap)
+
+
+def timed_batches(
+    label: str, total: int, batches: Callable[[], Iterable[Sized]], heap: HeapPeak
+) -> float:
+    """Seconds to draw every batch of `batches()` (called inside the timing) under a progress
+    bar of `total` units, advanced by each batch's length."""
+    start = time.perf_counter()
+    with progress_bar(label, total, heap) as bar:
+        for batch in batches():
+            bar.advance(len(batch))
+    return time.perf_counter() - start
+
+
 def measured(
     count: int, elapsed: float, raw: float, raw_key: str, heap: HeapPeak
 ) -> dict[str, Any]:
@@ -171,18 +214,58 @@ def verify_rate_args(
     return args
 
 
+def verify_rate_main(
+    doc: str,
+    script: str,
+    title: str,
+    build: Callable[[Path, int], None],
+    one: Callable[[int, int], dict[str, Any]],
+) -> None:
+    """The main of a benchmark of entries timed against raw verify on `--threads` threads:
+    the internal steps of `verify_rate_args`, else each scale in its own process and the
+    table, `title` formatted with the thread count."""
+    args = verify_rate_args(doc, build, one)
+    if args is not None:
+        run_and_report(script, args, "threads", title, "entries", "verify")
+
+
+def sign_rate_main(
+    doc: str,
+    script: str,
+    unit: str,
+    title: str,
+    one: Callable[[int, int], dict[str, Any]],
+    option: str = "batch",
+    default: int = 1000,
+    option_help: str | None = "records per durable commit (one checkpoint each)",
+) -> None:
+    """The main of a benchmark timed against raw sign on one core, with one whole-number
+    `--option` (by default `--batch`, records per durable commit): `--one N` times one scale
+    here, `one(N, option)`, and prints its figures as JSON; otherwise each scale runs in its
+    own process and the table is printed, `title` formatted with the option's value."""
+    parser = scale_parser(doc, unit)
+    parser.add_argument(f"--{option}", type=int, default=default, help=option_help)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, getattr(args, option))))
+        return
+    run_and_report(script, args, option, title, unit, "sign")
+
+
 def run_and_report(
     script: str,
-    scales: list[int] | None,
-    extra: list[str],
+    args: argparse.Namespace,
+    option: str,
     title: str,
     unit: str,
-    raw_key: str,
-    raw_label: str,
+    raw: Literal["sign", "verify"],
 ) -> None:
-    """Run each scale (default 100k and 1M) in its own process and print the table."""
-    results = run_scales(script, scales or [100_000, 1_000_000], extra)
-    report(title, unit, raw_key, raw_label, results)
+    """Run each of `args.scale` (default 100k and 1M) in its own process, passing `--option`
+    on, and print the table: `title` formatted with the option's value, the rates beside
+    the raw PyNaCl `raw` rate ("sign" or "verify")."""
+    value = getattr(args, option)
+    results = run_scales(script, args.scale or [100_000, 1_000_000], [f"--{option}", str(value)])
+    report(title.format(value), unit, f"raw_{raw}", f"raw {raw}/s", results)
 
 
 def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[str, Any]]:

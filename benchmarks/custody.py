@@ -12,20 +12,16 @@ measured in that same process just before.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
-from benchmarks.common import HeapPeak, measured, raw_sign_rate, run_and_report, scale_parser
+from benchmarks.builders import NET, roster_of
+from benchmarks.common import HeapPeak, measured, raw_sign_rate, sign_rate_main, timed_batches
 from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.keys import Signer
@@ -38,23 +34,14 @@ from ledger.records import (
     ParcelSplit,
     Record,
 )
-from ledger.roster import Participant, Roster
+from ledger.roster import Roster
 
-NET = "kp.example"
 MINES = [f"BW-MINE-{i}" for i in range(10)]
 
 
 def roster(node: DataDir) -> Roster:
     """Botswana (this node) and India (the destination)."""
-    india = Signer.generate(f"{NET}/IN").verifier
-    return Roster(
-        NET,
-        1,
-        (
-            Participant("BW", "Botswana", ("BW",), node.signer.verifier, "https://bw.example/"),
-            Participant("IN", "India", ("IN",), india, "https://in.example/"),
-        ),
-    )
+    return roster_of({"BW": node.signer.verifier, "IN": Signer.generate(f"{NET}/IN").verifier})
 
 
 def _mine(n: int) -> ParcelMine:
@@ -114,37 +101,18 @@ def one(n: int, batch: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         node = DataDir.init(Path(tmp) / "bw", "BW", NET)
         custody = Custody(node, roster(node))
-        start = time.perf_counter()
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"custody {n:,}", total=n)
-            # records stream in and are built as each batch is drawn
-            for appended in custody.append_stream(workload(n), batch=batch):
-                bar.update(task, advance=len(appended))
-                heap.sample()
-        elapsed = time.perf_counter() - start
+        # records stream in and are built as each batch is drawn
+        elapsed = timed_batches(
+            f"custody {n:,}", n, lambda: custody.append_stream(workload(n), batch=batch), heap
+        )
         size = custody.log.size()
         node.close()
     return measured(size, elapsed, raw, "raw_sign", heap)
 
 
 def main() -> None:
-    parser = scale_parser(__doc__ or "", "records")
-    parser.add_argument(
-        "--batch", type=int, default=1000, help="records per durable commit (one checkpoint each)"
-    )
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one, args.batch)))
-        return
-    run_and_report(
-        __file__,
-        args.scale,
-        ["--batch", str(args.batch)],
-        f"custody rules + append (batches of {args.batch}), vs raw PyNaCl sign",
-        "records",
-        "raw_sign",
-        "raw sign/s",
-    )
+    title = "custody rules + append (batches of {}), vs raw PyNaCl sign"
+    sign_rate_main(__doc__ or "", __file__, "records", title, one)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
 from benchmarks.append import body
-from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, verify_rate_args
+from benchmarks.common import HeapPeak, measured, progress_bar, raw_verify_rate, verify_rate_main
 from ledger.datadir import DataDir
 from ledger.roster import Participant, Roster
 from node.local import LocalNodes, free_port
@@ -79,14 +76,8 @@ def one(n: int, threads: int) -> dict[str, object]:
             )
             source = HttpSource(base, verifier.name)
             start = time.perf_counter()
-            with Progress(console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task(f"sync {n:,}", total=n)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done)
-                    heap.sample()
-
-                report = pull(node.store, verifier, source, progress=progress, roster=roster)
+            with progress_bar(f"sync {n:,}", n, heap) as bar:
+                report = pull(node.store, verifier, source, progress=bar.completed, roster=roster)
             elapsed = time.perf_counter() - start
             source.close()
             node.close()
@@ -94,19 +85,8 @@ def one(n: int, threads: int) -> dict[str, object]:
 
 
 def main() -> None:
-    args = verify_rate_args(__doc__ or "", build, one)
-    if args is None:
-        return
-    run_and_report(
-        __file__,
-        args.scale,
-        ["--threads", str(args.threads)],
-        f"sync over loopback HTTP with the custody rules, vs raw PyNaCl verify on "
-        f"{args.threads} threads",
-        "entries",
-        "raw_verify",
-        "raw verify/s",
-    )
+    title = "sync over loopback HTTP with the custody rules, vs raw PyNaCl verify on {} threads"
+    verify_rate_main(__doc__ or "", __file__, title, build, one)
 
 
 if __name__ == "__main__":

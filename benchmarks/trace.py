@@ -44,7 +44,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from benchmarks.common import machine, raw_verify_rate, scale_parser
+from benchmarks.builders import NET, certificate, roster_of
+from benchmarks.common import machine, raw_verify_rate, run_scales, scale_parser
 from ledger.bundle import build_bundle, verify_bundle
 from ledger.checkpoint import Checkpoint, cosign
 from ledger.custody import Custody
@@ -53,19 +54,17 @@ from ledger.keys import Signer
 from ledger.note import Note
 from ledger.records import (
     ActorRegister,
-    Export,
     ParcelMerge,
     ParcelMine,
     ParcelShare,
     ParcelSplit,
     Record,
 )
-from ledger.roster import Participant, Roster, SignedRoster
+from ledger.roster import SignedRoster
 from ledger.store import Store
 from ledger.trace import BACKWARD, FORWARD, PARCEL, Start, trace
 from ledger.trace_store import open_reader
 
-NET = "kp.example"
 CODES = ("BW", "RU", "CA", "AO", "AE", "EU", "IN")
 PRODUCERS = ("BW", "RU", "CA", "AO")
 PER_CHAIN = 14
@@ -74,27 +73,6 @@ NOW_MS = 1_773_000_000_000  # 2026-03-08: a fixed clock, so receipt dates never 
 
 def _origin(code: str) -> str:
     return f"{NET}/{code}"
-
-
-def _export(
-    number: str, parcels: tuple[str, ...], carats: int, dest: str, origins: tuple[str, ...]
-) -> Export:
-    return Export(
-        number,
-        "KP Authority",
-        "EXP-1",
-        f"{dest} buyer",
-        dest,
-        parcels,
-        carats,
-        carats * 150,
-        len(parcels),
-        "7102.31",
-        origins,
-        "2026-03-05",
-        "2026-06-05",
-        f"S-{number}",
-    )
 
 
 def _split(parcel: str, parts: list[tuple[str, int]]) -> ParcelSplit:
@@ -106,20 +84,7 @@ def build(n: int, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     store = Store(path / "store", create=True)
     signers = {code: Signer.generate(_origin(code)) for code in CODES}
-    roster = Roster(
-        NET,
-        1,
-        tuple(
-            Participant(
-                code,
-                f"Authority of {code}",
-                ("BE", "DE", "NL") if code == "EU" else (code,),
-                s.verifier,
-                f"https://{code.lower()}.kp.example/",
-            )
-            for code, s in signers.items()
-        ),
-    )
+    roster = roster_of({code: s.verifier for code, s in signers.items()})
     signed = SignedRoster(roster)
     for s in signers.values():
         signed = signed.sign(s)
@@ -168,20 +133,20 @@ def build(n: int, path: Path) -> None:
                 [
                     ParcelMine(f"BW-C{k}", "MINE-1", 1000_00, 150_000_00, "2026-03-01", "BW"),
                     _split(f"BW-C{k}", [(f"BW-C{k}-A", 600_00), (f"BW-C{k}-B", 400_00)]),
-                    _export(f"BW-2026-{cert}", (f"BW-C{k}-A",), 600_00, "AE", ("BW",)),
+                    certificate(f"BW-2026-{cert}", (f"BW-C{k}-A",), 600_00, "AE", ("BW",)),
                 ]
             )
             c["RU"].append_many(
                 [
                     ParcelMine(f"RU-C{k}", "MINE-1", 300_00, 45_000_00, "2026-03-01", "RU"),
-                    _export(f"RU-2026-{cert}", (f"RU-C{k}",), 300_00, "EU", ("RU",)),
+                    certificate(f"RU-2026-{cert}", (f"RU-C{k}",), 300_00, "EU", ("RU",)),
                 ]
             )
             imported("AE", f"BW-2026-{cert}")
             c["AE"].append_many(
                 [
                     _split(f"BW-2026-{cert}", [(f"AE-C{k}-A", 450_00), (f"AE-C{k}-B", 150_00)]),
-                    _export(f"AE-2026-{cert}", (f"AE-C{k}-A",), 450_00, "EU", ("BW",)),
+                    certificate(f"AE-2026-{cert}", (f"AE-C{k}-A",), 450_00, "EU", ("BW",)),
                 ]
             )
             imported("EU", f"AE-2026-{cert}")
@@ -190,7 +155,7 @@ def build(n: int, path: Path) -> None:
             c["EU"].append_many(
                 [
                     ParcelMerge((f"AE-2026-{cert}", f"RU-2026-{cert}"), mix),
-                    _export(f"EU-2026-{cert}", (f"EU-C{k}",), 750_00, "IN", ("BW", "RU")),
+                    certificate(f"EU-2026-{cert}", (f"EU-C{k}",), 750_00, "IN", ("BW", "RU")),
                 ]
             )
             imported("IN", f"EU-2026-{cert}")
@@ -345,16 +310,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args.traces)))
         return
-    results = []
-    for n in args.scale or [100_000]:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--traces", str(args.traces)],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    report(results)
+    report(run_scales(__file__, args.scale or [100_000], ["--traces", str(args.traces)]))
 
 
 if __name__ == "__main__":

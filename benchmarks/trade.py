@@ -13,7 +13,6 @@ each scale runs in a fresh process on fresh data directories.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -22,10 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
-from benchmarks.common import HeapPeak, measured, raw_sign_rate, run_and_report, scale_parser
+from benchmarks.common import HeapPeak, measured, progress_bar, raw_sign_rate, sign_rate_main
 from ledger.workload import DEFAULT_SEED, generate
 from ledger.workload_run import close_network, open_network, run
 
@@ -41,14 +37,8 @@ def one(n: int, participants: int) -> dict[str, object]:
         try:
             workload = generate(DEFAULT_SEED, n, codes)
             start = time.perf_counter()
-            with Progress(console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task(f"trade {n:,}", total=n)
-
-                def progress(done: int) -> None:
-                    bar.update(task, completed=done)
-                    heap.sample()
-
-                report = run(workload, network, progress=progress)
+            with progress_bar(f"trade {n:,}", n, heap) as bar:
+                report = run(workload, network, progress=bar.completed)
             elapsed = time.perf_counter() - start
         finally:
             close_network(network)
@@ -56,21 +46,19 @@ def one(n: int, participants: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = scale_parser(__doc__ or "", "records")
-    parser.add_argument("--participants", type=int, default=len(PARTICIPANTS))
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one, args.participants)))
-        return
-    run_and_report(
+    title = (
+        "a generated year of KP trade over {} Participants' custody engines, "
+        "vs raw PyNaCl sign (1 core)"
+    )
+    sign_rate_main(
+        __doc__ or "",
         __file__,
-        args.scale,
-        ["--participants", str(args.participants)],
-        f"a generated year of KP trade over {args.participants} Participants' custody "
-        "engines, vs raw PyNaCl sign (1 core)",
         "records",
-        "raw_sign",
-        "raw sign/s",
+        title,
+        one,
+        option="participants",
+        default=len(PARTICIPANTS),
+        option_help=None,
     )
 
 

@@ -17,11 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
-from rich.progress import Progress
-
 from benchmarks.append import body
-from benchmarks.common import HeapPeak, measured, raw_verify_rate, run_and_report, verify_rate_args
+from benchmarks.common import HeapPeak, measured, progress_bar, raw_verify_rate, verify_rate_main
 from ledger.datadir import DataDir
 from ledger.verify import verify_log
 
@@ -43,15 +40,9 @@ def one(n: int, threads: int) -> dict[str, object]:
         heap = HeapPeak()
         node = DataDir.open(path)
         start = time.perf_counter()
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"verify {n:,}", total=n)
-
-            def progress(done: int) -> None:
-                bar.update(task, completed=done)
-                heap.sample()
-
+        with progress_bar(f"verify {n:,}", n, heap) as bar:
             replay = verify_log(
-                node.store, node.signer.verifier, threads=threads, progress=progress
+                node.store, node.signer.verifier, threads=threads, progress=bar.completed
             )
         elapsed = time.perf_counter() - start
         node.close()
@@ -59,18 +50,8 @@ def one(n: int, threads: int) -> dict[str, object]:
 
 
 def main() -> None:
-    args = verify_rate_args(__doc__ or "", build, one)
-    if args is None:
-        return
-    run_and_report(
-        __file__,
-        args.scale,
-        ["--threads", str(args.threads)],
-        f"verify replay, vs raw PyNaCl verify on {args.threads} threads",
-        "entries",
-        "raw_verify",
-        "raw verify/s",
-    )
+    title = "verify replay, vs raw PyNaCl verify on {} threads"
+    verify_rate_main(__doc__ or "", __file__, title, build, one)
 
 
 if __name__ == "__main__":

@@ -32,26 +32,22 @@ from ledger.datadir import DataDir
 from ledger.keys import Signer
 from ledger.log import Log
 from ledger.records import (
-    ActorRegister,
-    Export,
     ExportRef,
     ExportVoid,
     Import,
     ParcelMerge,
-    ParcelMine,
     ParcelShare,
     ParcelSplit,
     Record,
 )
 from ledger.replica import Replica
-from ledger.roster import Participant, Roster, SignedRoster
+from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.store import entry_key
+from tests.conftest import NET, actor, data_dirs, export, mined, roster_for, shares
 from tests.test_cli import run
 
-NET = "kp.example"
 CODES = ("BW", "RU", "EU", "IN")
-COUNTRIES = {"BW": ("BW",), "RU": ("RU",), "EU": ("BE", "DE", "NL"), "IN": ("IN",), "CF": ("CF",)}
 
 
 def at(day: str) -> Any:
@@ -63,42 +59,6 @@ def at(day: str) -> Any:
 def origin(code: str) -> str:
     """The log origin of Participant `code`."""
     return f"{NET}/{code}"
-
-
-def actor(actor_id: str, role: str) -> ActorRegister:
-    """A licensed actor in the Main zone."""
-    return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", "Main")
-
-
-def mined(parcel: str, carats: int, country: str = "BW") -> ParcelMine:
-    """Production of `carats` hundredths at MINE-1."""
-    return ParcelMine(parcel, "MINE-1", carats, carats * 150, "2026-03-01", country)
-
-
-def shares(*pairs: tuple[str, int]) -> tuple[ParcelShare, ...]:
-    """Parcel shares valued at US$1.50 a hundredth."""
-    return tuple(ParcelShare(p, c, c * 150) for p, c in pairs)
-
-
-def export(number: str, parcels: tuple[str, ...], carats: int, dest: str, **over: Any) -> Export:
-    """A certificate of `parcels` issued 2026-03-05, valid three months."""
-    fields: dict[str, Any] = dict(
-        certificate=number,
-        authority="KP Authority",
-        exporter="EXP-1",
-        importer=f"{dest} buyer",
-        destination=dest,
-        parcels=parcels,
-        carats=carats,
-        value=carats * 150,
-        parcel_count=len(parcels),
-        hs_code="7102.31",
-        origins=(number[:2],),
-        issued="2026-03-05",
-        expires="2026-06-05",
-        seal=f"S-{number}",
-    )
-    return Export(**(fields | over))
 
 
 @dataclass
@@ -153,64 +113,48 @@ def network(tmp_path: Path) -> Iterator[Network]:
     mixes part of it with the Russian one and exports the mix to India (entry 6), which
     imports it on 2026-04-20 (entry 1).
     """
-    nodes = {code: DataDir.init(tmp_path / code, code, NET) for code in CODES}
-    signers = {code: node.signer for code, node in nodes.items()}
-    signers["CF"] = Signer.generate(origin("CF"))
-    roster = Roster(
-        NET,
-        1,
-        tuple(
-            Participant(
-                code,
-                f"Authority of {code}",
-                COUNTRIES[code],
-                signer.verifier,
-                f"https://{code.lower()}.kp.example/",
-                status="suspended" if code == "CF" else "active",
+    with data_dirs(tmp_path, CODES) as nodes:
+        signers = {code: node.signer for code, node in nodes.items()}
+        signers["CF"] = Signer.generate(origin("CF"))
+        roster = roster_for({code: s.verifier for code, s in signers.items()}, CF="suspended")
+        bw = Custody(nodes["BW"], roster, clock=at("2026-03-05"))
+        ru = Custody(nodes["RU"], roster, clock=at("2026-03-05"))
+        for custody, country in ((bw, "BW"), (ru, "RU")):
+            parcel = "P1" if country == "BW" else "R1"
+            carats = 100_00 if country == "BW" else 30_00
+            custody.append_many(
+                [
+                    actor("MINE-1", "mine"),
+                    actor("EXP-1", "exporter"),
+                    mined(parcel, carats, origin=country),
+                    export(f"{country}-2026-000001", (parcel,), carats, "EU", origins=(country,)),
+                ]
             )
-            for code, signer in signers.items()
-        ),
-    )
-    bw = Custody(nodes["BW"], roster, clock=at("2026-03-05"))
-    ru = Custody(nodes["RU"], roster, clock=at("2026-03-05"))
-    for custody, country in ((bw, "BW"), (ru, "RU")):
-        parcel = "P1" if country == "BW" else "R1"
-        carats = 100_00 if country == "BW" else 30_00
-        custody.append_many(
+        eu = Custody(nodes["EU"], roster, clock=at("2026-03-10"))
+        eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
+        for custody, number in ((bw, "BW-2026-000001"), (ru, "RU-2026-000001")):
+            proof = custody.export_proof(number)
+            eu.import_certificate(proof, importer="IMP-1", received="2026-03-10")
+        eu.append_many(
             [
-                actor("MINE-1", "mine"),
-                actor("EXP-1", "exporter"),
-                mined(parcel, carats, country),
-                export(f"{country}-2026-000001", (parcel,), carats, "EU"),
+                ParcelSplit("BW-2026-000001", shares(("EU-A", 60_00), ("EU-B", 40_00))),
+                ParcelMerge(("EU-B", "RU-2026-000001"), ParcelShare("EU-MIX", 70_00, 1_000_000)),
+                export(
+                    "EU-2026-000001",
+                    ("EU-MIX",),
+                    70_00,
+                    "IN",
+                    origins=("BW", "RU"),
+                    issued="2026-03-10",
+                    expires="2026-06-10",
+                ),
             ]
         )
-    eu = Custody(nodes["EU"], roster, clock=at("2026-03-10"))
-    eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
-    for custody, number in ((bw, "BW-2026-000001"), (ru, "RU-2026-000001")):
-        proof = custody.export_proof(number)
-        eu.import_certificate(proof, importer="IMP-1", received="2026-03-10")
-    eu.append_many(
-        [
-            ParcelSplit("BW-2026-000001", shares(("EU-A", 60_00), ("EU-B", 40_00))),
-            ParcelMerge(("EU-B", "RU-2026-000001"), ParcelShare("EU-MIX", 70_00, 1_000_000)),
-            export(
-                "EU-2026-000001",
-                ("EU-MIX",),
-                70_00,
-                "IN",
-                origins=("BW", "RU"),
-                issued="2026-03-10",
-                expires="2026-06-10",
-            ),
-        ]
-    )
-    india = Custody(nodes["IN"], roster, clock=at("2026-04-20"))
-    india.append(actor("IMP-1", "importer"))
-    proof = eu.export_proof("EU-2026-000001")
-    india.import_certificate(proof, importer="IMP-1", received="2026-04-20")
-    yield Network(nodes, roster, signers)
-    for node in nodes.values():
-        node.close()
+        india = Custody(nodes["IN"], roster, clock=at("2026-04-20"))
+        india.append(actor("IMP-1", "importer"))
+        proof = eu.export_proof("EU-2026-000001")
+        india.import_certificate(proof, importer="IMP-1", received="2026-04-20")
+        yield Network(nodes, roster, signers)
 
 
 #: What `doctor` plants: (rule, log, entry).
@@ -251,10 +195,10 @@ def doctor(net: Network) -> None:
     ru = Custody(net.nodes["RU"], net.roster, clock=at("2026-03-05"))
     ru.append_many(
         [
-            mined("R2", 30_00, "RU"),
-            export("RU-2026-000002", ("R2",), 30_00, "EU"),
-            mined("R3", 1_00, "RU"),
-            export("RU-2026-000003", ("R3",), 1_00, "EU"),
+            mined("R2", 30_00, origin="RU"),
+            export("RU-2026-000002", ("R2",), 30_00, "EU", origins=("RU",)),
+            mined("R3", 1_00, origin="RU"),
+            export("RU-2026-000003", ("R3",), 1_00, "EU", origins=("RU",)),
         ]
     )
     assert net.write(
@@ -390,7 +334,7 @@ def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: 
     holder = network.gather(skip=("RU",))
     stranger = DataDir.init(holder.path.parent / "ZA", "ZA", NET)
     log = stranger.own_log()
-    log.append("parcel.mine", mined("Z1", 1_00, "ZA").to_body())
+    log.append("parcel.mine", mined("Z1", 1_00, origin="ZA").to_body())
     Replica(holder.store, log.verifier).accept(list(log.entries()), log.checkpoint())
     stranger.close()
     report, found = audited(holder, network.roster)

@@ -19,7 +19,8 @@ from ledger.roster import Roster
 from ledger.rules import EXPORTED, CertificateState, CertificateVoided, ParcelState
 from node.sources import DirectorySource, SyncLimits
 from node.sync import pull
-from tests.test_rules import NET, actor, export, mined, roster_of, setup_records
+from tests.conftest import actor, data_dirs, export, mined
+from tests.test_rules import roster_of, setup_records
 from tests.test_sync import publish
 
 CODES = ("BW", "EU", "IN", "RU", "CF")
@@ -28,10 +29,8 @@ CODES = ("BW", "EU", "IN", "RU", "CF")
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[dict[str, DataDir]]:
     """Data directories for BW, EU, IN (the one holding replicas), RU and CF."""
-    made = {code: DataDir.init(tmp_path / code, code, NET) for code in CODES}
-    yield made
-    for node in made.values():
-        node.close()
+    with data_dirs(tmp_path, CODES) as made:
+        yield made
 
 
 def copy(log: Log, into: DataDir, roster: Roster | None) -> Replica:
@@ -39,6 +38,20 @@ def copy(log: Log, into: DataDir, roster: Roster | None) -> Replica:
     replica = Replica(into.store, log.verifier, roster=roster, threads=2)
     replica.accept(list(log.entries()), log.checkpoint())
     return replica
+
+
+def shipped_to_eu(net: dict[str, DataDir], roster: Roster) -> tuple[Custody, Custody]:
+    """Botswana after `setup_records` exports P1 to the EU (BW-2026-000002, entry 12), and
+    the EU imports it by proof on 2026-03-07 (its entry 2)."""
+    bw = Custody(net["BW"], roster)
+    bw.append_many(setup_records())
+    bw.append(export("BW-2026-000002", ("P1",), 100_00, dest="EU"))
+    eu = Custody(net["EU"], roster)
+    eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
+    eu.import_certificate(
+        bw.export_proof("BW-2026-000002"), importer="IMP-1", received="2026-03-07"
+    )
+    return bw, eu
 
 
 @contextmanager
@@ -55,14 +68,7 @@ def test_a_replica_indexes_parcels_and_certificates_like_the_own_log(
 ) -> None:
     """India holds Botswana's and the EU's logs; their custody state reads as on their nodes."""
     roster = roster_of(net)
-    bw = Custody(net["BW"], roster)
-    bw.append_many(setup_records())
-    bw.append(export("BW-2026-000002", ("P1",), 100_00, dest="EU"))
-    eu = Custody(net["EU"], roster)
-    eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
-    eu.import_certificate(
-        bw.export_proof("BW-2026-000002"), importer="IMP-1", received="2026-03-07"
-    )
+    bw, eu = shipped_to_eu(net, roster)
 
     copy(bw.log, net["IN"], roster)
     copy(eu.log, net["IN"], roster)
@@ -88,14 +94,7 @@ def test_an_import_whose_export_is_not_held_is_indexed_from_the_record(
 ) -> None:
     """The EU's log synced before Botswana's: the import is kept, its origins not yet known."""
     roster = roster_of(net)
-    bw = Custody(net["BW"], roster)
-    bw.append_many(setup_records())
-    bw.append(export("BW-2026-000002", ("P1",), 100_00, dest="EU"))
-    eu = Custody(net["EU"], roster)
-    eu.append_many([actor("IMP-1", "importer"), actor("EXP-1", "exporter")])
-    eu.import_certificate(
-        bw.export_proof("BW-2026-000002"), importer="IMP-1", received="2026-03-07"
-    )
+    bw, eu = shipped_to_eu(net, roster)
 
     # Antwerp re-exports the goods, stating their Botswana origin: a replica that cannot see
     # Botswana's log takes the stated origin for the goods it cannot trace.

@@ -18,22 +18,19 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.errors import RecordError, RuleViolation
 from ledger.records import (
-    ActorRegister,
     ActorRevoke,
-    Export,
     ExportRef,
     ExportVoid,
     Import,
     ParcelMerge,
-    ParcelMine,
     ParcelShare,
     ParcelSplit,
     Record,
 )
-from ledger.roster import Participant, Roster
+from ledger.roster import Roster
+from tests.conftest import NET, actor, data_dirs, export, mined, roster_for, shares
 from tests.strategies import carats
 
-NET = "kp.example"
 COUNTRIES = {"BW": ("BW",), "EU": ("BE", "DE", "NL"), "IN": ("IN",), "RU": ("RU",), "CF": ("CF",)}
 CF_ZONES = ("Berbérati", "Carnot")
 
@@ -43,69 +40,15 @@ CF_ZONES = ("Berbérati", "Carnot")
 
 def roster_of(nodes: dict[str, DataDir], **status: str) -> Roster:
     """A roster of `nodes`' keys; `status` suspends some (e.g. RU="suspended")."""
-    return Roster(
-        NET,
-        1,
-        tuple(
-            Participant(
-                code,
-                f"Authority of {code}",
-                COUNTRIES[code],
-                node.signer.verifier,
-                f"https://{code.lower()}.kp.example/",
-                status=status.get(code, "active"),  # type: ignore[arg-type]
-                zones=CF_ZONES if code == "CF" else None,
-            )
-            for code, node in nodes.items()
-        ),
-    )
+    keys = {code: node.signer.verifier for code, node in nodes.items()}
+    return roster_for(keys, {"CF": CF_ZONES}, **status)
 
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[dict[str, DataDir]]:
     """Data directories for BW, EU, IN, RU and CF (CF exports only from its compliant zones)."""
-    made = {code: DataDir.init(tmp_path / code, code, NET) for code in COUNTRIES}
-    yield made
-    for node in made.values():
-        node.close()
-
-
-def actor(actor_id: str, role: str, zone: str = "Main") -> ActorRegister:
-    """A licensed actor in `zone`."""
-    return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", zone)
-
-
-def mined(parcel: str, carats: int, mine: str = "MINE-1", origin: str = "BW") -> ParcelMine:
-    """Production of `carats` hundredths at `mine`."""
-    return ParcelMine(parcel, mine, carats, carats * 150, "2026-03-01", origin)
-
-
-def shares(*pairs: tuple[str, int]) -> tuple[ParcelShare, ...]:
-    """Parcel shares valued at US$1.50 a hundredth."""
-    return tuple(ParcelShare(p, c, c * 150) for p, c in pairs)
-
-
-def export(
-    number: str, parcels: tuple[str, ...], carats: int, dest: str = "IN", **over: Any
-) -> Export:
-    """A certificate issued 2026-03-05, expiring 2026-06-05."""
-    record = Export(
-        certificate=number,
-        authority="KP Authority",
-        exporter="EXP-1",
-        importer=f"{dest} buyer",
-        destination=dest,
-        parcels=parcels,
-        carats=carats,
-        value=carats * 150,
-        parcel_count=len(parcels),
-        hs_code="7102.31",
-        origins=("BW",),
-        issued="2026-03-05",
-        expires="2026-06-05",
-        seal=f"S-{number}",
-    )
-    return dataclasses.replace(record, **over)
+    with data_dirs(tmp_path, COUNTRIES) as made:
+        yield made
 
 
 def setup_records(code: str = "BW", origin: str = "BW") -> list[Record]:

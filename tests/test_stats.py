@@ -22,7 +22,6 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.keys import Signer
 from ledger.records import (
-    ActorRegister,
     Export,
     ExportRef,
     ExportVoid,
@@ -34,7 +33,7 @@ from ledger.records import (
     Record,
 )
 from ledger.replica import Replica
-from ledger.roster import Participant, Roster, SignedRoster
+from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.stats import (
     EXPORTS_EXCEED_SUPPLY,
@@ -57,11 +56,11 @@ from ledger.stats import (
     value_norms,
 )
 from ledger.stats_source import held_records
+from tests.conftest import NET, actor, roster_for
+from tests.conftest import export as certificate
 from tests.test_cli import run
 
-NET = "kp.example"
 CODES = ("BW", "CF", "EU", "IN", "RU", "VE", "ZW")
-COUNTRIES = {"EU": ("BE", "DE", "NL")}
 CF_ZONES = ("Carnot", "Berbérati")
 #: Every entry is written at 2026-06-30 12:00 UTC, so the default as-of date is 2026-06-30.
 NOW_MS = int(datetime.datetime(2026, 6, 30, 12, tzinfo=datetime.UTC).timestamp() * 1000)
@@ -69,27 +68,8 @@ NOW_MS = int(datetime.datetime(2026, 6, 30, 12, tzinfo=datetime.UTC).timestamp()
 
 def roster_of(signers: dict[str, Signer], **status: str) -> Roster:
     """Every Participant of the scenario; CF exports only from its compliant zones."""
-    return Roster(
-        NET,
-        1,
-        tuple(
-            Participant(
-                code,
-                f"Authority of {code}",
-                COUNTRIES.get(code, (code,)),
-                signer.verifier,
-                f"https://{code.lower()}.kp.example/",
-                status=status.get(code, "active"),  # type: ignore[arg-type]
-                zones=CF_ZONES if code == "CF" else None,
-            )
-            for code, signer in signers.items()
-        ),
-    )
-
-
-def actor(actor_id: str, role: str, zone: str = "Capital") -> ActorRegister:
-    """A licensed actor registered in `zone`."""
-    return ActorRegister(actor_id, role, f"{actor_id} Ltd", f"L-{actor_id}", "Capital", zone)
+    keys = {code: signer.verifier for code, signer in signers.items()}
+    return roster_for(keys, {"CF": CF_ZONES}, **status)
 
 
 def mined(parcel: str, carats: int, usd: int, date: str, origin: str) -> ParcelMine:
@@ -107,25 +87,17 @@ def export(
     origins: tuple[str, ...],
     **over: Any,
 ) -> Export:
-    """A certificate valid for three months, HS 7102.31 unless `over` says otherwise."""
+    """A certificate from `<code>-EXP` (the code its number starts with) worth `usd` dollars,
+    valid for three months, HS 7102.31 unless `over` says otherwise."""
     expires = (datetime.date.fromisoformat(issued) + datetime.timedelta(days=92)).isoformat()
-    record = Export(
-        certificate=number,
-        authority="KP Authority",
+    fields: dict[str, Any] = dict(
         exporter=f"{number[:2]}-EXP",
-        importer=f"{dest} buyer",
-        destination=dest,
-        parcels=parcels,
-        carats=carats,
         value=usd * 100,
-        parcel_count=len(parcels),
-        hs_code="7102.31",
         origins=origins,
         issued=issued,
         expires=expires,
-        seal=f"S-{number}",
     )
-    return dataclasses.replace(record, **over)
+    return certificate(number, parcels, carats, dest, **(fields | over))
 
 
 def producer(code: str, zone: str) -> list[Record]:
@@ -178,7 +150,7 @@ def _build(tmp: Path) -> Scenario:
     ve.append_many(
         [
             *producer("VE", "Guaniamo"),
-            actor("VE-IMP", "importer"),
+            actor("VE-IMP", "importer", "Capital"),
             mined("VE-P1", 200_00, 40_000, "2026-03-02", "VE"),
             export("VE-2026-000001", ("VE-P1",), 200_00, 40_000, "EU", "2026-03-06", ("VE",)),
         ]
@@ -231,7 +203,7 @@ def _build(tmp: Path) -> Scenario:
         ("CF-2026-000002", cf, "2026-03-21"),
     ):
         eu.import_certificate(src.export_proof(number), importer="EU-IMP", received=day)
-    india.append(actor("IN-IMP", "importer"))
+    india.append(actor("IN-IMP", "importer", "Capital"))
     for number, day in (("EU-2026-000001", "2026-03-20"), ("EU-2026-000002", "2026-03-21")):
         india.import_certificate(eu.export_proof(number), importer="IN-IMP", received=day)
     # Zimbabwe's log is doctored: signed by its key but never checked by the custody rules.

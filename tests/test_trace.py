@@ -37,7 +37,7 @@ from ledger.records import (
     Record,
 )
 from ledger.replica import PeerRuleError, Replica
-from ledger.roster import Participant, Roster, SignedRoster
+from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.rules import OutsidePermittedZone
 from ledger.store import Store
@@ -61,10 +61,9 @@ from ledger.trace import (
     trace,
 )
 from ledger.trace_store import StoreTraceReader, open_reader
+from tests.conftest import NET, actor, export, mined, roster_for, shares
 from tests.test_cli import run
-from tests.test_rules import actor, export, mined, shares
 
-NET = "kp.example"
 CODES = ("BW", "RU", "CA", "AO", "AE", "CF", "EU", "IN")
 CF_ZONES = ("Berbérati", "Carnot")
 #: Each log's one witness: exactly one cosignature per checkpoint, as the default policy asks.
@@ -79,21 +78,7 @@ def at(code: str) -> str:
 
 def roster_of(signers: Mapping[str, Signer]) -> Roster:
     """Roster v1 of the eight Participants; the Central African Republic under an embargo."""
-    return Roster(
-        NET,
-        1,
-        tuple(
-            Participant(
-                code,
-                f"Authority of {code}",
-                ("BE", "DE", "NL") if code == "EU" else (code,),
-                signer.verifier,
-                f"https://{code.lower()}.kp.example/",
-                zones=CF_ZONES if code == "CF" else None,
-            )
-            for code, signer in signers.items()
-        ),
-    )
+    return roster_for({code: s.verifier for code, s in signers.items()}, {"CF": CF_ZONES})
 
 
 @dataclass
