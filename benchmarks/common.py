@@ -143,16 +143,25 @@ def timed_batches(
 
 
 def measured(
-    count: int, elapsed: float, raw: float, raw_key: str, heap: HeapPeak
+    count: int, elapsed: float, raw: tuple[float, float], raw_key: str, heap: HeapPeak
 ) -> dict[str, Any]:
-    """One scale's figures: the rate, the raw rate beside it, their ratio and memory."""
+    """One scale's figures: the rate, the raw rate beside it, their ratio and memory.
+
+    `raw` is the raw rate measured just before and just after the timed run; the ratio is
+    taken against their mean, so a raw rate that drifts (this VM's moves by 10-20% within
+    minutes at times) counts from both ends, and both readings are reported.
+    """
     rate = count / elapsed
+    before, after = raw
+    mean = (before + after) / 2
     return {
         "count": count,
         "seconds": round(elapsed, 2),
         "rate": round(rate),
-        raw_key: round(raw),
-        "ratio": round(rate / raw, 3),
+        raw_key: round(mean),
+        "raw_before": round(before),
+        "raw_after": round(after),
+        "ratio": round(rate / mean, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "peak_heap_mib": round(heap.peak, 1),
     }
@@ -162,10 +171,18 @@ def report(
     title: str, unit: str, raw_key: str, raw_label: str, results: list[dict[str, Any]]
 ) -> None:
     """Print the machine and one table row per scale."""
-    console = Console()
+    console = Console(width=120)  # the table on one line even when piped
     console.print(f"machine: {machine()}")
     table = Table(title=title)
-    columns = (unit, f"{unit}/s", raw_label, "ratio", "peak RSS MiB", "peak heap MiB")
+    columns = (
+        unit,
+        f"{unit}/s",
+        raw_label,
+        "before / after",
+        "ratio",
+        "peak RSS MiB",
+        "peak heap MiB",
+    )
     for col in columns:
         table.add_column(col, justify="right")
     for r in results:
@@ -173,12 +190,14 @@ def report(
             f"{r['count']:,}",
             f"{r['rate']:,}",
             f"{r[raw_key]:,}",
+            f"{r['raw_before']:,} / {r['raw_after']:,}",
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']}",
             f"{r['peak_heap_mib']}",
         )
     console.print(table)
     console.print(
+        "raw rate = mean of the readings just before and just after the timed run; "
         "peak heap = RssAnon, the process's own memory; peak RSS adds LMDB's mapped "
         "file pages (page cache the kernel can reclaim)"
     )

@@ -4,7 +4,8 @@
 
 Each scale: a separate process builds the peer's log, `kimberley node serve` serves it
 on 127.0.0.1, and the measuring process (the puller) times `node.sync.pull` into a fresh
-store, against the raw VerifyKey.verify rate on all threads measured just before. The
+store, against the raw VerifyKey.verify rate on all threads measured just before and
+just after. The
 puller holds a roster, so every record is also checked against the custody rules of
 Botswana's log and indexed, as a node's own sync does.
 """
@@ -81,7 +82,8 @@ def one(n: int, threads: int) -> dict[str, object]:
             elapsed = time.perf_counter() - start
             source.close()
             node.close()
-    return measured(report.after, elapsed, raw, "raw_verify", heap)
+            after = raw_verify_rate(threads)  # the peer still up, idle, as before the run
+    return measured(report.after, elapsed, (raw, after), "raw_verify", heap)
 
 
 def main() -> None:
