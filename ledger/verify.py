@@ -51,10 +51,11 @@ PROCESS_THRESHOLD = 20_000
 #: The same when the caller replays each verified run in this process meanwhile (an audit):
 #: worker threads would hold the GIL against it, so processes pay off much sooner.
 BUSY_PROCESS_THRESHOLD = 2 * PROCESS_CHUNK
-#: With worker processes, the first entries are checked by a thread of the replaying
-#: process in runs of CHUNK, on the core left idle while the processes start (about 0.2 s
-#: here, most of a 100k-entry replay's shortfall).
-STARTER_ENTRIES = 8 * CHUNK
+#: With worker processes, a thread of the replaying process checks the first entries in
+#: runs of CHUNK until a worker process is up (0.15-0.2 s here, about 0.5 s under the CLI,
+#: whose fork server imports the whole command line first), on the core left idle: at
+#: most this many.
+STARTER_ENTRIES = 32 * CHUNK
 Progress = Callable[[int], None]
 #: Receives verified entries: the index of the first, then their bytes.
 Verified = Callable[[int, list[bytes]], None]
@@ -323,7 +324,10 @@ def verify_log(
             worker_pool(workers, processes=in_processes) as pool,
             worker_pool(1, processes=False) if starts else nullcontext() as starter,
         ):
-            runs = _assign(size, store, pool, processes=in_processes, starter=starter)
+            up = pool.submit(int)  # done once a worker is up: the starter then stops
+            runs = _assign(
+                size, store, pool, processes=in_processes, starter=starter, ready=up.done
+            )
             try:
                 replay = _Replay(txn, store, log_id, verifier)
                 root, count = replay.run(runs, 2 * workers + 1, progress, on_verified)
@@ -365,19 +369,26 @@ Assignment = tuple[Executor, "Store | str", int, int]
 
 
 def _assign(
-    size: int, store: Store, pool: Executor, *, processes: bool, starter: Executor | None
+    size: int,
+    store: Store,
+    pool: Executor,
+    *,
+    processes: bool,
+    starter: Executor | None,
+    ready: Callable[[], bool],
 ) -> Iterator[Assignment]:
-    """Runs of a log of `size`: the first STARTER_ENTRIES to `starter` when given (while the
-    process `pool` starts), then PROCESS_CHUNK runs to the `processes`; else CHUNK runs to
-    the threads of `pool`."""
-    first = 0
+    """Runs of a log of `size`, decided as they are asked for: to `starter` (when given) in
+    runs of CHUNK while the process `pool` is not `ready`, up to STARTER_ENTRIES; then
+    PROCESS_CHUNK runs to the `processes`; else CHUNK runs to the threads of `pool`."""
+    at = 0
     if starter is not None:
-        first = min(size, STARTER_ENTRIES)
-        for start in range(0, first, CHUNK):
-            yield starter, store, start, min(first, start + CHUNK)
+        cap = min(size, STARTER_ENTRIES)
+        while at < cap and not ready():
+            yield starter, store, at, min(cap, at + CHUNK)
+            at = min(cap, at + CHUNK)
     source: Store | str = str(store.path) if processes else store
     chunk = PROCESS_CHUNK if processes else CHUNK
-    for start in range(first, size, chunk):
+    for start in range(at, size, chunk):
         yield pool, source, start, min(size, start + chunk)
 
 
