@@ -211,7 +211,7 @@ def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 def _both_paths(node: DataDir) -> list[object]:
     """The outcome of a replay in worker processes, then of one in threads, each handing
     entries to `on_verified`; then of one in processes without it (a starter thread
-    checks the first STARTER_ENTRIES meanwhile), which must equal the first.
+    checks the first entries until a worker is up), which must equal the first.
 
     Each also checks what `on_verified` was handed: every entry before the first fault
     (all of them on a clean log), in order, each exactly as stored.
