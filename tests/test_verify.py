@@ -197,7 +197,9 @@ def test_a_head_that_disagrees_with_the_entries_is_reported(built: DataDir) -> N
             built.store.put_head(txn, log.log_id, head)
 
 
-#: Where the worker processes' runs start when a starter thread checks the entries before.
+#: The most a starter thread checks before the worker processes take over (it stops sooner
+#: once one is up), so every entry from BASE on is checked in a worker process; below it an
+#: entry may fall to either, which the comparison with the other paths does not mind.
 BASE = STARTER_ENTRIES
 PROCESS_SIZE = BASE + 2_100  # then two full worker-process runs of 1024 and a partial one
 
