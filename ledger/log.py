@@ -54,6 +54,25 @@ class EntryHook(Protocol):
     ) -> None: ...
 
 
+#: The records drafted and not yet filed, oldest first, kept for the entry hook.
+Drafted = deque[tuple[str, Mapping[str, Any]]]
+
+
+def _draft(
+    drafter: Drafter,
+    kind: str,
+    body: Mapping[str, Any],
+    canonical_body: bool,
+    drafted: Drafted | None,
+) -> Draft:
+    """`drafter.draft`, keeping (kind, body) in `drafted` (when given) until `Log._file`
+    runs the entry hook on it."""
+    draft = drafter.draft(kind, body, canonical_body=canonical_body)
+    if drafted is not None:
+        drafted.append((kind, body))
+    return draft
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """Where a record landed: its index, its leaf hash, and the tree size after the commit."""
@@ -122,10 +141,7 @@ class Log:
 
             def drafts() -> Iterator[Draft]:
                 for kind, body in chain(ahead, stream):
-                    draft = drafter.draft(kind, body, canonical_body=canonical_bodies)
-                    if drafted is not None:
-                        drafted.append((kind, body))
-                    yield draft
+                    yield _draft(drafter, kind, body, canonical_bodies, drafted)
 
             with closing(self._link(head.last_leaf, drafts(), long_batch)) as signed:
                 leaves = self._file(txn, signed, head.size, rng, drafted=drafted)
@@ -182,10 +198,7 @@ class Log:
                     if n % batch == 0:
                         drafter.time_ms = max(drafter.time_ms, self.clock())
                         times.append(drafter.time_ms)
-                    draft = drafter.draft(kind, body, canonical_body=canonical_bodies)
-                    if drafted is not None:
-                        drafted.append((kind, body))
-                    yield draft
+                    yield _draft(drafter, kind, body, canonical_bodies, drafted)
             except Exception as e:  # raised again once its batch is filed
                 failed.append(e)
 
@@ -218,7 +231,7 @@ class Log:
             raise LogError(f"{self.origin} is a replica here; only its own node appends")
         return self.signer
 
-    def _drafted(self) -> deque[tuple[str, Mapping[str, Any]]] | None:
+    def _drafted(self) -> Drafted | None:
         """With an entry hook: the records drafted and not yet filed, oldest first."""
         return None if self.hook is None else deque()
 
@@ -230,7 +243,7 @@ class Log:
         rng: merkle.CompactRange,
         limit: int | None = None,
         *,
-        drafted: deque[tuple[str, Mapping[str, Any]]] | None = None,
+        drafted: Drafted | None = None,
     ) -> list[bytes]:
         """Write signed entries from `index` on (at most `limit`) into the entries and the
         tree's tiles, each past the entry hook first (given its record from `drafted`);
