@@ -15,7 +15,6 @@ the log size. The first bad index is reported.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
 from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
+from ledger.worker_start import worker_context
 
 #: Entries per run handed to a worker thread (also replica sync's unit of work).
 CHUNK = 256
@@ -343,16 +343,15 @@ def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
     """`count` worker processes (from the fork server, else spawned) or threads.
 
     Processes never fork this one (it holds an open LMDB environment): the fork server is
-    started once and each pool forks its workers from it. The pool lives for the `with`
-    block only: on the way out, work not yet started is cancelled and the workers are
-    joined, on success and on error alike. Worker processes are started at once, so their
-    start-up (each imports the main module again) overlaps the caller's first reads.
+    started once, with the workers' modules loaded (`ledger.worker_start`), and each pool
+    forks its workers from it. The pool lives for the `with` block only: on the way out,
+    work not yet started is cancelled and the workers are joined, on success and on error
+    alike. Worker processes are started at once, so their start-up overlaps the caller's
+    first reads.
     """
     pool: Executor
     if processes:
-        methods = multiprocessing.get_all_start_methods()
-        method = "forkserver" if "forkserver" in methods else "spawn"
-        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+        pool = ProcessPoolExecutor(count, mp_context=worker_context())
         for _ in range(count):
             pool.submit(int)  # a no-op: one worker is started per task submitted while none idles
     else:
