@@ -155,8 +155,16 @@ class _Node:
 
     # -- tlog-tiles --------------------------------------------------------------------
 
-    def log_resource(self, request: Request) -> Response:
-        """The checkpoint, a hash tile or an entry bundle of one log."""
+    async def log_resource(self, request: Request) -> Response:
+        """The checkpoint, a hash tile or an entry bundle of one log.
+
+        Answered on the event loop itself: a read is a snapshot of memory-mapped pages
+        (a bundle takes about 0.3 ms), which costs less than the hand-off to a worker thread
+        that a plain function would get (about 0.15 ms of CPU per request).
+        """
+        return self._log_resource(request)
+
+    def _log_resource(self, request: Request) -> Response:
         path: str = request.path_params["path"]
         if path == "add-checkpoint":  # the witness endpoint answers POST only
             response = _error(405, "add-checkpoint takes POST")
