@@ -13,6 +13,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -174,24 +175,30 @@ def report(
     console = Console(width=120)  # the table on one line even when piped
     console.print(f"machine: {machine()}")
     table = Table(title=title)
-    columns = (
+    runs = max(len(r.get("runs", [r])) for r in results)
+    spread_column = [f"ratios of {runs} runs"] if runs > 1 else []
+    columns = [
         unit,
         f"{unit}/s",
         raw_label,
         "before / after",
         "ratio",
+        *spread_column,
         "peak RSS MiB",
         "peak heap MiB",
-    )
+    ]
     for col in columns:
         table.add_column(col, justify="right")
     for r in results:
+        ratios = sorted(run["rate"] / run[raw_key] for run in r.get("runs", [r]))
+        spread = [f"{ratios[0]:.2f} to {ratios[-1]:.2f}"] if runs > 1 else []
         table.add_row(
             f"{r['count']:,}",
             f"{r['rate']:,}",
             f"{r[raw_key]:,}",
             f"{r['raw_before']:,} / {r['raw_after']:,}",
             f"{r['rate'] / r[raw_key]:.2f}",  # not r["ratio"] (3 places): no double rounding
+            *spread,
             f"{r['peak_rss_mib']}",
             f"{r['peak_heap_mib']}",
         )
@@ -201,6 +208,11 @@ def report(
         "peak heap = RssAnon, the process's own memory; peak RSS adds LMDB's mapped "
         "file pages (page cache the kernel can reclaim)"
     )
+    if runs > 1:
+        console.print(
+            f"{runs} runs per scale, each in a fresh process: the row is the run of median "
+            "ratio; the peaks are the highest of all runs"
+        )
 
 
 def scale_parser(doc: str, unit: str) -> argparse.ArgumentParser:
@@ -211,24 +223,41 @@ def scale_parser(doc: str, unit: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_repeat(parser: argparse.ArgumentParser) -> None:
+    """--repeat: timed runs per scale (this VM's speed drifts by 10-60% within minutes)."""
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed runs per scale, each in a fresh process; the table shows the median "
+        "(default 3)",
+    )
+
+
+#: Times one scale on data built beforehand: (entries, threads, the data's directory).
+TimedOnBuilt = Callable[[int, int, Path], dict[str, Any]]
+
+
 def verify_rate_args(
-    doc: str, build: Callable[[Path, int], None], one: Callable[[int, int], dict[str, Any]]
+    doc: str, build: Callable[[Path, int], None], one: TimedOnBuilt
 ) -> argparse.Namespace | None:
     """Parse the options of a benchmark timed against raw verify on `--threads` threads.
 
     The internal steps run here and give None: `--build N DIR` writes the data (untimed,
-    in its own process), `--one N` times one scale and prints its figures as JSON.
-    Otherwise the arguments come back for the parent, which runs each scale.
+    in its own process), `--one N --data DIR` times one run on it and prints its figures
+    as JSON. Otherwise the arguments come back for the parent, which runs each scale.
     """
     parser = scale_parser(doc, "entries")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    add_repeat(parser)
     args = parser.parse_args()
     if args.build:
         build(Path(args.build[1]), int(args.build[0]))
         return None
     if args.one:
-        print(json.dumps(one(args.one, args.threads)))
+        print(json.dumps(one(args.one, args.threads, args.data)))
         return None
     return args
 
@@ -238,14 +267,15 @@ def verify_rate_main(
     script: str,
     title: str,
     build: Callable[[Path, int], None],
-    one: Callable[[int, int], dict[str, Any]],
+    one: TimedOnBuilt,
 ) -> None:
     """The main of a benchmark of entries timed against raw verify on `--threads` threads:
-    the internal steps of `verify_rate_args`, else each scale in its own process and the
-    table, `title` formatted with the thread count."""
+    the internal steps of `verify_rate_args`, else each scale built once and timed
+    `--repeat` times, each run in its own process, and the table, `title` formatted with
+    the thread count."""
     args = verify_rate_args(doc, build, one)
     if args is not None:
-        run_and_report(script, args, "threads", title, "entries", "verify")
+        run_and_report(script, args, "threads", title, "entries", "verify", built=True)
 
 
 def sign_rate_main(
@@ -264,6 +294,7 @@ def sign_rate_main(
     own process and the table is printed, `title` formatted with the option's value."""
     parser = scale_parser(doc, unit)
     parser.add_argument(f"--{option}", type=int, default=default, help=option_help)
+    add_repeat(parser)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, getattr(args, option))))
@@ -278,24 +309,64 @@ def run_and_report(
     title: str,
     unit: str,
     raw: Literal["sign", "verify"],
+    *,
+    built: bool = False,
 ) -> None:
-    """Run each of `args.scale` (default 100k and 1M) in its own process, passing `--option`
-    on, and print the table: `title` formatted with the option's value, the rates beside
+    """Run each of `args.scale` (default 100k and 1M) `args.repeat` times, each run in its
+    own process, passing `--option` on (and, when `built`, the data built once per scale),
+    and print the table: `title` formatted with the option's value, the rates beside
     the raw PyNaCl `raw` rate ("sign" or "verify")."""
     value = getattr(args, option)
-    results = run_scales(script, args.scale or [100_000, 1_000_000], [f"--{option}", str(value)])
+    results = run_scales(
+        script,
+        args.scale or [100_000, 1_000_000],
+        [f"--{option}", str(value)],
+        repeat=args.repeat,
+        built=built,
+    )
     report(title.format(value), unit, f"raw_{raw}", f"raw {raw}/s", results)
 
 
-def run_scales(script: str, scales: list[int], extra: list[str]) -> list[dict[str, Any]]:
-    """Run `script --one N` per scale in a fresh process (honest peak RSS) and collect JSON."""
+def run_scales(
+    script: str, scales: list[int], extra: list[str], *, repeat: int = 1, built: bool = False
+) -> list[dict[str, Any]]:
+    """Run `script --one N` per scale, `repeat` times, each in a fresh process (honest peak
+    RSS, no warm worker pool), and collect the JSON each prints: one result per scale, the
+    run of median ratio (see `median_run`) when there are several.
+
+    With `built`, `script --build N DIR` first writes each scale's data, untimed, in its
+    own process, and every run of that scale is timed on it (`--data DIR`).
+    """
     results = []
     for n in scales:
-        out = subprocess.run(
-            [sys.executable, script, "--one", str(n), *extra],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+            more = []
+            if built:
+                data = str(Path(tmp) / "data")
+                subprocess.run([sys.executable, script, "--build", str(n), data], check=True)
+                more = ["--data", data]
+            runs = [_run_one(script, n, [*extra, *more]) for _ in range(max(1, repeat))]
+        results.append(median_run(runs) if len(runs) > 1 else runs[0])
     return results
+
+
+def _run_one(script: str, n: int, extra: list[str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, script, "--one", str(n), *extra],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median ratio, with every run under "runs" and the peaks the highest of all:
+    a figure one drift of the VM's speed cannot carry (an even count takes the lower one)."""
+    ordered = sorted(runs, key=lambda r: float(r["ratio"]))
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["runs"] = runs
+    for peak in ("peak_rss_mib", "peak_heap_mib"):
+        row[peak] = max(r[peak] for r in runs)
+    return row
