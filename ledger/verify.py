@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
@@ -320,13 +321,19 @@ def verify_log(
         in_processes = size >= processes_from
         # no starter thread beside an on_verified replay: it would hold the GIL against it
         starts = in_processes and on_verified is None
+        up = threading.Event()  # set once the worker processes are started
         with (
-            worker_pool(workers, processes=in_processes) as pool,
             worker_pool(1, processes=False) if starts else nullcontext() as starter,
+            worker_pool(workers, processes=in_processes, started=up) as pool,
         ):
-            up = pool.submit(int)  # done once a worker is up: the starter then stops
             runs = _assign(
-                size, store, pool, processes=in_processes, starter=starter, ready=up.done
+                size,
+                store,
+                pool,
+                processes=in_processes,
+                workers=workers,
+                starter=starter,
+                ready=up.is_set,
             )
             try:
                 replay = _Replay(txn, store, log_id, verifier)
@@ -339,7 +346,9 @@ def verify_log(
 
 
 @contextmanager
-def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
+def worker_pool(
+    count: int, *, processes: bool, started: threading.Event | None = None
+) -> Iterator[Executor]:
     """`count` worker processes (from the fork server, else spawned) or threads.
 
     Processes never fork this one (it holds an open LMDB environment): the fork server is
@@ -347,19 +356,42 @@ def worker_pool(count: int, *, processes: bool) -> Iterator[Executor]:
     forks its workers from it. The pool lives for the `with` block only: on the way out,
     work not yet started is cancelled and the workers are joined, on success and on error
     alike. Worker processes are started at once, so their start-up overlaps the caller's
-    first reads.
+    first reads; with `started`, by a thread of their own, which sets it once they are:
+    the first start waits for the fork server to load (about 0.1 s), and the caller can
+    do other work meanwhile (a submit to the pool waits for it).
     """
     pool: Executor
+    launcher = None
     if processes:
         pool = ProcessPoolExecutor(count, mp_context=worker_context())
-        for _ in range(count):
-            pool.submit(int)  # a no-op: one worker is started per task submitted while none idles
+        if started is None:
+            _start_workers(pool, count, None)
+        else:
+            launcher = threading.Thread(
+                target=_start_workers, args=(pool, count, started), name="start-workers"
+            )
+            launcher.start()
     else:
         pool = ThreadPoolExecutor(count, thread_name_prefix="check")
+        if started is not None:
+            started.set()
     try:
         yield pool
     finally:
+        if launcher is not None:
+            launcher.join()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_workers(pool: Executor, count: int, started: threading.Event | None) -> None:
+    """Start `pool`'s `count` processes with no-op tasks (one is started per task submitted
+    while none idles), then set `started`."""
+    try:
+        for _ in range(count):
+            pool.submit(int)
+    finally:
+        if started is not None:
+            started.set()
 
 
 #: One run to check: by whom, reading from where (a thread reads through the Store, a
@@ -373,12 +405,16 @@ def _assign(
     pool: Executor,
     *,
     processes: bool,
+    workers: int,
     starter: Executor | None,
     ready: Callable[[], bool],
 ) -> Iterator[Assignment]:
     """Runs of a log of `size`, decided as they are asked for: to `starter` (when given) in
     runs of CHUNK while the process `pool` is not `ready`, up to STARTER_ENTRIES; then
-    PROCESS_CHUNK runs to the `processes`; else CHUNK runs to the threads of `pool`."""
+    PROCESS_CHUNK runs to the `processes`, but CHUNK runs for the last `workers` x
+    PROCESS_CHUNK entries, so the workers finish together rather than one alone on a long
+    last run; else CHUNK runs to the threads of `pool`. Every run but the last starts on
+    a tile boundary."""
     at = 0
     if starter is not None:
         cap = min(size, STARTER_ENTRIES)
@@ -387,8 +423,11 @@ def _assign(
             at = min(cap, at + CHUNK)
     source: Store | str = str(store.path) if processes else store
     chunk = PROCESS_CHUNK if processes else CHUNK
-    for start in range(at, size, chunk):
-        yield pool, source, start, min(size, start + chunk)
+    tail = max(at, size - workers * PROCESS_CHUNK) if processes else size
+    while at < size:
+        stop = min(size, at + (chunk if at < tail else CHUNK))
+        yield pool, source, at, stop
+        at = stop
 
 
 def read_run(

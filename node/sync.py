@@ -21,6 +21,7 @@ unfreezes it.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
@@ -110,7 +111,8 @@ def pull(
     batches = _batches(source, tree, cp.size, have, limits.batch_entries)
     workers = limits.workers or os.cpu_count() or 1
     in_processes = cp.size - have >= limits.processes_from
-    with worker_pool(workers, processes=in_processes) as pool:
+    # the workers start in the background: the first batches are fetched meanwhile
+    with worker_pool(workers, processes=in_processes, started=threading.Event()) as pool:
         try:
             with ReadAhead(batches, limits.batches_ahead, wait=limits.timeout) as fetched:
                 _replicate(replica, note, fetched, pool, limits.batches_ahead, progress, cp.size)

@@ -291,8 +291,10 @@ def _spy_pools(monkeypatch: pytest.MonkeyPatch) -> list[Executor]:
     pools: list[Executor] = []
 
     @contextmanager
-    def spy(count: int, *, processes: bool) -> Iterator[Executor]:
-        with worker_pool(count, processes=processes) as pool:
+    def spy(
+        count: int, *, processes: bool, started: threading.Event | None = None
+    ) -> Iterator[Executor]:
+        with worker_pool(count, processes=processes, started=started) as pool:
             pools.append(pool)
             yield pool
 

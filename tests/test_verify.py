@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -15,8 +18,16 @@ from ledger.datadir import DataDir
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
-from ledger.store import Head, entry_key, tile_key
-from ledger.verify import STARTER_ENTRIES, VerifyReport, check_entries, verify_log
+from ledger.store import Head, Store, entry_key, tile_key
+from ledger.verify import (
+    CHUNK,
+    PROCESS_CHUNK,
+    STARTER_ENTRIES,
+    VerifyReport,
+    _assign,
+    check_entries,
+    verify_log,
+)
 from tests.conftest import mine_body
 
 SIZE = 600  # more than two full level-0 tiles, so level-1 nodes exist too
@@ -350,3 +361,39 @@ def test_checked_entries_and_their_fault_cross_a_process_boundary(built: DataDir
         3,
         "malformed msgpack: entry of 3 bytes is truncated",
     )
+
+
+@given(
+    size=st.integers(min_value=0, max_value=20_000),
+    workers=st.integers(min_value=1, max_value=8),
+    processes=st.booleans(),
+    up_after=st.integers(min_value=0, max_value=40),
+)
+def test_runs_cover_the_log_once_in_order_from_tile_boundaries(
+    size: int, workers: int, processes: bool, up_after: int
+) -> None:
+    """However the starter, the processes and the tail share a log, every entry is in
+    exactly one run, in order, and every run but the last starts on a tile boundary (where
+    a worker hashes whole tiles); the workers end on short runs, so none ends alone."""
+    store = cast(Store, SimpleNamespace(path=Path("/nowhere")))
+    pool, starter = object(), object()
+    asked = iter(range(10**9))
+    runs = list(
+        _assign(
+            size,
+            store,
+            cast(Executor, pool),
+            processes=processes,
+            workers=workers,
+            starter=cast(Executor, starter) if processes else None,
+            ready=lambda: next(asked) >= up_after,
+        )
+    )
+    starts, stops = [run[2] for run in runs], [run[3] for run in runs]
+    assert starts == [0, *stops[:-1]][: len(runs)]
+    assert (stops[-1] if runs else 0) == size
+    assert all(start % 256 == 0 for _, _, start, _ in runs)
+    assert all(stop > start for _, _, start, stop in runs)
+    for who, _, start, stop in runs:
+        if who is starter or not processes or start >= size - workers * PROCESS_CHUNK:
+            assert stop - start <= CHUNK
