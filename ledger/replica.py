@@ -39,7 +39,8 @@ from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileReader, TileWriter
-from ledger.verify import CHUNK, WorkerError, worker_pool
+from ledger.verify import CHUNK, WorkerError
+from ledger.worker_start import worker_pool
 from ledger.workers import (
     PULL_PREV_BREAK,
     PULL_TIME_BREAK,

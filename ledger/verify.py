@@ -3,9 +3,9 @@
 For each entry: canonical bytes, shape, origin, index, the Ed25519 signature, the `prev`
 chain and time order; then the leaf hash, every stored tree tile, every stored checkpoint
 (signature and root) and the head. Workers parse, signature-check and chain runs of
-entries in parallel; this process reads the entries from its LMDB cursor, ships them to
-the workers, and checks in order what is sequential: the chain between runs, the tree
-and the checkpoints. Big logs use worker processes (spawned: this process holds an open
+entries in parallel (`ledger.run_checks`), each reading its own runs from the store;
+this process checks in order what is sequential: the chain between runs, the tree and
+the checkpoints. Big logs use worker processes (spawned: this process holds an open
 LMDB environment, and threads would queue for the GIL behind each other's Python work);
 small ones use threads (libsodium releases the GIL), to spare the process start-up.
 Entries stream with a bounded number of runs in flight, so memory stays flat whatever
@@ -14,7 +14,6 @@ the log size. The first bad index is reported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import deque
@@ -23,25 +22,29 @@ from concurrent.futures import (
     BrokenExecutor,
     Executor,
     Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
 )
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
 from ledger import merkle
-from ledger.chain import MAX_SIGNED
 from ledger.checkpoint import open_checkpoint
-from ledger.entry import ENTRY_CONTEXT, ZERO_HASH, parse_fields, split_entry
+from ledger.entry import ZERO_HASH
 from ledger.errors import IntegrityError, LedgerError, LogError
 from ledger.keys import Verifier
+from ledger.run_checks import (
+    PREV_BREAK,
+    TILE_BYTES,
+    TIME_BREAK,
+    CheckedRun,
+    Fault,
+    check_run,
+)
 from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, subtree_hash
-from ledger.worker_start import worker_context
+from ledger.worker_start import worker_pool
 
 #: Entries per run handed to a worker thread (also replica sync's unit of work).
 CHUNK = 256
@@ -53,14 +56,13 @@ PROCESS_THRESHOLD = 20_000
 #: worker threads would hold the GIL against it, so processes pay off much sooner.
 BUSY_PROCESS_THRESHOLD = 2 * PROCESS_CHUNK
 #: With worker processes, a thread of the replaying process checks the first entries in
-#: runs of CHUNK until a worker process is up (0.15-0.2 s here, about 0.5 s under the CLI,
-#: whose fork server imports the whole command line first), on the core left idle: at
-#: most this many.
+#: runs of CHUNK until the worker processes are started (about 0.1 s for a process's first
+#: pool, while its fork server loads; a few ms after), on the core left idle: at most
+#: this many.
 STARTER_ENTRIES = 32 * CHUNK
 Progress = Callable[[int], None]
 #: Receives verified entries: the index of the first, then their bytes.
 Verified = Callable[[int, list[bytes]], None]
-_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,171 +77,6 @@ class VerifyReport:
 
 class WorkerError(LedgerError):
     """A worker process died mid-replay (killed, out of memory): the log was not checked."""
-
-
-class Fault(Exception):
-    """The first fault a check found, at `index` (turned into IntegrityError for callers)."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type[Fault], tuple[int, str]]:
-        return Fault, (self.index, self.reason)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedEntries:
-    """What a worker found in a run of entries: each one's prev, time and leaf hash."""
-
-    prevs: list[bytes]
-    times: list[int]
-    leaves: list[bytes]
-    fault: Fault | None
-    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedRun:
-    """A run `start`... checked and chained inside: what the replay needs of it, compactly.
-
-    `leaves` joins the leaf hashes of the entries before `fault` (all of them when None);
-    `nodes` joins the level-8 subtree hashes of the complete tiles among those leaves
-    (for a run from a tile boundary). The first entry's prev and time are left to the
-    caller, who holds the previous run's last leaf. `bodies` holds each passed entry's
-    (kind, body) when asked, for the custody rules (replica sync).
-    """
-
-    start: int
-    leaves: bytes
-    nodes: bytes
-    first_prev: bytes
-    first_time: int
-    last_time: int
-    fault: Fault | None
-    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        """How many entries passed."""
-        return len(self.leaves) // HASH_SIZE
-
-
-def check_entries(
-    verifier: Verifier, start: int, raws: list[bytes], *, bodies: bool = False
-) -> CheckedEntries:
-    """Parse, place and signature-check entries `start`...: the per-entry half of a replay.
-
-    Independent per entry, so it runs in workers; the chain (`prev`, time) and the tree
-    are the caller's, in order. Used by replay and by replica sync alike; with `bodies`
-    each entry's kind and body are kept too, for the custody rules.
-    """
-    origin = verifier.name
-    prevs: list[bytes] = []
-    times: list[int] = []
-    leaves: list[bytes] = []
-    kept: list[tuple[str, dict[str, Any]]] = []
-    fault = None
-    sha256 = hashlib.sha256
-    verify = verifier.verify_function(MAX_SIGNED)
-    for index, raw in enumerate(raws, start):
-        try:
-            payload, signature = split_entry(raw)
-            entry_origin, entry_index, prev, time_ms, kind, body = parse_fields(payload)
-        except LedgerError as e:
-            fault = Fault(index, str(e))
-            break
-        if entry_origin != origin:
-            fault = Fault(index, f"origin {entry_origin!r}, want {origin!r}")
-            break
-        if entry_index != index:
-            fault = Fault(index, f"entry says index {entry_index}")
-            break
-        if not verify(ENTRY_CONTEXT + payload, signature):
-            fault = Fault(index, "signature does not verify")
-            break
-        prevs.append(prev)
-        times.append(time_ms)
-        leaves.append(sha256(b"\x00" + raw).digest())
-        if bodies:
-            kept.append((kind, body))
-    return CheckedEntries(prevs, times, leaves, fault, kept)
-
-
-def check_run(
-    verifier: Verifier,
-    start: int,
-    raws: list[bytes],
-    *,
-    bodies: bool = False,
-    prev_break: str | None = None,
-    time_break: str | None = None,
-) -> CheckedRun:
-    """check_entries, then the chain inside the run and its complete tiles' subtree hashes.
-
-    What a replay or pull worker runs: everything per entry that does not need the
-    previous run. `prev_break` and `time_break` word a broken chain (see chain_fault).
-    """
-    checked = check_entries(verifier, start, raws, bodies=bodies)
-    prevs, times, leaves = checked.prevs, checked.times, checked.leaves
-    count, fault = len(leaves), checked.fault
-    if prevs[1:] != leaves[:-1] or times != sorted(times):
-        count, fault = chain_fault(
-            start,
-            prevs,
-            times,
-            leaves,
-            fault,
-            prev_break=prev_break or PREV_BREAK,
-            time_break=time_break or TIME_BREAK,
-        )
-    if not count:
-        return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
-    joined = b"".join(leaves[:count])
-    nodes = tile_nodes(start, joined)
-    return CheckedRun(
-        start, joined, nodes, prevs[0], times[0], times[count - 1], fault, checked.bodies[:count]
-    )
-
-
-def tile_nodes(start: int, leaves: bytes) -> bytes:
-    """The level-8 subtree hashes of the whole tiles among `leaves` (joined leaf hashes
-    from leaf `start`), joined; none unless `start` is on a tile boundary."""
-    if start % TILE_WIDTH:
-        return b""
-    whole = len(leaves) - len(leaves) % _TILE_BYTES
-    return b"".join(
-        subtree_hash(leaves[at : at + _TILE_BYTES], TILE_HEIGHT)
-        for at in range(0, whole, _TILE_BYTES)
-    )
-
-
-#: How a replay words a broken chain; replica sync words it as its `accept` always has.
-PREV_BREAK = "prev does not match the leaf hash of the previous entry"
-TIME_BREAK = "time {time} is before the previous {before}"
-
-
-def chain_fault(
-    start: int,
-    prevs: list[bytes],
-    times: list[int],
-    leaves: list[bytes],
-    later: Fault | None,
-    *,
-    prev_break: str = PREV_BREAK,
-    time_break: str = TIME_BREAK,
-) -> tuple[int, Fault | None]:
-    """The first entry inside a run whose prev or time breaks the chain: (its offset, fault).
-
-    `time_break` may name `{time}` and `{before}`; with no break, (all, `later`).
-    """
-    for i in range(1, len(leaves)):
-        if prevs[i] != leaves[i - 1]:
-            return i, Fault(start + i, prev_break)
-        if times[i] < times[i - 1]:
-            return i, Fault(start + i, time_break.format(time=times[i], before=times[i - 1]))
-    return len(leaves), later
 
 
 class _TileCheck:
@@ -271,9 +108,9 @@ class _TileCheck:
 
     def leaves_match(self, start: int, leaves: bytes) -> bool:
         """True when the level-0 tiles from leaf `start` (a tile boundary) hold `leaves`."""
-        for at in range(0, len(leaves), _TILE_BYTES):
-            number = start // TILE_WIDTH + at // _TILE_BYTES
-            if self.tile(0, number)[:_TILE_BYTES] != leaves[at : at + _TILE_BYTES]:
+        for at in range(0, len(leaves), TILE_BYTES):
+            number = start // TILE_WIDTH + at // TILE_BYTES
+            if self.tile(0, number)[:TILE_BYTES] != leaves[at : at + TILE_BYTES]:
                 return False
         return True
 
@@ -343,55 +180,6 @@ def verify_log(
             except BrokenExecutor as e:
                 raise WorkerError(f"{origin}: a verify worker stopped: {e}") from e
     return VerifyReport(origin, size, root, count)
-
-
-@contextmanager
-def worker_pool(
-    count: int, *, processes: bool, started: threading.Event | None = None
-) -> Iterator[Executor]:
-    """`count` worker processes (from the fork server, else spawned) or threads.
-
-    Processes never fork this one (it holds an open LMDB environment): the fork server is
-    started once, with the workers' modules loaded (`ledger.worker_start`), and each pool
-    forks its workers from it. The pool lives for the `with` block only: on the way out,
-    work not yet started is cancelled and the workers are joined, on success and on error
-    alike. Worker processes are started at once, so their start-up overlaps the caller's
-    first reads; with `started`, by a thread of their own, which sets it once they are:
-    the first start waits for the fork server to load (about 0.1 s), and the caller can
-    do other work meanwhile (a submit to the pool waits for it).
-    """
-    pool: Executor
-    launcher = None
-    if processes:
-        pool = ProcessPoolExecutor(count, mp_context=worker_context())
-        if started is None:
-            _start_workers(pool, count, None)
-        else:
-            launcher = threading.Thread(
-                target=_start_workers, args=(pool, count, started), name="start-workers"
-            )
-            launcher.start()
-    else:
-        pool = ThreadPoolExecutor(count, thread_name_prefix="check")
-        if started is not None:
-            started.set()
-    try:
-        yield pool
-    finally:
-        if launcher is not None:
-            launcher.join()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _start_workers(pool: Executor, count: int, started: threading.Event | None) -> None:
-    """Start `pool`'s `count` processes with no-op tasks (one is started per task submitted
-    while none idles), then set `started`."""
-    try:
-        for _ in range(count):
-            pool.submit(int)
-    finally:
-        if started is not None:
-            started.set()
 
 
 #: One run to check: by whom, reading from where (a thread reads through the Store, a
@@ -569,7 +357,7 @@ class _Replay:
         while (at := rng.size) < end:
             offset = (at - run.start) * HASH_SIZE
             node = offset // TILE_WIDTH
-            tile = leaves[offset : offset + _TILE_BYTES]
+            tile = leaves[offset : offset + TILE_BYTES]
             if (
                 at % TILE_WIDTH == 0
                 and at + TILE_WIDTH <= end

@@ -38,7 +38,7 @@ from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
 from ledger.tiles import TILE_WIDTH
-from ledger.verify import worker_pool
+from ledger.worker_start import worker_pool
 from node.sources import RemoteTree, SyncLimits, TileSource, fetch_entry
 from node.sources import where as describe
 from node.tlog_tiles import ENTRIES, MAX_BUNDLE_SIZE, TileRef, decode_bundle

@@ -12,7 +12,8 @@ from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError, LogError, NoteError, ProofError
 from ledger.keys import Signer
 from ledger.replica import Replica
-from ledger.verify import verify_log, worker_pool
+from ledger.verify import verify_log
+from ledger.worker_start import worker_pool
 from tests.conftest import mine_body
 
 SIZE = 600

@@ -22,7 +22,8 @@ from ledger.keys import Signer
 from ledger.read_ahead import ReadAhead
 from ledger.replica import Replica
 from ledger.roster_files import install_roster
-from ledger.verify import verify_log, worker_pool
+from ledger.verify import verify_log
+from ledger.worker_start import worker_pool
 from node.sources import DirectorySource, HttpSource, SyncLimits
 from node.sync import pull
 from node.tlog_tiles import decode_bundle, encode_bundle

@@ -18,6 +18,7 @@ from ledger.datadir import DataDir
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
+from ledger.run_checks import check_entries
 from ledger.store import Head, Store, entry_key, tile_key
 from ledger.verify import (
     CHUNK,
@@ -25,7 +26,6 @@ from ledger.verify import (
     STARTER_ENTRIES,
     VerifyReport,
     _assign,
-    check_entries,
     verify_log,
 )
 from tests.conftest import mine_body
