@@ -250,14 +250,23 @@ class Store:
     def entry_run(
         self, txn: lmdb.Transaction, log_id: bytes, start: int, stop: int
     ) -> tuple[list[bytes], int | None]:
-        """Entries [start, stop) in one cursor pass, cut at the first one missing: the
-        entries, and that index (None when all are there)."""
+        """Entries [start, stop) in one cursor pass (a second names a gap), cut at the
+        first one missing: the entries, and that index (None when all are there)."""
         if start >= stop:
             return [], None
+        count = stop - start
         with txn.cursor(db=self.dbs["entries"]) as cur:
             if not cur.set_key(entry_key(log_id, start)):
                 return [], start
-            pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), stop - start))
+            raws = list(islice(cast(Iterator[bytes], cur.iternext(keys=False)), count))
+            # Every key is a 4-byte log id and an 8-byte index: `count` entries from the
+            # first key wanted to the last means none is missing between them. (Reading
+            # the values alone halves the cost: this runs for every bundle served and
+            # every run replayed.)
+            if len(raws) == count and len(log_id) == 4 and cur.key() == entry_key(log_id, stop - 1):
+                return raws, None
+            cur.set_key(entry_key(log_id, start))
+            pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), count))
         keys = [key for key, _ in pairs]
         raws = [raw for _, raw in pairs]
         pack = _U64.pack

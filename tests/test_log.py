@@ -19,6 +19,7 @@ from ledger.errors import (
     NotInitialisedError,
     StoreError,
 )
+from ledger.keys import Signer
 from ledger.log import Log
 from ledger.store import entry_key
 from ledger.verify import verify_log
@@ -177,3 +178,41 @@ def test_a_gap_in_the_stored_entries_is_named_where_it_starts(tmp_path: Path) ->
         verify_log(node.store, node.signer.verifier)
     assert caught.value.index == 300
     node.close()
+
+
+@pytest.fixture(scope="module")
+def two_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataDir, bytes, list[bytes]]:
+    """Botswana's log of 300 entries with another log's entries stored right after it."""
+    node = DataDir.init(tmp_path_factory.mktemp("runs") / "bw", "BW", "kp.example")
+    log = node.own_log()
+    log.append_many([("parcel.mine", mine_body(i)) for i in range(300)])
+    other = Signer.generate("kp.example/ZA")
+    Log(node.store, other.verifier, other).append_many(
+        [("parcel.mine", mine_body(i)) for i in range(40)]
+    )
+    return node, log.log_id, list(log.entries())
+
+
+@given(
+    missing=st.sets(st.integers(min_value=0, max_value=299), max_size=4),
+    start=st.integers(min_value=0, max_value=320),
+    length=st.integers(min_value=0, max_value=300),
+)
+def test_entry_runs_read_what_is_stored_and_stop_at_the_first_gap(
+    two_logs: tuple[DataDir, bytes, list[bytes]], missing: set[int], start: int, length: int
+) -> None:
+    """A run of entries is every stored entry from its start up to the first one missing
+    (deleted, or past the log's end where the next log's entries follow), whose index it
+    names; it never takes another log's entries."""
+    node, log_id, stored = two_logs
+    stop = start + length
+    gap = next((i for i in range(start, stop) if i in missing or i >= len(stored)), None)
+    want = stored[start : stop if gap is None else gap]
+    txn = node.store.env.begin(write=True, buffers=False)
+    try:
+        for index in missing:
+            txn.delete(entry_key(log_id, index), db=node.store.db("entries"))
+        got = node.store.entry_run(txn, log_id, start, stop)
+    finally:
+        txn.abort()  # the fixture's log stays whole for the next example
+    assert got == (want, gap)
