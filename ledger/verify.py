@@ -5,8 +5,9 @@ chain and time order; then the leaf hash, every stored tree tile, every stored c
 (signature and root) and the head. Workers parse, signature-check and chain runs of
 entries in parallel (`ledger.run_checks`), each reading its own runs from the store;
 this process checks in order what is sequential: the chain between runs, the tree and
-the checkpoints. Big logs use worker processes (spawned: this process holds an open
-LMDB environment, and threads would queue for the GIL behind each other's Python work);
+the checkpoints. Big logs use worker processes (from a fork server, never forked from this
+process, which holds an open LMDB environment; threads would queue for the GIL behind
+each other's Python work);
 small ones use threads (libsodium releases the GIL), to spare the process start-up.
 Entries stream with a bounded number of runs in flight, so memory stays flat whatever
 the log size. The first bad index is reported.

@@ -1,21 +1,24 @@
 """Pools of workers for replays and pulls; worker processes that start with a fork from a
-fork server that holds the workers' modules.
+fork server that has loaded the workers' modules.
 
 Replays and pulls check entries in worker processes forked from multiprocessing's fork
 server, never from the caller (it holds an open LMDB environment). Left as it is, every
 worker ran the caller's main script again before its first task, because the fork
-server's own preloading of the main module has never worked (CPython gh-126631, fixed in
-3.13 and later point releases): here that cost 0.15 s of CPU per worker under a script
-and 0.5 s under the `kimberley` command, whose main imports the whole command line, for
-each pool. With `worker_context`, the fork server imports the workers' modules once and
-stands in for the caller's main module (`ledger.fork_server_main`), so a worker starts
-with a fork and runs no main script: it only ever runs functions of `ledger`.
+server's own preloading of the main module has never worked before CPython 3.13.8 and
+3.14 (gh-126631): here that cost 0.15 s of CPU per worker under a script and 0.5 s under
+the `kimberley` command, whose main imports the whole command line, for each pool. With
+`worker_context`, the fork server does once what a fixed CPython's does (see
+`ledger.fork_server_main`): it takes on the caller's import path, imports its main
+module and the workers' modules, so a worker starts with a fork.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,20 +26,26 @@ from contextlib import contextmanager
 from multiprocessing import spawn
 from multiprocessing.context import BaseContext
 
-#: What the fork server imports once, for every worker forked from it.
-PRELOAD = ("ledger.fork_server_main", "ledger.run_checks", "ledger.verify", "ledger.workers")
-#: Where the caller tells its fork server its main module: ``path:<file>`` or ``name:<module>``.
-MAIN_ENV = "KIMBERLEY_WORKER_MAIN"
+import ledger
+from ledger.fork_server_main import CALLER_ENV
+
+#: What the fork server loads first; it loads the rest itself.
+PRELOAD = ("ledger.fork_server_main",)
 
 
 def worker_context() -> BaseContext:
-    """The fork server's context, preloaded as above; spawn where there is no fork server.
+    """The fork server's context, set up as above; spawn where there is no fork server.
 
-    Takes effect when this process's fork server starts, at its first worker process.
+    Takes effect when this process's fork server starts, at its first worker process; the
+    settings it takes on are left in the environment, written only when they change.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
-    os.environ[MAIN_ENV] = main_spec()
+    caller = json.dumps(
+        {"path": sys.path, "argv": sys.argv, "ledger": ledger.__file__, "main": main_spec()}
+    )
+    if os.environ.get(CALLER_ENV) != caller:
+        os.environ[CALLER_ENV] = caller
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
     return context
@@ -60,8 +69,8 @@ def worker_pool(
     """`count` worker processes (from the fork server, else spawned) or threads.
 
     Processes never fork this one (it holds an open LMDB environment): the fork server is
-    started once, with the workers' modules loaded (`ledger.worker_start`), and each pool
-    forks its workers from it. The pool lives for the `with` block only: on the way out,
+    started once, with the workers' modules loaded (`worker_context`), and each pool forks
+    its workers from it. The pool lives for the `with` block only: on the way out,
     work not yet started is cancelled and the workers are joined, on success and on error
     alike. Worker processes are started at once, so their start-up overlaps the caller's
     first reads; with `started`, by a thread of their own, which sets it once they are:
@@ -86,17 +95,21 @@ def worker_pool(
     try:
         yield pool
     finally:
-        if launcher is not None:
-            launcher.join()
-        pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            if launcher is not None:
+                launcher.join()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_workers(pool: Executor, count: int, started: threading.Event | None) -> None:
     """Start `pool`'s `count` processes with no-op tasks (one is started per task submitted
-    while none idles), then set `started`."""
+    while none idles), then set `started`. A failure to start one is left to the caller's
+    next submit, which meets the same broken pool and raises it."""
     try:
-        for _ in range(count):
-            pool.submit(int)
+        with contextlib.suppress(Exception):  # see above: raised again where it is handled
+            for _ in range(count):
+                pool.submit(int)
     finally:
         if started is not None:
             started.set()
