@@ -54,6 +54,8 @@ _DB_NAMES = (
     "evidence",
 )
 _U64 = struct.Struct(">Q")
+#: A log's id: its number among the store's logs, 4 bytes, so every entry key is 12.
+_LOG_ID = struct.Struct(">I")
 #: Entries per cursor pass when a range is streamed.
 _ENTRY_RUN = 256
 _HEAD = struct.Struct(">Q32sQ")
@@ -181,7 +183,7 @@ class Store:
             return bytes(found)
         if not create:
             return None
-        log_id = struct.pack(">I", txn.stat(self.dbs["logs"])["entries"] + 1)
+        log_id = _LOG_ID.pack(txn.stat(self.dbs["logs"])["entries"] + 1)
         txn.put(origin.encode(), log_id, db=self.dbs["logs"])
         return log_id
 
@@ -259,11 +261,12 @@ class Store:
             if not cur.set_key(entry_key(log_id, start)):
                 return [], start
             raws = list(islice(cast(Iterator[bytes], cur.iternext(keys=False)), count))
-            # Every key is a 4-byte log id and an 8-byte index: `count` entries from the
+            # Every key is a log id (_LOG_ID) and an 8-byte index: `count` entries from the
             # first key wanted to the last means none is missing between them. (Reading
             # the values alone halves the cost: this runs for every bundle served and
             # every run replayed.)
-            if len(raws) == count and len(log_id) == 4 and cur.key() == entry_key(log_id, stop - 1):
+            last = entry_key(log_id, stop - 1)
+            if len(raws) == count and len(log_id) == _LOG_ID.size and cur.key() == last:
                 return raws, None
             cur.set_key(entry_key(log_id, start))
             pairs = list(islice(cast(Iterator[tuple[bytes, bytes]], cur.iternext()), count))

@@ -164,11 +164,12 @@ class _Node:
         accepts gzip goes to a worker thread: compressing a bundle (up to 16 MiB) would hold
         up every other request meanwhile.
         """
-        if accepts_gzip(request.headers.get("accept-encoding", "")):
-            return await run_in_threadpool(self._log_resource, request)
-        return self._log_resource(request)
+        gzip_ok = accepts_gzip(request.headers.get("accept-encoding", ""))
+        if gzip_ok:
+            return await run_in_threadpool(self._log_resource, request, gzip_ok)
+        return self._log_resource(request, gzip_ok)
 
-    def _log_resource(self, request: Request) -> Response:
+    def _log_resource(self, request: Request, gzip_ok: bool) -> Response:
         path: str = request.path_params["path"]
         if path == "add-checkpoint":  # the witness endpoint answers POST only
             response = _error(405, "add-checkpoint takes POST")
@@ -186,8 +187,7 @@ class _Node:
             except TilePathError as e:
                 return self.count("malformed", _error(400, str(e)))
             if ref.is_bundle:
-                encodings = request.headers.get("accept-encoding", "")
-                return self.count("entries", self._bundle(txn, log_id, ref, encodings))
+                return self.count("entries", self._bundle(txn, log_id, ref, gzip_ok))
             return self.count("tile", self._tile(txn, log_id, ref))
 
     def _find_log(self, txn: lmdb.Transaction, path: str) -> tuple[bytes, str] | None:
@@ -224,13 +224,13 @@ class _Node:
         )
 
     def _bundle(
-        self, txn: lmdb.Transaction, log_id: bytes, ref: TileRef, accept_encoding: str
+        self, txn: lmdb.Transaction, log_id: bytes, ref: TileRef, gzip_ok: bool
     ) -> Response:
         if self.store.head(txn, log_id).size < ref.start + ref.width:
             return _error(404, "no such entry bundle in the log yet")
         body = encode_bundle(self.store.entries(txn, log_id, ref.start, ref.start + ref.width))
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
-        if accepts_gzip(accept_encoding):
+        if gzip_ok:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=TILE_TYPE, headers=headers)
