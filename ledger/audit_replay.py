@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Final
+from typing import Final
 
 import lmdb
 
 from ledger.audit_effects import _assume_origins, _force, _no_export, _receive
-from ledger.audit_entries import _day
+from ledger.audit_entries import _day, _verified_fields
 from ledger.audit_exports import ExportReader, Unresolved
 from ledger.audit_facts import ExportFact, ImportFact, cross_check
 from ledger.audit_findings import (
@@ -63,20 +63,18 @@ class _RulesReplay:
         tables = LmdbTables(self._txn, self.auditor.scratch.dbs)
         return Index(tables, self.log_id, listings=False)  # the rules read no listings
 
-    def feed(self, start: int, times: list[int], bodies: list[tuple[str, dict[str, Any]]]) -> None:
-        """Replay entries `start`... (verified, in order: their times, kinds and bodies)
-        under every custody rule."""
+    def feed(self, start: int, raws: list[bytes]) -> None:
+        """Replay entries `start`... (verified, in order) under every custody rule."""
         if start != self.done:
             raise AuditError(f"{self.origin}: rules replay expected entry {self.done}, got {start}")
         auditor, origin = self.auditor, self.origin
-        entries = zip(range(start, start + len(bodies)), times, bodies, strict=True)
-        for index, time_ms, (kind, body) in entries:
-            auditor.record(self._ix, self._txn, origin, index, time_ms, kind, body)
+        for index, raw in enumerate(raws, start):
+            auditor.record(self._ix, self._txn, origin, index, raw)
             if (index + 1) % COMMIT_EVERY == 0:
                 self._txn.commit()
                 self._txn = auditor.scratch.env.begin(write=True)
                 self._ix = self._index()
-        self.done = start + len(bodies)
+        self.done = start + len(raws)
 
     def close(self, stop: int) -> None:
         """Commit the replay, which must have covered exactly the entries before `stop`."""
@@ -136,17 +134,9 @@ class _Auditor:
         self.exports.verified[origin] = stop
         return LogAudit(origin, size, stop, 0, stop == size)
 
-    def record(
-        self,
-        ix: Index,
-        txn: lmdb.Transaction,
-        origin: str,
-        index: int,
-        time_ms: int,
-        kind: str,
-        body: dict[str, Any],
-    ) -> None:
-        """Check one verified entry's record, apply its effects, note its cross-log facts."""
+    def record(self, ix: Index, txn: lmdb.Transaction, origin: str, index: int, raw: bytes) -> None:
+        """Check one entry's record, apply its effects, and note its cross-log facts."""
+        time_ms, kind, body = _verified_fields(raw)
         try:
             record = parse_record(kind, body)
         except RecordError as e:

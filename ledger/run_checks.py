@@ -54,8 +54,7 @@ class CheckedRun:
     `nodes` joins the level-8 subtree hashes of the complete tiles among those leaves
     (for a run from a tile boundary). The first entry's prev and time are left to the
     caller, who holds the previous run's last leaf. `bodies` holds each passed entry's
-    (kind, body) when asked, for the custody rules (replica sync, audit), and `times`
-    their times then.
+    (kind, body) when asked, for the custody rules (replica sync).
     """
 
     start: int
@@ -66,7 +65,6 @@ class CheckedRun:
     last_time: int
     fault: Fault | None
     bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    times: list[int] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -146,9 +144,8 @@ def check_run(
         return CheckedRun(start, b"", b"", ZERO_HASH, 0, 0, fault)
     joined = b"".join(leaves[:count])
     nodes = tile_nodes(start, joined)
-    kept, kept_times = (checked.bodies[:count], times[:count]) if bodies else ([], [])
     return CheckedRun(
-        start, joined, nodes, prevs[0], times[0], times[count - 1], fault, kept, kept_times
+        start, joined, nodes, prevs[0], times[0], times[count - 1], fault, checked.bodies[:count]
     )
 
 

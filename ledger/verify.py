@@ -27,7 +27,6 @@ from concurrent.futures import (
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
@@ -63,10 +62,8 @@ BUSY_PROCESS_THRESHOLD = 2 * PROCESS_CHUNK
 #: this many.
 STARTER_ENTRIES = 32 * CHUNK
 Progress = Callable[[int], None]
-#: A verified entry as the rules read it: its kind and decoded body.
-Body = tuple[str, dict[str, Any]]
-#: Receives verified entries: the index of the first, their times, their kinds and bodies.
-Verified = Callable[[int, list[int], list[Body]], None]
+#: Receives verified entries: the index of the first, then their bytes.
+Verified = Callable[[int, list[bytes]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +143,9 @@ def verify_log(
 
     `threads` workers (default: one per core) check runs of entries: processes for a log
     of at least `processes_from` entries (default PROCESS_THRESHOLD, or
-    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below. `on_verified(start, times,
-    bodies)` gets every entry before the first fault, in order, in runs, while later runs
-    are still being checked: an audit replays the rules on them at the same time. The
-    workers keep the bodies they decoded, so the entries are neither read nor decoded
-    twice.
+    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below. `on_verified(start, raws)` gets
+    every entry before the first fault, in order, in runs, while later runs are still
+    being checked: an audit replays the rules on them at the same time.
     """
     origin = verifier.name
     workers = threads or os.cpu_count() or 1
@@ -237,15 +232,9 @@ _READERS: dict[str, Store] = {}
 
 
 def check_stored_run(
-    source: Store | str,
-    log_id: bytes,
-    verifier: Verifier,
-    start: int,
-    stop: int,
-    bodies: bool = False,
+    source: Store | str, log_id: bytes, verifier: Verifier, start: int, stop: int
 ) -> CheckedRun:
-    """`check_run` on stored entries `start`...`stop - 1`, read by the worker itself
-    (with each entry's time, kind and body when `bodies`).
+    """`check_run` on stored entries `start`...`stop - 1`, read by the worker itself.
 
     A worker process opens the store read-only once (by path) and reads its own runs, so
     the replaying process neither reads nor ships the entry bytes; a worker thread reads
@@ -260,7 +249,7 @@ def check_stored_run(
         store = source
     with store.read() as txn:
         raws, gap = read_run(txn, store, log_id, start, stop)
-    run = check_run(verifier, start, raws, bodies=bodies)
+    run = check_run(verifier, start, raws)
     if gap is not None and run.fault is None:
         return replace(run, fault=gap)
     return run
@@ -271,25 +260,23 @@ class _Handover:
 
     def __init__(self, on_verified: Verified | None) -> None:
         self.on_verified = on_verified
-        self.runs: deque[CheckedRun] = deque()
+        self.runs: deque[tuple[int, list[bytes]]] = deque()
 
-    def hold(self, run: CheckedRun) -> None:
+    def hold(self, start: int, raws: list[bytes]) -> None:
         """Keep a run until it is known good."""
         if self.on_verified is not None:
-            self.runs.append(run)
+            self.runs.append((start, raws))
 
     def pass_on(self, *, keep: int = 0, before: int | None = None) -> None:
         """Hand on all but the last `keep` runs, cut to the entries below `before`."""
         if self.on_verified is None:
             return
         while len(self.runs) > keep:
-            run = self.runs.popleft()
-            times, bodies = run.times, run.bodies
+            start, raws = self.runs.popleft()
             if before is not None:
-                cut = max(0, before - run.start)
-                times, bodies = times[:cut], bodies[:cut]
-            if bodies:
-                self.on_verified(run.start, times, bodies)
+                raws = raws[: max(0, before - start)]
+            if raws:
+                self.on_verified(start, raws)
 
 
 class _Replay:
@@ -315,26 +302,26 @@ class _Replay:
     ) -> tuple[bytes, int]:
         """Hand runs to their workers, at most `in_flight` at once; take the results in order.
 
-        Workers read their own runs (and keep their bodies for `on_verified`). Each verified
-        run goes to `on_verified` one run late (the end-of-log checks can still fault the
-        last entry); on a fault, every entry before it goes first.
+        Workers read their own runs. Each verified run goes to `on_verified` one run late
+        (the end-of-log checks can still fault the last entry); on a fault, every entry
+        before it goes first.
         """
-        pending: deque[Future[CheckedRun]] = deque()
+        pending: deque[tuple[Future[CheckedRun], int, int]] = deque()
         held = _Handover(on_verified)
-        bodies = on_verified is not None
         try:
             while True:
                 while len(pending) < in_flight and (assigned := next(runs, None)) is not None:
                     worker, source, start, stop = assigned
                     future = worker.submit(
-                        check_stored_run, source, self.log_id, self.verifier, start, stop, bodies
+                        check_stored_run, source, self.log_id, self.verifier, start, stop
                     )
-                    pending.append(future)
+                    pending.append((future, start, stop))
                 if not pending:
                     break
-                run = pending.popleft().result()
-                held.hold(run)
-                self.add(run)
+                future, start, stop = pending.popleft()
+                if on_verified is not None:
+                    held.hold(start, read_run(self.txn, self.store, self.log_id, start, stop)[0])
+                self.add(future.result())
                 held.pass_on(keep=1)
                 if progress is not None:
                     progress(self.rng.size)
