@@ -92,12 +92,19 @@ def split_entry(raw: bytes) -> tuple[bytes, bytes]:
     Only the one spelling seal writes is accepted (array of two bins, shortest headers,
     a 64-byte signature, nothing after), so this accepts exactly the canonical msgpack
     ``[payload, signature]`` without a generic decode: it runs once per entry on replay.
-    The first test takes a well-formed entry with a short payload; anything else goes
-    through the checks that name the fault.
+    The first tests take a well-formed entry (a payload under 256 bytes, then one of 256
+    or more); anything else goes through the checks that name the fault.
     """
     n = len(raw)
     if n > 68 and raw[:2] == b"\x92\xc4" and n == raw[2] + 69 and raw[n - 66 : n - 64] == _SIG_TAG:
         return raw[3 : n - 66], raw[n - 64 :]
+    if (
+        n > 325  # a bin16 payload is canonical from 256 bytes
+        and raw[:2] == b"\x92\xc5"
+        and n == (raw[2] << 8 | raw[3]) + 70
+        and raw[n - 66 : n - 64] == _SIG_TAG
+    ):
+        return raw[4 : n - 66], raw[n - 64 :]
     return _split_checked(raw, n)
 
 

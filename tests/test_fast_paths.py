@@ -22,7 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.audit import _day
+from ledger.audit_entries import _verified_fields
 from ledger.custody_index import INDEX_DBS, Index, LmdbTables, MemoryTables, apply_record
+from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.fields import (
     Body,
     RecordFieldError,
@@ -30,6 +32,7 @@ from ledger.fields import (
     is_participant_code,
     text_problem,
 )
+from ledger.keys import Signer
 from ledger.quick_init import quick_init
 from ledger.records import (
     ActorRegister,
@@ -214,6 +217,27 @@ def test_certificate_check_fast_path_agrees_with_the_rule(number: str) -> None:
         and not (len(parts[2]) > 6 and parts[2].startswith("0"))
     )
     assert (certificate_problem(number) is None) == good
+
+
+@given(
+    st.text(max_size=20),
+    st.integers(0, 400),
+    st.integers(0, 2**44),
+    st.sampled_from(["parcel.mine", "import"]),
+)
+def test_audit_reads_a_verified_entry_as_the_strict_parser_does(
+    note: str, padding: int, time_ms: int, kind: str
+) -> None:
+    """The audit's unpacking of a verified entry gives the time, kind and body the strict
+    parser gives, whether the payload's header is a bin8 or (from 256 bytes) a bin16."""
+    body = {"note": note + "x" * padding}
+    payload = encode_payload("kp.example/BW", 7, bytes(32), time_ms, kind, body)
+    raw = sign_entry(_SIGNER, payload)
+    entry = parse_entry(raw)
+    assert _verified_fields(raw) == (entry.time_ms, entry.kind, entry.body)
+
+
+_SIGNER = Signer.generate("kp.example/BW")
 
 
 @given(st.integers(0, 2**44))
