@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -186,6 +187,13 @@ def one(n: int, threads: int, path: Path) -> dict[str, object]:
         heap = HeapPeak()
         node = DataDir.open(path / "eu")
         findings: list[object] = []
+        stages: list[tuple[str, float]] = []  # each stage's label and when it began
+
+        def progress(label: str, done: int, total: int) -> None:
+            if not stages or stages[-1][0] != label:
+                stages.append((label, time.perf_counter() - start))
+            bar.stage(label, done, total)
+
         start = time.perf_counter()
         with progress_bar("audit", None, heap) as bar:
             done = audit(
@@ -193,16 +201,42 @@ def one(n: int, threads: int, path: Path) -> dict[str, object]:
                 roster,
                 threads=threads,
                 scratch_dir=Path(scratch),
-                progress=bar.stage,
+                progress=progress,
                 sink=findings.append,
             )
         elapsed = time.perf_counter() - start
         node.close()
     after = raw_verify_rate(threads)
     entries = sum(log.size for log in done.logs)
+    sizes = {f"audit {log.origin}": log.size for log in done.logs}
+    ends = [at for _, at in stages[1:]] + [elapsed]
+    timed = [
+        {"stage": label, "entries": sizes.get(label, 0), "seconds": round(end - begun, 2)}
+        for (label, begun), end in zip(stages, ends, strict=True)
+    ]
     return measured(entries, elapsed, (raw, after), "raw_verify", heap) | {
-        "findings": len(findings)
+        "findings": len(findings),
+        "start_seconds": round(stages[0][1], 2) if stages else 0.0,
+        "stages": timed,
     }
+
+
+def stage_lines(run: dict[str, Any]) -> list[str]:
+    """Where one run's time went: until the first log's first run was checked (worker
+    start-up included), then each log from its first checked run to the next log's (its
+    ratio against the run's raw rate), then the cross-log checks."""
+    raw = run["raw_verify"]
+    lines = [f"  until the first run was checked: {run['start_seconds']:.2f} s"]
+    for stage in run["stages"]:
+        if stage["entries"]:
+            rate = stage["entries"] / max(stage["seconds"], 1e-9)
+            lines.append(
+                f"  {stage['stage']}: {stage['entries']:,} entries in {stage['seconds']:.2f} s, "
+                f"{rate:,.0f}/s, ratio {rate / raw:.2f}"
+            )
+        else:
+            lines.append(f"  {stage['stage']}: {stage['seconds']:.2f} s")
+    return lines
 
 
 def main() -> None:
@@ -226,6 +260,9 @@ def main() -> None:
     )
     found = [run["findings"] for r in results for run in r.get("runs", [r])]
     print(f"findings: {found} (every record is legal: each must be 0)")
+    for r in results:
+        print(f"where the time went, {r['count']:,} entries (the row's run):")
+        print("\n".join(stage_lines(r)))
 
 
 if __name__ == "__main__":
