@@ -109,3 +109,20 @@ def test_only_the_fork_server_takes_on_the_callers_settings(
     assert not in_fork_server()
     fork_server_main._start()
     assert sys.path == path and sys.modules["__main__"] is main
+
+
+def test_the_kimberley_script_loads_the_command_line_only_when_run() -> None:
+    """The fork server imports the `kimberley` script once per command that starts worker
+    processes; its entry module must not pull in the command line (typer, rich, the node),
+    which the workers never use."""
+    heavy = ("cli", "typer", "rich", "node")
+    probe = f"import sys, cli.entry; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=True,
+    )
+    assert sorted(done.stdout.strip()[1:-1].replace("'", "").split(", ")) == ["cli", "cli.entry"]
