@@ -351,11 +351,15 @@ def run_scales(
 
 
 def _run_one(script: str, n: int, extra: list[str]) -> dict[str, Any]:
+    """One timed run of `script --one N`, through `benchmarks.run_one` (see there), from the
+    checkout that holds `script`."""
+    path = Path(script).resolve()
     out = subprocess.run(
-        [sys.executable, script, "--one", str(n), *extra],
+        [sys.executable, "-m", "benchmarks.run_one", path.stem, "--one", str(n), *extra],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
+        cwd=path.parent.parent,
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
