@@ -33,7 +33,18 @@ from ledger.audit_findings import (
 from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
 from ledger.custody_index import Index, LmdbTables, apply_record
 from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
-from ledger.records import Export, ExportVoid, Import, Record, parse_record
+from ledger.records import (
+    ActorRegister,
+    ActorRevoke,
+    Export,
+    ExportVoid,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelSplit,
+    Record,
+    parse_record,
+)
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
@@ -41,6 +52,9 @@ from ledger.verify import verify_log
 
 #: Records replayed per scratch write transaction.
 COMMIT_EVERY: Final = 4096
+#: Kinds that name no other log and leave no cross-log fact: their replay only applies the
+#: rules (no export to resolve, no date to check, nothing to `note`).
+_CUSTODY_ONLY: Final = frozenset({ParcelMine, ParcelSplit, ParcelMerge, ActorRegister, ActorRevoke})
 
 Progress = Callable[[str, int, int], None]
 
@@ -142,6 +156,13 @@ class _Auditor:
         except RecordError as e:
             values = (("kind", kind),)
             self.tally(Finding(VIOLATION, RECORD_WELL_FORMED, origin, index, str(e), values))
+            return
+        if type(record) in _CUSTODY_ONLY:  # most entries: the general path below, shortened
+            try:
+                apply_record(ix, index, record, origin, _no_export, self.roster)
+            except RuleViolation as v:
+                self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
+                _force(ix, index, record, origin, None)
             return
         foreign = None
         if isinstance(record, Import):
