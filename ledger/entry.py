@@ -99,7 +99,7 @@ def split_entry(raw: bytes) -> tuple[bytes, bytes]:
     if n > 68 and raw[:2] == b"\x92\xc4" and n == raw[2] + 69 and raw[n - 66 : n - 64] == _SIG_TAG:
         return raw[3 : n - 66], raw[n - 64 :]
     if (
-        n > 325  # a bin16 payload is canonical from 256 bytes
+        325 < n <= MAX_ENTRY_SIZE  # a bin16 payload is canonical from 256 bytes
         and raw[:2] == b"\x92\xc5"
         and n == (raw[2] << 8 | raw[3]) + 70
         and raw[n - 66 : n - 64] == _SIG_TAG

@@ -246,6 +246,19 @@ def test_an_oversized_entry_is_refused_as_too_large() -> None:
         split_entry(b"\x92" + bytes(MAX_ENTRY_SIZE))
 
 
+@pytest.mark.parametrize("size", [MAX_ENTRY_SIZE - 70, MAX_ENTRY_SIZE - 69, 0xFFFF])
+def test_a_well_formed_entry_just_over_the_limit_is_refused_too(size: int) -> None:
+    """A canonical [bin16 payload, signature] entry is taken up to MAX_ENTRY_SIZE bytes in
+    all (what `seal` writes and a tile bundle's length prefix holds) and no further."""
+    raw = msgpack.packb([bytes(size), bytes(64)], use_bin_type=True)
+    assert len(raw) == size + 70
+    if len(raw) <= MAX_ENTRY_SIZE:
+        assert split_entry(raw) == (bytes(size), bytes(64))
+    else:
+        with pytest.raises(EntryTooLargeError):
+            split_entry(raw)
+
+
 def _fields_outcome(parse: Any, payload: bytes) -> tuple[str, Any]:
     try:
         return "accepted", parse(payload)
