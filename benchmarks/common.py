@@ -335,22 +335,28 @@ def run_scales(
     run of median ratio (see `median_run`) when there are several.
 
     With `built`, `script --build N DIR` first writes each scale's data, untimed, in its
-    own process, and every run of that scale is timed on it (`--data DIR`).
+    own process, and every run of that scale is timed on it (`--data DIR`). A relative
+    $BENCH_DIR is taken from here: the timed runs start in the script's checkout.
     """
+    env = dict(os.environ)
+    if env.get("BENCH_DIR"):
+        env["BENCH_DIR"] = os.path.abspath(env["BENCH_DIR"])
     results = []
     for n in scales:
-        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        with tempfile.TemporaryDirectory(dir=env.get("BENCH_DIR")) as tmp:
             more = []
             if built:
-                data = str(Path(tmp) / "data")
-                subprocess.run([sys.executable, script, "--build", str(n), data], check=True)
+                data = str(Path(tmp).resolve() / "data")
+                subprocess.run(
+                    [sys.executable, script, "--build", str(n), data], check=True, env=env
+                )
                 more = ["--data", data]
-            runs = [_run_one(script, n, [*extra, *more]) for _ in range(max(1, repeat))]
+            runs = [_run_one(script, n, [*extra, *more], env) for _ in range(max(1, repeat))]
         results.append(median_run(runs) if len(runs) > 1 else runs[0])
     return results
 
 
-def _run_one(script: str, n: int, extra: list[str]) -> dict[str, Any]:
+def _run_one(script: str, n: int, extra: list[str], env: dict[str, str]) -> dict[str, Any]:
     """One timed run of `script --one N`, through `benchmarks.run_one` (see there), from the
     checkout that holds `script`."""
     path = Path(script).resolve()
@@ -360,6 +366,7 @@ def _run_one(script: str, n: int, extra: list[str]) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         text=True,
         cwd=path.parent.parent,
+        env=env,
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
