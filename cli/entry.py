@@ -8,9 +8,18 @@ again in the fork server for every replay, pull or audit the command runs.
 
 from __future__ import annotations
 
+import sys
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as `cli.main` gives it.
+INTERRUPTED = 130
+
 
 def main() -> None:
-    """Run the `kimberley` command line (`cli.main.main`)."""
-    from cli.main import main as run_command_line  # noqa: PLC0415 (see the module text)
-
+    """Run the `kimberley` command line (`cli.main.main`); Ctrl-C while it loads ends the
+    command as Ctrl-C during a command does: one line, status 130."""
+    try:
+        from cli.main import main as run_command_line  # noqa: PLC0415 (see the module text)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(INTERRUPTED)
     run_command_line()
