@@ -211,22 +211,22 @@ def one(n: int, threads: int, path: Path) -> dict[str, object]:
     sizes = {f"audit {log.origin}": log.size for log in done.logs}
     ends = [at for _, at in stages[1:]] + [elapsed]
     timed = [
-        {"stage": label, "entries": sizes.get(label, 0), "seconds": round(end - begun, 2)}
+        {"stage": label, "entries": sizes.get(label, 0), "seconds": end - begun}
         for (label, begun), end in zip(stages, ends, strict=True)
     ]
     return measured(entries, elapsed, (raw, after), "raw_verify", heap) | {
         "findings": len(findings),
-        "start_seconds": round(stages[0][1], 2) if stages else 0.0,
+        "start_seconds": stages[0][1] if stages else 0.0,
         "stages": timed,
     }
 
 
 def stage_lines(run: dict[str, Any]) -> list[str]:
-    """Where one run's time went: until the first log's first run was checked (worker
-    start-up included), then each log from its first checked run to the next log's (its
+    """Where one run's time went: before the first log (opening the store and the scratch),
+    then each log from its start to the next one's, its worker start-up included (with its
     ratio against the run's raw rate), then the cross-log checks."""
     raw = run["raw_verify"]
-    lines = [f"  until the first run was checked: {run['start_seconds']:.2f} s"]
+    lines = [f"  before the first log: {run['start_seconds']:.2f} s"]
     for stage in run["stages"]:
         if stage["entries"]:
             rate = stage["entries"] / max(stage["seconds"], 1e-9)

@@ -129,6 +129,7 @@ class _Auditor:
             return LogAudit(origin, size, 0, 0, False)
         rules = _RulesReplay(self, origin, log_id, size)
         stop = size
+        self.progress(f"audit {origin}", 0, size)  # its stage begins now, not at a first run
         try:
             verify_log(
                 self.store,
