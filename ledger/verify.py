@@ -200,7 +200,8 @@ def _assign(
 ) -> Iterator[Assignment]:
     """Runs of a log of `size`, decided as they are asked for: to `starter` (when given) in
     runs of CHUNK while the process `pool` is not `ready`, up to STARTER_ENTRIES; then
-    PROCESS_CHUNK runs to the `processes`, but CHUNK runs for the last `workers` x
+    PROCESS_CHUNK runs to the `processes`, but a first CHUNK run for each worker, so the
+    caller's in-order work starts sooner, and CHUNK runs for the last `workers` x
     PROCESS_CHUNK entries, so the workers finish together rather than one alone on a long
     last run; else CHUNK runs to the threads of `pool`. Every run but the last starts on
     a tile boundary."""
@@ -212,9 +213,10 @@ def _assign(
             at = min(cap, at + CHUNK)
     source: Store | str = str(store.path) if processes else store
     chunk = PROCESS_CHUNK if processes else CHUNK
+    head = at + workers * CHUNK if processes else at
     tail = max(at, size - workers * PROCESS_CHUNK) if processes else size
     while at < size:
-        stop = min(size, at + (chunk if at < tail else CHUNK))
+        stop = min(size, at + (chunk if head <= at < tail else CHUNK))
         yield pool, source, at, stop
         at = stop
 

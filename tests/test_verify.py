@@ -374,7 +374,8 @@ def test_runs_cover_the_log_once_in_order_from_tile_boundaries(
 ) -> None:
     """However the starter, the processes and the tail share a log, every entry is in
     exactly one run, in order, and every run but the last starts on a tile boundary (where
-    a worker hashes whole tiles); the workers end on short runs, so none ends alone."""
+    a worker hashes whole tiles); the workers start and end on short runs, so the caller
+    starts soon and no worker ends alone."""
     store = cast(Store, SimpleNamespace(path=Path("/nowhere")))
     pool, starter = object(), object()
     asked = iter(range(10**9))
@@ -394,6 +395,9 @@ def test_runs_cover_the_log_once_in_order_from_tile_boundaries(
     assert (stops[-1] if runs else 0) == size
     assert all(start % 256 == 0 for _, _, start, _ in runs)
     assert all(stop > start for _, _, start, stop in runs)
+    first = [run for run in runs if run[0] is pool][:workers]
     for who, _, start, stop in runs:
         if who is starter or not processes or start >= size - workers * PROCESS_CHUNK:
             assert stop - start <= CHUNK
+    if processes:  # each worker's first run is short, so the caller's in-order work starts
+        assert all(stop - start <= CHUNK for _, _, start, stop in first)
