@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as `cli.main` gives it.
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), here and in `cli.main`.
 INTERRUPTED = 130
 
 

@@ -10,6 +10,7 @@ import typer
 from cli.audit_cmd import audit_command
 from cli.custody_cmd import register_commands
 from cli.demo import demo
+from cli.entry import INTERRUPTED
 from cli.evidence_cmd import evidence_app
 from cli.log_cmd import log_app, proof_app
 from cli.node_cmd import node_app, tiles_app
@@ -21,9 +22,6 @@ from cli.sync_cmd import sync
 from cli.trace_cmd import trace_command, verify_bundle_command
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
-
-#: The exit status of a command stopped by Ctrl-C (128 + SIGINT).
-INTERRUPTED = 130
 
 app = typer.Typer(
     name="kimberley",
@@ -77,7 +75,7 @@ def main() -> None:
         sys.exit(1)
     except typer.Abort:
         errors.print("aborted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: unknown command, bad option value, ...
@@ -86,7 +84,7 @@ def main() -> None:
         sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         errors.print("interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except OSError as e:
         errors.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
         sys.exit(1)

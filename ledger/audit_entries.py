@@ -15,12 +15,10 @@ import msgpack
 def _verified_fields(raw: bytes) -> tuple[int, str, dict[str, Any]]:
     """Time, kind and body of an entry `verify_log` has just checked (canonical, well formed).
 
-    `ledger.entry.parse_entry` would check all of it again; this only unpacks the payload,
-    found by its bin header (bin8, or bin16 from 256 bytes: `ledger.entry.seal`) and the
-    64-byte signature that ends the entry.
+    `ledger.entry.parse_entry` would check all of it again; this only unpacks.
     """
-    payload = raw[3:-66] if raw[1] == 0xC4 else raw[4:-66]
-    _, _, _, _, time_ms, kind, body = msgpack.unpackb(payload)
+    payload = msgpack.unpackb(raw, raw=False)[0]
+    _, _, _, _, time_ms, kind, body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     return time_ms, kind, body
 
 

@@ -53,7 +53,8 @@ from ledger.verify import verify_log
 #: Records replayed per scratch write transaction.
 COMMIT_EVERY: Final = 4096
 #: Kinds that name no other log and leave no cross-log fact: their replay only applies the
-#: rules (no export to resolve, no date to check, nothing to `note`).
+#: rules (no export to resolve, no date to check, nothing to `note`), a shorter path
+#: through `_Auditor.record` for most entries.
 _CUSTODY_ONLY: Final = frozenset({ParcelMine, ParcelSplit, ParcelMerge, ActorRegister, ActorRevoke})
 
 Progress = Callable[[str, int, int], None]
@@ -158,15 +159,9 @@ class _Auditor:
             values = (("kind", kind),)
             self.tally(Finding(VIOLATION, RECORD_WELL_FORMED, origin, index, str(e), values))
             return
-        if type(record) in _CUSTODY_ONLY:  # most entries: the general path below, shortened
-            try:
-                apply_record(ix, index, record, origin, _no_export, self.roster)
-            except RuleViolation as v:
-                self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
-                _force(ix, index, record, origin, None)
-            return
+        cross = type(record) not in _CUSTODY_ONLY  # most entries name no other log
         foreign = None
-        if isinstance(record, Import):
+        if cross and isinstance(record, Import):
             resolved = self.exports.resolve(record.export_ref)
             if isinstance(resolved, Unresolved):
                 kind = VIOLATION if resolved.held else UNVERIFIABLE
@@ -180,17 +175,19 @@ class _Auditor:
             foreign = resolved
         flagged = False
         try:
-            if isinstance(record, Import):
-                check_received_by(record, _day(time_ms))
-            elif isinstance(record, Export):
-                _assume_origins(ix, index, record)
+            if cross:
+                if isinstance(record, Import):
+                    check_received_by(record, _day(time_ms))
+                elif isinstance(record, Export):
+                    _assume_origins(ix, index, record)
             lookup = _no_export if foreign is None else lambda _o, _i: foreign
             apply_record(ix, index, record, origin, lookup, self.roster)
         except RuleViolation as v:
             self.tally(Finding(VIOLATION, v.rule, origin, index, str(v), _values(record)))
             _force(ix, index, record, origin, foreign)
             flagged = True
-        self.note(txn, record, origin, index, time_ms, flagged, True)
+        if cross:
+            self.note(txn, record, origin, index, time_ms, flagged, True)
 
     def note(
         self,
