@@ -117,7 +117,7 @@ class _Auditor:
     ) -> None:
         self.store, self.txn, self.roster = store, txn, roster
         self.scratch, self.tally, self.progress = scratch, tally, progress
-        self.exports = ExportReader(store, txn, roster)
+        self.exports = ExportReader(store, txn, roster, scratch)
 
     def log(self, origin: str, log_id: bytes, size: int, threads: int | None) -> LogAudit:
         """Verify one log, then replay its records under the rules as far as it is intact."""
@@ -162,7 +162,7 @@ class _Auditor:
         cross = type(record) not in _CUSTODY_ONLY  # most entries name no other log
         foreign = None
         if cross and isinstance(record, Import):
-            resolved = self.exports.resolve(record.export_ref)
+            resolved = self.exports.resolve(record.export_ref, txn)
             if isinstance(resolved, Unresolved):
                 kind = VIOLATION if resolved.held else UNVERIFIABLE
                 why = f"import: certificate {record.certificate!r}: {resolved.reason}"
@@ -173,6 +173,8 @@ class _Auditor:
                 self.note(txn, record, origin, index, time_ms, resolved.held, False)
                 return
             foreign = resolved
+        elif cross and isinstance(record, Export):
+            self.exports.remember(txn, origin, index, raw, record)
         flagged = False
         try:
             if cross:

@@ -19,13 +19,15 @@ from ledger.custody_index import INDEX_DBS
 from ledger.encoding import pack_canonical
 
 _FACT_DBS: Final = ("x_exports", "x_imports")
+#: The exports replayed so far, by origin and index: leaf hash and body (`ExportReader`).
+REPLAYED_EXPORTS: Final = "replayed_exports"
 
 
 class _Scratch:
     """The temporary LMDB environment: custody state per log and the cross-log facts."""
 
     def __init__(self, path: str) -> None:
-        names = (*INDEX_DBS, *_FACT_DBS)
+        names = (*INDEX_DBS, *_FACT_DBS, REPLAYED_EXPORTS)
         self.env = lmdb.open(
             path, map_size=1 << 40, max_dbs=len(names), sync=False, metasync=False, lock=False
         )

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import types
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Protocol, Self, TypeAlias, cast
 
@@ -399,6 +400,8 @@ class Body:
     _KEYS: ClassVar[frozenset[str]] = frozenset()
     #: Builds the class from a body with exactly SCHEMA's keys (compiled per class).
     _FROM_FIELDS: ClassVar[Callable[[Mapping[str, Any]], Any]]
+    #: Builds the class from `to_values` output, with no checks (compiled per class).
+    _FROM_VALUES: ClassVar[Callable[[Sequence[Any]], Any]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -442,6 +445,19 @@ class Body:
             missing = next(name for name in cls.SCHEMA if name not in body)
             raise RecordFieldError(cls.KIND, missing, _MISSING, "missing")
         made: Self = cls._FROM_FIELDS(body)
+        return made
+
+    def to_values(self) -> tuple[Any, ...]:
+        """The field values in SCHEMA order, nested parts as their own values: a compact
+        form to keep a record this process has checked and read it back (`from_values`)."""
+        raise NotImplementedError  # compiled per class
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> Self:
+        """The record `to_values` gave `values` for in this process (lists may come back as
+        lists or tuples), rebuilt with no checks: each field stored through its slot. An
+        audit keeps each export it replays this way for the import of it."""
+        made: Self = cls._FROM_VALUES(values)
         return made
 
 
@@ -492,6 +508,41 @@ def _compile(cls: type[Body]) -> None:
         scope[name].__qualname__ = f"{cls.__qualname__}.{name}"
         setattr(cls, name, scope[name])
     cls._FROM_FIELDS = staticmethod(scope["from_fields"])
+    _compile_values(cls)
+
+
+def _compile_values(cls: type[Body]) -> None:
+    """Give `cls` ``to_values`` and ``_FROM_VALUES`` (see `Body.to_values`), written out per
+    field: nested parts as their own values, lists as tuples. Until the dataclass decorator
+    has remade the class with its slots, ``_FROM_VALUES`` is left out (that class is not kept).
+    """
+    slots = [cls.__dict__.get(name) for name in cls.SCHEMA]
+    scope: dict[str, Any] = {"cls": cls, "_new": object.__new__}
+    out, build = [], ["def from_values(values):", "    self = _new(cls)"]
+    for i, (name, spec) in enumerate(cls.SCHEMA.items()):
+        item = spec.item if isinstance(spec, ListOf) else spec
+        if isinstance(item, Nested):
+            scope[f"_n{i}"] = item.cls
+            if isinstance(spec, ListOf):
+                out.append(f"[x.to_values() for x in self.{name}]")
+                value = f"tuple([_n{i}._FROM_VALUES(x) for x in values[{i}]])"
+            else:
+                out.append(f"self.{name}.to_values()")
+                value = f"_n{i}._FROM_VALUES(values[{i}])"
+        else:
+            out.append(f"self.{name}")
+            value = f"tuple(values[{i}])" if isinstance(spec, ListOf) else f"values[{i}]"
+        build.append(f"    _s{i}(self, {value})")
+        scope[f"_s{i}"] = getattr(slots[i], "__set__", None)
+    source = ["def to_values(self):", f"    return ({', '.join(out)},)"]
+    if all(isinstance(slot, types.MemberDescriptorType) for slot in slots):
+        source += [*build, "    return self"]
+    exec("\n".join(source), scope)  # noqa: S102 (the source is built from identifiers alone)
+    scope["to_values"].__qualname__ = f"{cls.__qualname__}.to_values"
+    scope["to_values"].__doc__ = Body.to_values.__doc__
+    setattr(cls, "to_values", scope["to_values"])  # noqa: B010 (mypy refuses assigning a method)
+    if "from_values" in scope:
+        cls._FROM_VALUES = staticmethod(scope["from_values"])
 
 
 def _decoding(i: int, name: str) -> list[str]:

@@ -349,6 +349,28 @@ def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: 
     assert (za.origin, za.size, za.replayed, za.intact) == (origin("ZA"), 1, 0, False)
 
 
+def test_an_import_of_a_replayed_export_must_name_its_leaf_hash(network: Network) -> None:
+    """The audit keeps each export it replays for the imports of it; an import naming one of
+    them by index with another entry's leaf hash is still refused; one beyond the log held
+    cannot be checked."""
+    wrong = dataclasses.replace(network.ref("BW", 3), leaf_hash=network.ref("BW", 2).leaf_hash)
+    beyond = dataclasses.replace(network.ref("BW", 3), index=40)
+    network.write(
+        "IN",
+        "2026-04-21",
+        imported(wrong, "BW-2026-000001", "IN-X1", 100_00, "2026-04-21"),
+        imported(beyond, "BW-2026-000001", "IN-X2", 100_00, "2026-04-21"),
+    )
+    _, found = audited(network.gather(), network.roster)
+    proofs = [f for f in found if f.rule == "import.proof"]
+    assert [(f.kind, f.origin.rpartition("/")[2], f.index) for f in proofs] == [
+        (VIOLATION, "IN", 2),
+        (UNVERIFIABLE, "IN", 3),
+    ]
+    assert "kp.example/BW entry 3 does not have leaf hash" in proofs[0].message
+    assert "holds only 4 entries here" in proofs[1].message
+
+
 def test_only_the_named_logs_are_audited(network: Network) -> None:
     """`origins` replays just those logs; checks needing another log's replay are left out."""
     doctor(network)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from ledger.audit import _day
 from ledger.audit_entries import _verified_fields
 from ledger.custody_index import INDEX_DBS, Index, LmdbTables, MemoryTables, apply_record
+from ledger.encoding import pack_canonical
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.fields import (
     Body,
@@ -125,6 +127,18 @@ def test_compiled_to_body_is_the_schema_map_in_key_order(record: Record) -> None
     assert body == Body.to_body(record)
     assert list(body) == sorted(record.SCHEMA)
     assert type(record).from_body(body) == record
+
+
+@given(records(), st.booleans())
+def test_values_kept_in_a_scratch_store_give_the_record_back(record: Record, tuples: bool) -> None:
+    """``to_values`` packed and unpacked (lists as lists or tuples), then ``from_values``,
+    gives the record back: equal, hashing alike, each field of the type `from_body` gives."""
+    row = msgpack.unpackb(pack_canonical(record.to_values()), raw=False, use_list=not tuples)
+    again = type(record).from_values(row)
+    assert again == record and hash(again) == hash(record)
+    assert again.to_body() == record.to_body()
+    for name in record.SCHEMA:
+        assert type(getattr(again, name)) is type(getattr(record, name))
 
 
 def test_a_refused_nested_part_names_its_path() -> None:
