@@ -210,10 +210,10 @@ class Index:
     created): `ParcelState` values are made only when read. The cache lives exactly as
     long as the transaction it mirrors: an aborted transaction takes its Index with it.
 
-    `listings` False keeps only the state the rules read (actors, parcels, certificates,
-    foreign proofs) and skips the lists only readers scan (`parcel_log`, `actor_log`,
-    `holding`, `awaiting`): for a replay that checks the rules and is then thrown away,
-    such as the audit's scratch state.
+    `listings` False keeps only the state the rules read (actors, parcels, certificates)
+    and skips what only readers use (`parcel_log`, `actor_log`, `holding`, `awaiting`,
+    `foreign_proofs`): for a replay that checks the rules and is then thrown away, such as
+    the audit's scratch state.
     """
 
     def __init__(self, tables: Tables, log_id: bytes, *, listings: bool = True) -> None:
@@ -348,6 +348,9 @@ class Index:
         return self.t.get("foreign_proofs", self.id + origin.encode() + b"\x00" + _U64.pack(index))
 
     def put_proof(self, foreign: Foreign) -> None:
+        """Keep the proof that verified an import's export (for bundles: no rule reads it)."""
+        if not self.listings:
+            return
         key = self.id + foreign.origin.encode() + b"\x00" + _U64.pack(foreign.index)
         self.t.put("foreign_proofs", key, foreign.text)
 
@@ -540,9 +543,9 @@ def _import(
     origins = tuple(sorted(set(export.origins)))
     for s in r.parcels:
         _new_parcel(ix, index, s, origins, ())
-    ix.put_certificate(
-        CertificateState(
-            export.certificate,
+    ix.put_certificate_row(
+        export.certificate,
+        (
             ref.origin,
             ref.index,
             ref.leaf_hash,
@@ -554,7 +557,7 @@ def _import(
             IMPORTED,
             index,
             export.parcels,
-        )
+        ),
     )
     ix.put_proof(foreign)
     ix.mention_actor(r.importer, index)

@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 
 from ledger.audit import _day
 from ledger.audit_entries import _verified_fields
-from ledger.custody_index import INDEX_DBS, Index, LmdbTables, MemoryTables, apply_record
+from ledger.custody_index import (
+    INDEX_DBS,
+    Foreign,
+    Index,
+    LmdbTables,
+    MemoryTables,
+    apply_record,
+)
 from ledger.encoding import pack_canonical
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.fields import (
@@ -41,6 +48,7 @@ from ledger.records import (
     Export,
     ExportRef,
     ExportVoid,
+    Import,
     ParcelMerge,
     ParcelMine,
     ParcelShare,
@@ -334,20 +342,32 @@ def _trade() -> list[Record]:
 
 def test_an_index_without_listings_keeps_the_same_rule_state() -> None:
     """The audit's scratch index (no listings) holds the same actors, parcels and
-    certificates as a full one, and nothing in the listings."""
+    certificates as a full one, and nothing in the listings or the foreign proofs."""
     full, bare = MemoryTables(), MemoryTables()
     with_lists, without = Index(full, b"L1"), Index(bare, b"L1", listings=False)
     for index, record in enumerate(_trade()):
         for ix in (with_lists, without):
             apply_record(ix, index, record, "kp.example/BW", lambda _o, _i: None, None)
-    listings = ("parcel_log", "actor_log", "holding", "awaiting")
+    sent = next(r for r in _trade() if isinstance(r, Export))
+    ref = ExportRef("kp.example/BW", 7, bytes(range(32)))
+    foreign = Foreign(ref.origin, ref.index, ref.leaf_hash, sent, b"tlog-proof text")
+    shares = (ParcelShare("IN-1", sent.carats, sent.parcel_count),)
+    received = Import(
+        ref, sent.certificate, "I-1", shares, sent.carats, 1, "2026-03-09", True, None
+    )
+    for ix in (Index(full, b"L2"), Index(bare, b"L2", listings=False)):
+        apply_record(ix, 0, received, "kp.example/IN", lambda _o, _i: foreign, None)
+    kept_by_readers = ("parcel_log", "actor_log", "holding", "awaiting", "foreign_proofs")
     for db in INDEX_DBS:
-        if db in listings:
+        if db in kept_by_readers:
             assert not bare.rows[db]
         else:
             assert full.rows[db] == bare.rows[db]
-    assert all(full.rows[db] for db in ("parcel_log", "actor_log", "holding"))
+    assert all(full.rows[db] for db in ("parcel_log", "actor_log", "holding", "foreign_proofs"))
     assert with_lists.parcel("P-M") == without.parcel("P-M")
+    assert Index(full, b"L2").certificate(sent.certificate) == Index(bare, b"L2").certificate(
+        sent.certificate
+    )
 
 
 def test_cursor_index_rows_equal_memory_rows(tmp_path: Path) -> None:
