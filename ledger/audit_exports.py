@@ -2,10 +2,11 @@
 
 An export this store does not hold leaves the import unverifiable (not a violation); one
 that is held but does not match, is not signed by the roster key or is no export is refused.
-An export the audit has already replayed (its log verified, its body accepted as an
-export) is kept in the scratch environment with its leaf hash, so an import of it reads
-that back instead of the entry (about 9 of an import's 32 us: reading, hashing,
-unpacking and checking the export again).
+Each export entry the audit's rules replay (so verified, and a well-formed export, whether
+or not it broke a custody rule) is kept in the scratch environment with its leaf hash, and
+an import of it reads that back instead of the entry (about 9 of an import's 32 us went to
+reading, hashing, unpacking and checking the export again). What reading the entry would
+check (held here, signed by the roster key, an export) is known of such an entry already.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class ExportReader:
         if row is not None:
             kept = msgpack.unpackb(row, raw=False, use_list=False)
             if kept[0] == ref.leaf_hash:
-                return Foreign(ref.origin, ref.index, kept[0], Export.from_values(kept[1:]), b"")
+                return Foreign(ref.origin, ref.index, kept[0], Export._from_values(kept[1:]), b"")
         log_id, size = self._log(ref.origin)
         where = f"{ref.origin} entry {ref.index}"
         if log_id is None or ref.index >= size:

@@ -19,7 +19,8 @@ from ledger.custody_index import INDEX_DBS
 from ledger.encoding import pack_canonical
 
 _FACT_DBS: Final = ("x_exports", "x_imports")
-#: The exports replayed so far, by origin and index: leaf hash and body (`ExportReader`).
+#: The exports replayed so far, by origin and index: leaf hash and field values
+#: (`ExportReader`).
 REPLAYED_EXPORTS: Final = "replayed_exports"
 
 

@@ -348,7 +348,8 @@ class Index:
         return self.t.get("foreign_proofs", self.id + origin.encode() + b"\x00" + _U64.pack(index))
 
     def put_proof(self, foreign: Foreign) -> None:
-        """Keep the proof that verified an import's export (for bundles: no rule reads it)."""
+        """Keep the proof that verified an import's export, from which `Custody.replay_indexes`
+        re-derives a node's indexes (no rule reads it)."""
         if not self.listings:
             return
         key = self.id + foreign.origin.encode() + b"\x00" + _U64.pack(foreign.index)

@@ -449,14 +449,17 @@ class Body:
 
     def to_values(self) -> tuple[Any, ...]:
         """The field values in SCHEMA order, nested parts as their own values: a compact
-        form to keep a record this process has checked and read it back (`from_values`)."""
+        form in which a process can keep a record it has checked (see `_from_values`)."""
         raise NotImplementedError  # compiled per class
 
     @classmethod
-    def from_values(cls, values: Sequence[Any]) -> Self:
+    def _from_values(cls, values: Sequence[Any]) -> Self:
         """The record `to_values` gave `values` for in this process (lists may come back as
-        lists or tuples), rebuilt with no checks: each field stored through its slot. An
-        audit keeps each export it replays this way for the import of it."""
+        lists or tuples), rebuilt with NO checks: each field stored through its slot.
+
+        Private on purpose: a record built from anything else would be signed and indexed
+        unchecked. Its one caller is the audit, reading back each export it replayed.
+        """
         made: Self = cls._FROM_VALUES(values)
         return made
 
@@ -513,8 +516,9 @@ def _compile(cls: type[Body]) -> None:
 
 def _compile_values(cls: type[Body]) -> None:
     """Give `cls` ``to_values`` and ``_FROM_VALUES`` (see `Body.to_values`), written out per
-    field: nested parts as their own values, lists as tuples. Until the dataclass decorator
-    has remade the class with its slots, ``_FROM_VALUES`` is left out (that class is not kept).
+    field: nested parts as their own values; ``_FROM_VALUES`` makes every list field a
+    tuple again. Until the dataclass decorator has remade the class with its slots,
+    ``_FROM_VALUES`` is left out (that class is not kept).
     """
     slots = [cls.__dict__.get(name) for name in cls.SCHEMA]
     scope: dict[str, Any] = {"cls": cls, "_new": object.__new__}
