@@ -80,6 +80,7 @@ from ledger.errors import LedgerError
 from ledger.records import Import
 from ledger.roster import Roster
 from ledger.store import Store, entry_key
+from ledger.verify import shared_workers
 
 __all__ = [
     "COMMIT_EVERY",
@@ -177,9 +178,11 @@ def audit(
         scratch = _Scratch(os.path.join(tmp, "scratch"))
         try:
             auditor = _Auditor(store, txn, roster, scratch, tally, progress or _quiet)
-            for origin in replay_order(store, txn, {o: held[o][:2] for o in chosen}):
-                log_id, size, _ = held[origin]
-                logs.append(auditor.log(origin, log_id, size, threads))
+            entries = sum(held[origin][1] for origin in chosen)
+            with shared_workers(entries, threads, busy=True) as workers:  # one pool for all
+                for origin in replay_order(store, txn, {o: held[o][:2] for o in chosen}):
+                    log_id, size, _ = held[origin]
+                    logs.append(auditor.log(origin, log_id, size, workers))
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
             auditor.cross(audited, as_of, overdue_days)

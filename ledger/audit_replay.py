@@ -48,7 +48,7 @@ from ledger.records import (
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
-from ledger.verify import verify_log
+from ledger.verify import SharedWorkers, verify_log
 
 #: Records replayed per scratch write transaction.
 COMMIT_EVERY: Final = 4096
@@ -119,7 +119,7 @@ class _Auditor:
         self.scratch, self.tally, self.progress = scratch, tally, progress
         self.exports = ExportReader(store, txn, roster, scratch)
 
-    def log(self, origin: str, log_id: bytes, size: int, threads: int | None) -> LogAudit:
+    def log(self, origin: str, log_id: bytes, size: int, workers: SharedWorkers) -> LogAudit:
         """Verify one log, then replay its records under the rules as far as it is intact."""
         try:
             key = self.roster.log_key(origin)
@@ -135,7 +135,7 @@ class _Auditor:
             verify_log(
                 self.store,
                 key,
-                threads=threads,
+                shared=workers,
                 progress=lambda n: self.progress(f"audit {origin}", n, size),
                 on_verified=rules.feed,
             )

@@ -24,7 +24,7 @@ from concurrent.futures import (
     Executor,
     Future,
 )
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -130,6 +130,30 @@ class _TileCheck:
             level += 1
 
 
+@dataclass(frozen=True, slots=True)
+class SharedWorkers:
+    """Verify workers that several replays use in turn (an audit's logs), so that each log
+    does not start and stop a pool of its own: `count` processes, or threads."""
+
+    pool: Executor
+    count: int
+    processes: bool
+
+
+@contextmanager
+def shared_workers(
+    entries: int, threads: int | None = None, *, busy: bool = False
+) -> Iterator[SharedWorkers]:
+    """`threads` workers (default: one per core) for replays of `entries` in all: processes
+    from PROCESS_THRESHOLD entries (BUSY_PROCESS_THRESHOLD when the caller replays rules on
+    the verified entries meanwhile, as `verify_log`'s `on_verified` does), else threads.
+    Processes are started at once, in the background."""
+    count = threads or os.cpu_count() or 1
+    processes = entries >= (BUSY_PROCESS_THRESHOLD if busy else PROCESS_THRESHOLD)
+    with worker_pool(count, processes=processes, started=threading.Event()) as pool:
+        yield SharedWorkers(pool, count, processes)
+
+
 def verify_log(
     store: Store,
     verifier: Verifier,
@@ -138,12 +162,14 @@ def verify_log(
     progress: Progress | None = None,
     processes_from: int | None = None,
     on_verified: Verified | None = None,
+    shared: SharedWorkers | None = None,
 ) -> VerifyReport:
     """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index.
 
     `threads` workers (default: one per core) check runs of entries: processes for a log
     of at least `processes_from` entries (default PROCESS_THRESHOLD, or
-    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below. `on_verified(start, raws)` gets
+    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below; or the `shared` workers
+    (then `threads` and `processes_from` are theirs). `on_verified(start, raws)` gets
     every entry before the first fault, in order, in runs, while later runs are still
     being checked: an audit replays the rules on them at the same time.
     """
@@ -157,12 +183,19 @@ def verify_log(
         if processes_from is None:
             processes_from = PROCESS_THRESHOLD if on_verified is None else BUSY_PROCESS_THRESHOLD
         in_processes = size >= processes_from
-        # no starter thread beside an on_verified replay: it would hold the GIL against it
-        starts = in_processes and on_verified is None
+        if shared is not None:
+            workers, in_processes = shared.count, shared.processes
+        # no starter thread beside an on_verified replay (it would hold the GIL against it),
+        # nor beside shared workers (they are started once for all the replays)
+        starts = in_processes and on_verified is None and shared is None
         up = threading.Event()  # set once the worker processes are started
         with (
             worker_pool(1, processes=False) if starts else nullcontext() as starter,
-            worker_pool(workers, processes=in_processes, started=up) as pool,
+            (
+                nullcontext(shared.pool)
+                if shared is not None
+                else worker_pool(workers, processes=in_processes, started=up)
+            ) as pool,
         ):
             runs = _assign(
                 size,

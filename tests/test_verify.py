@@ -26,6 +26,7 @@ from ledger.verify import (
     STARTER_ENTRIES,
     VerifyReport,
     _assign,
+    shared_workers,
     verify_log,
 )
 from tests.conftest import mine_body
@@ -224,7 +225,8 @@ def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 def _both_paths(node: DataDir) -> list[object]:
     """The outcome of a replay in worker processes, then of one in threads, each handing
     entries to `on_verified`; then of one in processes without it (a starter thread
-    checks the first entries until a worker is up), which must equal the first.
+    checks the first entries until a worker is up), and of two in turn on one pool of
+    shared workers, which must equal the first.
 
     Each also checks what `on_verified` was handed: every entry before the first fault
     (all of them on a clean log), in order, each exactly as stored.
@@ -257,6 +259,23 @@ def _both_paths(node: DataDir) -> list[object]:
     except IntegrityError as e:
         started = (e.index, e.reason)
     assert started == outcomes[0]
+    with shared_workers(node.own_log().size(), 2, busy=True) as shared:
+        assert shared.processes
+        for _ in range(2):  # one pool, two replays in turn (as an audit's logs)
+            kept: list[bytes] = []
+
+            def keep(start: int, raws: list[bytes], kept: list[bytes] = kept) -> None:
+                assert start == len(kept)
+                kept.extend(raws)
+
+            try:
+                again: object = verify_log(
+                    node.store, node.signer.verifier, shared=shared, on_verified=keep
+                )
+            except IntegrityError as e:
+                again = (e.index, e.reason)
+            assert again == outcomes[0]
+            assert kept == (stored if isinstance(again, VerifyReport) else stored[: outcomes[0][0]])
     return outcomes
 
 
