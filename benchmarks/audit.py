@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.builders import NET, certificate
 from benchmarks.common import (
     HeapPeak,
+    TimedOnBuilt,
     measured,
     progress_bar,
     raw_verify_rate,
@@ -181,11 +182,17 @@ def build(path: Path, n: int) -> None:
 
 def one(n: int, threads: int, path: Path) -> dict[str, object]:
     """Time one audit of the n-entry store built at `path` (its scratch in a fresh directory)."""
+    roster = Roster.from_body(decode((path / "roster.bin").read_bytes()))
+    return timed_audit(path / "eu", roster, threads)
+
+
+def timed_audit(data: Path, roster: Roster, threads: int) -> dict[str, object]:
+    """Time one audit of every log in the data directory `data`, the raw verify rate on
+    `threads` threads measured just before and after; the figures and each stage's time."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as scratch:
-        roster = Roster.from_body(decode((path / "roster.bin").read_bytes()))
         raw = raw_verify_rate(threads)
         heap = HeapPeak()
-        node = DataDir.open(path / "eu")
+        node = DataDir.open(data)
         findings: list[object] = []
         stages: list[tuple[str, float]] = []  # each stage's label and when it began
 
@@ -241,18 +248,27 @@ def stage_lines(run: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     """Run each scale in its own process and print the table."""
-    args = verify_rate_args(__doc__ or "", build, one)
+    audit_main(__doc__ or "", __file__, build, one, "three custody logs")
+
+
+def audit_main(
+    doc: str, script: str, build: Callable[[Path, int], None], one: TimedOnBuilt, what: str
+) -> None:
+    """The main of an audit benchmark: `script`'s data made by `build` and timed by `one`,
+    each scale in its own process; the table of `what`, the findings and the stages."""
+    args = verify_rate_args(doc, build, one)
     if args is None:
         return
     results = run_scales(
-        __file__,
+        script,
         args.scale or [100_000],
         ["--threads", str(args.threads)],
         repeat=args.repeat,
         built=True,
     )
     report(
-        f"audit (verify, rules, cross-log), vs raw PyNaCl verify on {args.threads} threads",
+        f"audit (verify, rules, cross-log) of {what}, vs raw PyNaCl verify on "
+        f"{args.threads} threads",
         "entries",
         "raw_verify",
         "raw verify/s",
