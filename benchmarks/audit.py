@@ -229,9 +229,10 @@ def timed_audit(data: Path, roster: Roster, threads: int) -> dict[str, object]:
 
 
 def stage_lines(run: dict[str, Any]) -> list[str]:
-    """Where one run's time went: before the first log (opening the store and the scratch),
-    then each log from its start to the next one's, its worker start-up included (with its
-    ratio against the run's raw rate), then the cross-log checks."""
+    """Where one run's time went: before the first log (opening the store and the scratch,
+    choosing the replay order), then each log from its start to the next one's (with its
+    ratio against the run's raw rate; the first also waits for the worker pool to start),
+    then the cross-log checks."""
     raw = run["raw_verify"]
     lines = [f"  before the first log: {run['start_seconds']:.2f} s"]
     for stage in run["stages"]:

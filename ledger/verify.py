@@ -364,6 +364,9 @@ class _Replay:
         except Fault as bad:
             held.pass_on(before=bad.index)
             raise
+        finally:
+            for future, _, _ in pending:  # after a fault: runs not started are not needed,
+                future.cancel()  # and shared workers would check them before the next log's
         held.pass_on()
         return result
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger import verify as verify_module
 from ledger.datadir import DataDir
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
-from ledger.run_checks import check_entries
+from ledger.run_checks import CheckedRun, check_entries
 from ledger.store import Head, Store, entry_key, tile_key
 from ledger.verify import (
     CHUNK,
@@ -420,3 +422,29 @@ def test_runs_cover_the_log_once_in_order_from_tile_boundaries(
             assert stop - start <= CHUNK
     if processes:  # each worker's first run is short, so the caller's in-order work starts
         assert all(stop - start <= CHUNK for _, _, start, stop in first)
+
+
+def test_a_fault_leaves_no_runs_queued_on_shared_workers(
+    bigger: DataDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a fault, the runs of that log not yet started are dropped, so the next log on
+    the same shared workers does not wait behind them."""
+    checked: list[int] = []
+    real = verify_module.check_stored_run
+
+    def slowly(*args: Any) -> CheckedRun:
+        time.sleep(0.05)  # two threads take two runs at a time
+        checked.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(verify_module, "check_stored_run", slowly)
+    log_id = bigger.own_log().log_id
+    with shared_workers(100, 2) as shared, _flipped(bigger, "entries", entry_key(log_id, 10), 100):
+        assert not shared.processes
+        with pytest.raises(IntegrityError) as fault:
+            verify_log(bigger.store, bigger.signer.verifier, shared=shared)
+        assert fault.value.index == 10
+        shared.pool.submit(int).result()  # whatever was already running has ended
+    # 5 runs were handed out (2 x 2 workers + 1); the fault in the first is found at about
+    # 50 ms, when the threads are starting the third and fourth: the fifth never runs
+    assert len(checked) <= 4
