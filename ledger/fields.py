@@ -450,7 +450,15 @@ class Body:
     def to_values(self) -> tuple[Any, ...]:
         """The field values in SCHEMA order, nested parts as their own values: a compact
         form in which a process can keep a record it has checked (see `_from_values`)."""
-        raise NotImplementedError  # compiled per class
+        values = []
+        for name, spec in self.SCHEMA.items():
+            value = getattr(self, name)
+            if isinstance(spec, Nested):
+                value = value.to_values()
+            elif isinstance(spec, ListOf) and isinstance(spec.item, Nested):
+                value = [item.to_values() for item in value]
+            values.append(value)
+        return tuple(values)
 
     @classmethod
     def _from_values(cls, values: Sequence[Any]) -> Self:

@@ -130,6 +130,12 @@ class _TileCheck:
             level += 1
 
 
+def _processes_from(*, busy: bool) -> int:
+    """Entries from which worker processes pay off: BUSY_PROCESS_THRESHOLD when the caller
+    replays rules on the verified entries meanwhile, else PROCESS_THRESHOLD."""
+    return BUSY_PROCESS_THRESHOLD if busy else PROCESS_THRESHOLD
+
+
 @dataclass(frozen=True, slots=True)
 class SharedWorkers:
     """Verify workers that several replays use in turn (an audit's logs), so that each log
@@ -149,7 +155,7 @@ def shared_workers(
     the verified entries meanwhile, as `verify_log`'s `on_verified` does), else threads.
     Processes are started at once, in the background."""
     count = threads or os.cpu_count() or 1
-    processes = entries >= (BUSY_PROCESS_THRESHOLD if busy else PROCESS_THRESHOLD)
+    processes = entries >= _processes_from(busy=busy)
     with worker_pool(count, processes=processes, started=threading.Event()) as pool:
         yield SharedWorkers(pool, count, processes)
 
@@ -180,11 +186,12 @@ def verify_log(
         if log_id is None:
             raise LogError(f"no log for {origin} in this store")
         size = store.head(txn, log_id).size
-        if processes_from is None:
-            processes_from = PROCESS_THRESHOLD if on_verified is None else BUSY_PROCESS_THRESHOLD
-        in_processes = size >= processes_from
         if shared is not None:
             workers, in_processes = shared.count, shared.processes
+        else:
+            if processes_from is None:
+                processes_from = _processes_from(busy=on_verified is not None)
+            in_processes = size >= processes_from
         # no starter thread beside an on_verified replay (it would hold the GIL against it),
         # nor beside shared workers (they are started once for all the replays)
         starts = in_processes and on_verified is None and shared is None
