@@ -183,10 +183,9 @@ def audit(
         try:
             auditor = _Auditor(store, txn, roster, scratch, tally, progress or _quiet)
             entries = sum(held[origin][1] for origin in chosen)
+            order = replay_order(store, txn, {o: held[o][:2] for o in chosen})
             with shared_workers(entries, threads, busy=True) as workers:  # one pool for all
-                for origin in replay_order(store, txn, {o: held[o][:2] for o in chosen}):
-                    log_id, size, _ = held[origin]
-                    logs.append(auditor.log(origin, log_id, size, workers))
+                logs = auditor.logs([(o, *held[o][:2]) for o in order], workers)
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
             auditor.cross(audited, as_of, overdue_days)

@@ -1,13 +1,14 @@
 """The per-log audit: verify a log, replay its records under every custody rule, note facts.
 
-`_Auditor` verifies each log with `verify_log` and, through `_RulesReplay`, replays the
+`_Auditor` verifies the logs with `verify_logs` and, through `_RulesReplay`, replays the
 verified entries into the scratch environment as they arrive; then it runs the cross-log
 checks over the facts it noted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from typing import Final
 
@@ -33,6 +34,7 @@ from ledger.audit_findings import (
 from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
 from ledger.custody_index import Index, LmdbTables, apply_record
 from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
+from ledger.keys import Verifier
 from ledger.records import (
     ActorRegister,
     ActorRevoke,
@@ -48,7 +50,8 @@ from ledger.records import (
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
-from ledger.verify import SharedWorkers, verify_log
+from ledger.verify import Progress as LogProgress
+from ledger.verify import SharedWorkers, Verified, VerifyReport, verify_logs
 
 #: Records replayed per scratch write transaction.
 COMMIT_EVERY: Final = 4096
@@ -63,7 +66,7 @@ Progress = Callable[[str, int, int], None]
 class _RulesReplay:
     """One log's rule replay into the scratch environment, fed runs of verified entries.
 
-    `verify_log` hands over each run once it is verified while workers check later ones,
+    `verify_logs` hands over each run once it is verified while workers check later ones,
     so the rules and the signatures run at the same time. The scratch commits every
     COMMIT_EVERY entries, keeping its transactions small.
     """
@@ -119,33 +122,61 @@ class _Auditor:
         self.scratch, self.tally, self.progress = scratch, tally, progress
         self.exports = ExportReader(store, txn, roster, scratch)
 
-    def log(self, origin: str, log_id: bytes, size: int, workers: SharedWorkers) -> LogAudit:
-        """Verify one log, then replay its records under the rules as far as it is intact."""
-        try:
-            key = self.roster.log_key(origin)
-        except RosterError as e:
-            message = f"{e}: the log cannot be verified"
-            listed = (("roster", self.roster.version),)
-            self.tally(Finding(UNVERIFIABLE, ROSTER_LISTED, origin, 0, message, listed))
-            return LogAudit(origin, size, 0, 0, False)
-        rules = _RulesReplay(self, origin, log_id, size)
-        stop = size
-        self.progress(f"audit {origin}", 0, size)  # its stage begins now, not at a first run
-        try:
-            verify_log(
-                self.store,
-                key,
-                shared=workers,
-                progress=lambda n: self.progress(f"audit {origin}", n, size),
-                on_verified=rules.feed,
-            )
-        except IntegrityError as e:
-            values = (("reason", e.reason),)
-            self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, e.index, str(e), values))
-            stop = min(stop, e.index)
-        except BaseException:
-            rules.abort()
-            raise
+    def logs(
+        self, logs: Sequence[tuple[str, bytes, int]], workers: SharedWorkers
+    ) -> list[LogAudit]:
+        """Verify each of `logs` (origin, log id, size) in turn and replay its records under
+        the rules as far as it is intact; a log whose origin the roster lacks is unverifiable.
+
+        `verify_logs` checks the next log's first runs while this one's last are replayed.
+        """
+        keys: dict[str, Verifier] = {}
+        refused: dict[str, RosterError] = {}  # reported at the log's turn, below
+        for origin, _, _ in logs:
+            try:
+                keys[origin] = self.roster.log_key(origin)
+            except RosterError as e:
+                refused[origin] = e
+        ids = {origin: log_id for origin, log_id, _ in logs}
+        replaying: list[_RulesReplay] = []  # the log being replayed, once its turn comes
+
+        def begin(origin: str, size: int) -> tuple[LogProgress, Verified]:
+            replaying[:] = [_RulesReplay(self, origin, ids[origin], size)]
+            label = f"audit {origin}"
+            self.progress(label, 0, size)  # its stage begins now, not at a first run
+            return (lambda n: self.progress(label, n, size)), replaying[0].feed
+
+        audits = []
+        verifiers = [keys[origin] for origin, _, _ in logs if origin in keys]
+        with closing(verify_logs(self.store, verifiers, workers, begin)) as outcomes:
+            for origin, _, size in logs:
+                if origin in refused:
+                    audits.append(self._unverifiable(origin, size, refused[origin]))
+                    continue
+                try:
+                    outcome = next(outcomes)
+                except BaseException:
+                    if replaying:
+                        replaying[0].abort()
+                    raise
+                audits.append(self._replayed(replaying[0], outcome))
+                replaying.clear()
+        return audits
+
+    def _unverifiable(self, origin: str, size: int, refused: RosterError) -> LogAudit:
+        """The finding for a log whose origin is not on the roster: it cannot be verified."""
+        message = f"{refused}: the log cannot be verified"
+        listed = (("roster", self.roster.version),)
+        self.tally(Finding(UNVERIFIABLE, ROSTER_LISTED, origin, 0, message, listed))
+        return LogAudit(origin, size, 0, 0, False)
+
+    def _replayed(self, rules: _RulesReplay, outcome: VerifyReport | IntegrityError) -> LogAudit:
+        """Close a log's rule replay at the end of its intact part, noting a fault."""
+        origin, size, stop = rules.origin, rules.size, rules.size
+        if isinstance(outcome, IntegrityError):
+            why, values = str(outcome), (("reason", outcome.reason),)
+            self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, outcome.index, why, values))
+            stop = min(stop, outcome.index)
         rules.close(stop)
         self.exports.verified[origin] = stop
         return LogAudit(origin, size, stop, 0, stop == size)

@@ -7,10 +7,10 @@ entries in parallel (`ledger.run_checks`), each reading its own runs from the st
 this process checks in order what is sequential: the chain between runs, the tree and
 the checkpoints. Big logs use worker processes (from a fork server, never forked from this
 process, which holds an open LMDB environment; threads would queue for the GIL behind
-each other's Python work);
-small ones use threads (libsodium releases the GIL), to spare the process start-up.
-Entries stream with a bounded number of runs in flight, so memory stays flat whatever
-the log size. The first bad index is reported.
+each other's Python work); small ones use threads (libsodium releases the GIL), to spare
+the process start-up. Entries stream with a bounded number of runs in flight, so memory
+stays flat whatever the log size. The first bad index is reported. `verify_logs` replays
+several logs on one pool, the runs of the next log following those of the one before.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import (
     BrokenExecutor,
     Executor,
@@ -138,8 +138,8 @@ def _processes_from(*, busy: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class SharedWorkers:
-    """Verify workers that several replays use in turn (an audit's logs), so that each log
-    does not start and stop a pool of its own: `count` processes, or threads."""
+    """Verify workers for the replays of several logs (`verify_logs`, an audit), so that
+    each log does not start and stop a pool of its own: `count` processes, or threads."""
 
     pool: Executor
     count: int
@@ -152,7 +152,7 @@ def shared_workers(
 ) -> Iterator[SharedWorkers]:
     """`threads` workers (default: one per core) for replays of `entries` in all: processes
     from PROCESS_THRESHOLD entries (BUSY_PROCESS_THRESHOLD when the caller replays rules on
-    the verified entries meanwhile, as `verify_log`'s `on_verified` does), else threads.
+    the verified entries meanwhile, as an `on_verified` does), else threads.
     Processes are started at once, in the background."""
     count = threads or os.cpu_count() or 1
     processes = entries >= _processes_from(busy=busy)
@@ -168,41 +168,28 @@ def verify_log(
     progress: Progress | None = None,
     processes_from: int | None = None,
     on_verified: Verified | None = None,
-    shared: SharedWorkers | None = None,
 ) -> VerifyReport:
     """Replay `verifier.name`'s log; raise IntegrityError naming the first bad index.
 
     `threads` workers (default: one per core) check runs of entries: processes for a log
     of at least `processes_from` entries (default PROCESS_THRESHOLD, or
-    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below; or the `shared` workers
-    (then `threads` and `processes_from` are theirs). `on_verified(start, raws)` gets
-    every entry before the first fault, in order, in runs, while later runs are still
+    BUSY_PROCESS_THRESHOLD with `on_verified`), threads below. `on_verified(start, raws)`
+    gets every entry before the first fault, in order, in runs, while later runs are still
     being checked: an audit replays the rules on them at the same time.
     """
     origin = verifier.name
     workers = threads or os.cpu_count() or 1
     with store.read() as txn:
-        log_id = store.log_id(txn, origin)
-        if log_id is None:
-            raise LogError(f"no log for {origin} in this store")
-        size = store.head(txn, log_id).size
-        if shared is not None:
-            workers, in_processes = shared.count, shared.processes
-        else:
-            if processes_from is None:
-                processes_from = _processes_from(busy=on_verified is not None)
-            in_processes = size >= processes_from
-        # no starter thread beside an on_verified replay (it would hold the GIL against it),
-        # nor beside shared workers (they are started once for all the replays)
-        starts = in_processes and on_verified is None and shared is None
+        log_id, size = _log_of(store, txn, origin)
+        if processes_from is None:
+            processes_from = _processes_from(busy=on_verified is not None)
+        in_processes = size >= processes_from
+        # no starter thread beside an on_verified replay (it would hold the GIL against it)
+        starts = in_processes and on_verified is None
         up = threading.Event()  # set once the worker processes are started
         with (
             worker_pool(1, processes=False) if starts else nullcontext() as starter,
-            (
-                nullcontext(shared.pool)
-                if shared is not None
-                else worker_pool(workers, processes=in_processes, started=up)
-            ) as pool,
+            worker_pool(workers, processes=in_processes, started=up) as pool,
         ):
             runs = _assign(
                 size,
@@ -213,14 +200,85 @@ def verify_log(
                 starter=starter,
                 ready=up.is_set,
             )
+            pipeline = _Pipeline(
+                (_Run(0, w, source, log_id, verifier, a, b) for w, source, a, b in runs),
+                2 * workers + 1,
+            )
             try:
                 replay = _Replay(txn, store, log_id, verifier)
-                root, count = replay.run(runs, 2 * workers + 1, progress, on_verified)
+                root, count = replay.run(pipeline, 0, progress, on_verified)
             except Fault as bad:
                 raise IntegrityError(origin, bad.index, bad.reason) from None
             except BrokenExecutor as e:
                 raise WorkerError(f"{origin}: a verify worker stopped: {e}") from e
+            finally:
+                pipeline.close()
     return VerifyReport(origin, size, root, count)
+
+
+#: What `verify_logs` asks of its caller as each log's turn comes (its origin and size):
+#: that log's progress callback and `on_verified`, either may be None.
+Begin = Callable[[str, int], tuple[Progress | None, Verified | None]]
+
+
+def verify_logs(
+    store: Store, verifiers: Sequence[Verifier], shared: SharedWorkers, begin: Begin
+) -> Generator[VerifyReport | IntegrityError, None, None]:
+    """`verify_log` for each of `verifiers`' logs in turn, on the `shared` workers: each
+    log's report, or the IntegrityError naming its first bad index, in order.
+
+    The runs of all the logs go to the workers as one stream, so the next log's first runs
+    are checked while this process still takes the last ones of the log before (an audit
+    of many small logs otherwise left the cores idle at each log's start and end). `begin`
+    is called when a log's turn comes, once the caller has taken the outcome of the one
+    before. A fault drops the runs of its log not yet taken; a worker that dies raises
+    WorkerError. Close the iterator when leaving it early.
+    """
+    with store.read() as txn:
+        logs = [(verifier, *_log_of(store, txn, verifier.name)) for verifier in verifiers]
+
+        def runs() -> Iterator[_Run]:
+            for n, (verifier, log_id, size) in enumerate(logs):
+                assigned = _assign(
+                    size,
+                    store,
+                    shared.pool,
+                    processes=shared.processes,
+                    workers=shared.count,
+                    starter=None,
+                    ready=lambda: True,
+                )
+                for worker, source, start, stop in assigned:
+                    if n in pipeline.dropped:
+                        break
+                    yield _Run(n, worker, source, log_id, verifier, start, stop)
+
+        pipeline = _Pipeline(runs(), 2 * shared.count + 1)
+        origin = ""
+        try:
+            for n, (verifier, log_id, size) in enumerate(logs):
+                origin = verifier.name
+                progress, on_verified = begin(origin, size)
+                try:
+                    replay = _Replay(txn, store, log_id, verifier)
+                    root, count = replay.run(pipeline, n, progress, on_verified)
+                except Fault as bad:
+                    pipeline.drop(n)
+                    yield IntegrityError(origin, bad.index, bad.reason)
+                    continue
+                yield VerifyReport(origin, size, root, count)
+        except BrokenExecutor as e:
+            raise WorkerError(f"{origin}: a verify worker stopped: {e}") from e
+        finally:
+            pipeline.close()
+
+
+def _log_of(store: Store, txn: lmdb.Transaction, origin: str) -> tuple[bytes, int]:
+    """The id and size of `origin`'s log; LogError when the store holds none."""
+    log_id = store.log_id(txn, origin)
+    if log_id is None:
+        raise LogError(f"no log for {origin} in this store")
+    return log_id, store.head(txn, log_id).size
 
 
 #: One run to check: by whom, reading from where (a thread reads through the Store, a
@@ -297,6 +355,56 @@ def check_stored_run(
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run handed to a worker: the place of its log in the replay, who checks it, where
+    it reads from, its log, and its bounds."""
+
+    log: int
+    worker: Executor
+    source: Store | str
+    log_id: bytes
+    verifier: Verifier
+    start: int
+    stop: int
+
+
+class _Pipeline:
+    """Runs handed to their workers in order, at most `in_flight` pending at once, and
+    taken back in the same order: the runs of one log, or of several logs in turn."""
+
+    def __init__(self, runs: Iterator[_Run], in_flight: int) -> None:
+        self._runs, self._in_flight = runs, in_flight
+        self._pending: deque[tuple[_Run, Future[CheckedRun]]] = deque()
+        #: Logs whose runs are no longer wanted: no more of them are handed out.
+        self.dropped: set[int] = set()
+
+    def take(self, log: int) -> tuple[_Run, Future[CheckedRun]] | None:
+        """The next run of `log` (the log being replayed) and its outcome to come, after
+        handing out runs up to `in_flight`; None once `log` has no run left."""
+        pending = self._pending
+        while len(pending) < self._in_flight and (run := next(self._runs, None)) is not None:
+            future = run.worker.submit(
+                check_stored_run, run.source, run.log_id, run.verifier, run.start, run.stop
+            )
+            pending.append((run, future))
+        if pending and pending[0][0].log == log:
+            return pending.popleft()
+        return None
+
+    def drop(self, log: int) -> None:
+        """Hand out no more runs of `log` and cancel those not started: after a fault they
+        are not needed, and shared workers would check them before the next log's."""
+        self.dropped.add(log)
+        while self._pending and self._pending[0][0].log == log:
+            self._pending.popleft()[1].cancel()
+
+    def close(self) -> None:
+        """Cancel every run not yet started (the replay has ended, or failed)."""
+        while self._pending:
+            self._pending.popleft()[1].cancel()
+
+
 class _Handover:
     """Runs waiting to go to `on_verified`, in order, once nothing later can fault them."""
 
@@ -337,43 +445,33 @@ class _Replay:
 
     def run(
         self,
-        runs: Iterator[Assignment],
-        in_flight: int,
+        pipeline: _Pipeline,
+        log: int,
         progress: Progress | None,
         on_verified: Verified | None = None,
     ) -> tuple[bytes, int]:
-        """Hand runs to their workers, at most `in_flight` at once; take the results in order.
+        """Take the runs of `log` from the `pipeline` in order, as their workers check them.
 
         Workers read their own runs. Each verified run goes to `on_verified` one run late
-        (the end-of-log checks can still fault the last entry); on a fault, every entry
-        before it goes first.
+        (the end-of-log checks can still fault the last entry); on a fault, the log's runs
+        not started are dropped and every entry before it goes first.
         """
-        pending: deque[tuple[Future[CheckedRun], int, int]] = deque()
         held = _Handover(on_verified)
         try:
-            while True:
-                while len(pending) < in_flight and (assigned := next(runs, None)) is not None:
-                    worker, source, start, stop = assigned
-                    future = worker.submit(
-                        check_stored_run, source, self.log_id, self.verifier, start, stop
-                    )
-                    pending.append((future, start, stop))
-                if not pending:
-                    break
-                future, start, stop = pending.popleft()
+            while (taken := pipeline.take(log)) is not None:
+                run, future = taken
                 if on_verified is not None:
-                    held.hold(start, read_run(self.txn, self.store, self.log_id, start, stop)[0])
+                    raws = read_run(self.txn, self.store, self.log_id, run.start, run.stop)[0]
+                    held.hold(run.start, raws)
                 self.add(future.result())
                 held.pass_on(keep=1)
                 if progress is not None:
                     progress(self.rng.size)
             result = self.finish()
         except Fault as bad:
+            pipeline.drop(log)
             held.pass_on(before=bad.index)
             raise
-        finally:
-            for future, _, _ in pending:  # after a fault: runs not started are not needed,
-                future.cancel()  # and shared workers would check them before the next log's
         held.pass_on()
         return result
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -26,10 +26,12 @@ from ledger.verify import (
     CHUNK,
     PROCESS_CHUNK,
     STARTER_ENTRIES,
+    SharedWorkers,
     VerifyReport,
     _assign,
     shared_workers,
     verify_log,
+    verify_logs,
 )
 from tests.conftest import mine_body
 
@@ -227,8 +229,8 @@ def bigger(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 def _both_paths(node: DataDir) -> list[object]:
     """The outcome of a replay in worker processes, then of one in threads, each handing
     entries to `on_verified`; then of one in processes without it (a starter thread
-    checks the first entries until a worker is up), and of two in turn on one pool of
-    shared workers, which must equal the first.
+    checks the first entries until a worker is up), and of the log twice in one
+    `verify_logs` on shared workers, each of which must equal the first.
 
     Each also checks what `on_verified` was handed: every entry before the first fault
     (all of them on a clean log), in order, each exactly as stored.
@@ -263,21 +265,27 @@ def _both_paths(node: DataDir) -> list[object]:
     assert started == outcomes[0]
     with shared_workers(node.own_log().size(), 2, busy=True) as shared:
         assert shared.processes
-        for _ in range(2):  # one pool, two replays in turn (as an audit's logs)
-            kept: list[bytes] = []
+        kept: list[list[bytes]] = []  # what each log's turn handed on
 
-            def keep(start: int, raws: list[bytes], kept: list[bytes] = kept) -> None:
+        def begin(origin: str, size: int) -> tuple[None, Callable[[int, list[bytes]], None]]:
+            assert (origin, size) == (node.origin, len(stored))
+            kept.append([])
+
+            def keep(start: int, raws: list[bytes], kept: list[bytes] = kept[-1]) -> None:
                 assert start == len(kept)
                 kept.extend(raws)
 
-            try:
-                again: object = verify_log(
-                    node.store, node.signer.verifier, shared=shared, on_verified=keep
-                )
-            except IntegrityError as e:
-                again = (e.index, e.reason)
-            assert again == outcomes[0]
-            assert kept == (stored if isinstance(again, VerifyReport) else stored[: outcomes[0][0]])
+            return None, keep
+
+        # one pool, the log twice in one stream (as an audit's logs): the second's first
+        # runs are handed out before the first's last are taken back
+        twice = verify_logs(node.store, [node.signer.verifier] * 2, shared, begin)
+        for n, again in enumerate(twice):
+            seen = (again.index, again.reason) if isinstance(again, IntegrityError) else again
+            assert seen == outcomes[0]
+            intact = again.index if isinstance(again, IntegrityError) else len(stored)
+            assert kept[n] == stored[:intact]
+        assert len(kept) == 2
     return outcomes
 
 
@@ -441,10 +449,64 @@ def test_a_fault_leaves_no_runs_queued_on_shared_workers(
     log_id = bigger.own_log().log_id
     with shared_workers(100, 2) as shared, _flipped(bigger, "entries", entry_key(log_id, 10), 100):
         assert not shared.processes
-        with pytest.raises(IntegrityError) as fault:
-            verify_log(bigger.store, bigger.signer.verifier, shared=shared)
-        assert fault.value.index == 10
-        shared.pool.submit(int).result()  # whatever was already running has ended
-    # 5 runs were handed out (2 x 2 workers + 1); the fault in the first is found at about
-    # 50 ms, when the threads are starting the third and fourth: the fifth never runs
-    assert len(checked) <= 4
+        twice = [bigger.signer.verifier] * 2
+        with closing(verify_logs(bigger.store, twice, shared, lambda _o, _n: (None, None))) as out:
+            fault = next(out)  # the second log's turn has not come: none of its runs is out
+            assert isinstance(fault, IntegrityError)
+            assert fault.index == 10
+            shared.pool.submit(int).result()  # whatever was already running has ended
+            # 5 runs were handed out (2 x 2 workers + 1); the fault in the first is found
+            # at about 50 ms, when the threads are starting the third and fourth: the fifth
+            # never runs
+            assert len(checked) <= 4
+
+
+class _Recorder(ThreadPoolExecutor):
+    """A one-thread pool that notes the start of each run submitted to it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submitted: list[tuple[bytes, int]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted.append((args[1], args[3]))  # log id, start
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_the_next_log_s_runs_are_out_before_the_last_run_of_a_log_is_taken(
+    built: DataDir,
+) -> None:
+    """verify_logs hands the workers the next log's first runs while it still takes back the
+    last ones of the log before, so the workers do not wait at each log's start."""
+    pool = _Recorder()
+    shared = SharedWorkers(pool, 2, False)
+    taken: list[tuple[int, int]] = []  # (log's turn, entries handed on so far)
+    turns: list[str] = []
+
+    def begin(origin: str, size: int) -> tuple[None, Callable[[int, list[bytes]], None]]:
+        turns.append(origin)
+        turn = len(turns) - 1
+        return None, lambda start, raws: taken.append((turn, len(pool.submitted)))
+
+    with pool, closing(verify_logs(built.store, [built.signer.verifier] * 2, shared, begin)) as out:
+        reports = list(out)
+    assert all(isinstance(r, VerifyReport) and r.size == SIZE for r in reports)
+    log_id = built.own_log().log_id
+    runs = len(
+        list(
+            _assign(
+                SIZE,
+                built.store,
+                pool,
+                processes=False,
+                workers=2,
+                starter=None,
+                ready=lambda: True,
+            )
+        )
+    )
+    assert pool.submitted == [(log_id, start) for start in range(0, SIZE, CHUNK)] * 2
+    assert len(pool.submitted) == 2 * runs
+    # when the first log's last run was handed on, the second's first runs were out
+    last_of_first = [submitted for turn, submitted in taken if turn == 0][-1]
+    assert last_of_first > runs
