@@ -139,11 +139,13 @@ def _processes_from(*, busy: bool) -> int:
 @dataclass(frozen=True, slots=True)
 class SharedWorkers:
     """Verify workers for the replays of several logs (`verify_logs`, an audit), so that
-    each log does not start and stop a pool of its own: `count` processes, or threads."""
+    each log does not start and stop a pool of its own: `count` processes, or threads;
+    `started` is set once they are up."""
 
     pool: Executor
     count: int
     processes: bool
+    started: threading.Event
 
 
 @contextmanager
@@ -156,8 +158,9 @@ def shared_workers(
     Processes are started at once, in the background."""
     count = threads or os.cpu_count() or 1
     processes = entries >= _processes_from(busy=busy)
-    with worker_pool(count, processes=processes, started=threading.Event()) as pool:
-        yield SharedWorkers(pool, count, processes)
+    started = threading.Event()
+    with worker_pool(count, processes=processes, started=started) as pool:
+        yield SharedWorkers(pool, count, processes, started)
 
 
 def verify_log(
@@ -233,8 +236,16 @@ def verify_logs(
     is called when a log's turn comes, once the caller has taken the outcome of the one
     before. A fault drops the runs of its log not yet taken; a worker that dies raises
     WorkerError. Close the iterator when leaving it early.
+
+    Until the worker processes are up (about 0.1 s), a thread of this process checks the
+    first runs, as `verify_log`'s starter does: nothing is verified yet for this process
+    to replay meanwhile, so it holds the GIL against no one.
     """
-    with store.read() as txn:
+    starts = shared.processes and not shared.started.is_set()
+    with (
+        store.read() as txn,
+        worker_pool(1, processes=False) if starts else nullcontext() as starter,
+    ):
         logs = [(verifier, *_log_of(store, txn, verifier.name)) for verifier in verifiers]
 
         def runs() -> Iterator[_Run]:
@@ -245,8 +256,8 @@ def verify_logs(
                     shared.pool,
                     processes=shared.processes,
                     workers=shared.count,
-                    starter=None,
-                    ready=lambda: True,
+                    starter=starter,
+                    ready=shared.started.is_set,
                 )
                 for worker, source, start, stop in assigned:
                     if n in pipeline.dropped:

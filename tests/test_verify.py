@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -479,7 +480,7 @@ def test_the_next_log_s_runs_are_out_before_the_last_run_of_a_log_is_taken(
     """verify_logs hands the workers the next log's first runs while it still takes back the
     last ones of the log before, so the workers do not wait at each log's start."""
     pool = _Recorder()
-    shared = SharedWorkers(pool, 2, False)
+    shared = SharedWorkers(pool, 2, False, threading.Event())
     taken: list[tuple[int, int]] = []  # (log's turn, entries handed on so far)
     turns: list[str] = []
 
