@@ -62,6 +62,21 @@ def cross_check(
     reported one, confirms that the shipment arrived. `audited` holds the Participant
     codes whose logs were replayed: an export is overdue only when its destination's was.
     """
+    if len(exports) == 1 == len(imports):  # the usual certificate: sent once, received once
+        e, i = exports[0], imports[0]
+        if e.void_index is None and e.index == i.export_index and e.origin == i.export_origin:
+            return []  # one import (no second), of this unvoided export (not overdue)
+    return _all_findings(exports, imports, audited, as_of, overdue_days)
+
+
+def _all_findings(
+    exports: Sequence[ExportFact],
+    imports: Sequence[ImportFact],
+    audited: frozenset[str],
+    as_of: str,
+    overdue_days: int,
+) -> list[Finding]:
+    """`cross_check` for any facts: each check in full."""
     accepted = sorted(
         (i for i in imports if not i.flagged), key=lambda i: (i.time_ms, i.origin, i.index)
     )

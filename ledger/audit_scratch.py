@@ -42,18 +42,19 @@ class _Scratch:
     def facts(self, txn: lmdb.Transaction, db: str) -> Iterator[tuple[str, list[Any]]]:
         """Rows of `db` grouped by certificate number, in number order."""
         group: list[Any] = []
-        current = None
+        current = b""
         with txn.cursor(db=self.dbs[db]) as cur:
-            for key, value in cur:
-                number = bytes(key).split(b"\x00", 1)[0].decode()
-                if number != current and group:
-                    assert current is not None
-                    yield current, group
-                    group = []
-                current = number
+            for raw_key, value in cur:
+                key = bytes(raw_key)  # bytes already (no buffers): bytes() returns it as is
+                number = key[: key.find(b"\x00")]
+                if number != current:
+                    if group:
+                        yield current.decode(), group
+                        group = []
+                    current = number
                 group.append(_unpack(bytes(value)))
-        if group and current is not None:
-            yield current, group
+        if group:
+            yield current.decode(), group
 
 
 def _fact_key(certificate: str, origin: str, index: int) -> bytes:

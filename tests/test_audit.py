@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from ledger import audit_exports, merkle
 from ledger.audit import (
@@ -27,6 +29,7 @@ from ledger.audit import (
     audit,
     cross_check,
 )
+from ledger.audit_facts import _all_findings
 from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.entry import parse_entry
@@ -424,6 +427,71 @@ def test_cross_log_checks_on_facts() -> None:
     assert where(cross_check([export_fact], [], **kw)) == {("export.overdue", "BW", 3)}
     assert cross_check([export_fact], [], **(kw | {"audited": frozenset({"IN"})})) == []
     assert cross_check([voided], [], **kw) == []
+
+
+_CODES = st.sampled_from(["BW", "EU", "IN"])
+
+
+@st.composite
+def _facts(draw: st.DrawFn) -> tuple[list[ExportFact], list[ImportFact]]:
+    """Exports and imports of one certificate: one of each most often, each import naming
+    one of the exports, or missing it by its origin or by its index (all overdue unless
+    imported or voided)."""
+    exports = [
+        ExportFact(
+            "BW-2026-000001",
+            origin(draw(_CODES)),
+            draw(st.integers(0, 1)),
+            draw(_CODES),
+            "2026-01-01",
+            draw(st.booleans()),
+            draw(st.none() | st.just(3)),
+        )
+        for _ in range(draw(st.sampled_from([1, 1, 0, 2])))
+    ]
+    imports = []
+    for _ in range(draw(st.sampled_from([1, 1, 0, 2]))):
+        named = draw(st.sampled_from(exports)) if exports else None
+        ref = (origin("BW"), 0) if named is None else (named.origin, named.index)
+        miss = draw(st.sampled_from(["none", "origin", "index"]))
+        if miss == "origin":
+            ref = (origin("IN") if ref[0] != origin("IN") else origin("EU"), ref[1])
+        elif miss == "index":
+            ref = (ref[0], ref[1] + 1)
+        imports.append(
+            ImportFact(
+                "BW-2026-000001",
+                origin(draw(_CODES)),
+                draw(st.integers(0, 2)),
+                *ref,
+                draw(st.integers(0, 3)),
+                draw(st.booleans()),
+                draw(st.booleans()),
+            )
+        )
+    return exports, imports
+
+
+_SENT = ExportFact("BW-2026-000001", origin("BW"), 1, "EU", "2026-01-01", False)
+_GOT = ImportFact("BW-2026-000001", origin("EU"), 2, origin("BW"), 1, 10, False, True)
+_ALL = frozenset({"BW", "EU", "IN"})
+
+
+@settings(max_examples=500)  # cheap examples; each mistake in the shortcut is a rare shape
+@given(_facts(), st.sampled_from([_ALL, frozenset()]) | st.sets(_CODES).map(frozenset))
+@example(([dataclasses.replace(_SENT, void_index=3)], [_GOT]), _ALL)  # imported, voided
+@example(([_SENT], [dataclasses.replace(_GOT, export_origin=origin("IN"))]), _ALL)  # overdue
+@example(([_SENT], [dataclasses.replace(_GOT, export_index=0)]), _ALL)  # overdue
+@example(([_SENT], [_GOT, dataclasses.replace(_GOT, index=3, time_ms=11)]), _ALL)  # twice
+def test_the_quick_cross_check_finds_what_the_full_one_does(
+    facts: tuple[list[ExportFact], list[ImportFact]], audited: frozenset[str]
+) -> None:
+    """The shortcut for a certificate sent once and received once changes no finding."""
+    exports, imports = facts
+    full = _all_findings(exports, imports, audited, "2026-05-01", 30)
+    assert (
+        cross_check(exports, imports, audited=audited, as_of="2026-05-01", overdue_days=30) == full
+    )
 
 
 # -- the command --------------------------------------------------------------------------
