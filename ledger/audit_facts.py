@@ -62,21 +62,8 @@ def cross_check(
     reported one, confirms that the shipment arrived. `audited` holds the Participant
     codes whose logs were replayed: an export is overdue only when its destination's was.
     """
-    if len(exports) == 1 == len(imports):  # the usual certificate: sent once, received once
-        e, i = exports[0], imports[0]
-        if e.void_index is None and e.index == i.export_index and e.origin == i.export_origin:
-            return []  # one import (no second), of this unvoided export (not overdue)
-    return _all_findings(exports, imports, audited, as_of, overdue_days)
-
-
-def _all_findings(
-    exports: Sequence[ExportFact],
-    imports: Sequence[ImportFact],
-    audited: frozenset[str],
-    as_of: str,
-    overdue_days: int,
-) -> list[Finding]:
-    """`cross_check` for any facts: each check in full."""
+    if _received_once(exports, imports):  # the usual certificate: nothing to find
+        return []
     accepted = sorted(
         (i for i in imports if not i.flagged), key=lambda i: (i.time_ms, i.origin, i.index)
     )
@@ -90,6 +77,15 @@ def _all_findings(
         and e.destination in audited
     ]
     return found + [f for f in (*voided, *late) if f is not None]
+
+
+def _received_once(exports: Sequence[ExportFact], imports: Sequence[ImportFact]) -> bool:
+    """True for one export and one import of it, unvoided: no second import, no voided
+    export imported, nothing overdue, so `cross_check` has no finding to make."""
+    if len(exports) != 1 or len(imports) != 1:
+        return False
+    e, i = exports[0], imports[0]
+    return e.void_index is None and e.index == i.export_index and e.origin == i.export_origin
 
 
 def _twice(later: ImportFact, first: ImportFact) -> Finding:
