@@ -148,7 +148,8 @@ class _Auditor:
 
         audits = []
         verifiers = [keys[origin] for origin, _, _ in logs if origin in keys]
-        with closing(verify_logs(self.store, verifiers, workers, begin)) as outcomes:
+        replays = verify_logs(self.store, verifiers, workers, begin, snapshot=self.txn)
+        with closing(replays) as outcomes:
             for origin, _, size in logs:
                 if origin in refused:
                     audits.append(self._unverifiable(origin, size, refused[origin]))

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from ledger import audit as audit_module
 from ledger import audit_exports, audit_facts, merkle
 from ledger.audit import (
     INTEGRITY,
@@ -327,6 +328,34 @@ def test_a_flipped_byte_is_an_integrity_finding_at_its_entry(network: Network) -
     )
 
 
+def test_entries_appended_during_an_audit_are_left_for_the_next(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit reads every log in the snapshot it started with: an entry a writer appends
+    meanwhile is neither audited nor an error."""
+    holder = network.gather()
+
+    def eu_size() -> int:
+        with holder.store.read() as txn:
+            log_id = holder.store.log_id(txn, origin("EU"))
+            assert log_id is not None
+            return holder.store.head(txn, log_id).size
+
+    before = eu_size()
+    choose = audit_module.replay_order
+
+    def appending_first(*args: Any) -> list[str]:
+        network.write("EU", "2026-03-12", actor("IMP-9", "importer"))  # after the snapshot
+        return choose(*args)
+
+    monkeypatch.setattr(audit_module, "replay_order", appending_first)
+    report, found = audited(holder, network.roster)
+    assert found == []
+    eu = next(log for log in report.logs if log.origin == origin("EU"))
+    assert (eu.size, eu.replayed, eu.intact) == (before, before, True)
+    assert eu_size() == before + 1  # it was appended: the next audit's
+
+
 def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: Network) -> None:
     """Without Russia's log its certificate's imports cannot be checked, a second one is caught;
     a log whose origin is not on the roster cannot be verified at all."""
@@ -337,17 +366,21 @@ def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: 
     )
     holder = network.gather(skip=("RU",))
     stranger = DataDir.init(holder.path.parent / "ZA", "ZA", NET)
-    log = stranger.own_log()
-    log.append("parcel.mine", mined("Z1", 1_00, origin="ZA").to_body())
+    log = stranger.own_log()  # one import: replayed last, the logs importing least go first
+    log.append(
+        "import",
+        imported(network.ref("RU", 3), "RU-2026-000001", "Z1", 1_00, "2026-04-22").to_body(),
+    )
     Replica(holder.store, log.verifier).accept(list(log.entries()), log.checkpoint())
     stranger.close()
     report, found = audited(holder, network.roster)
-    assert {(f.kind, f.rule, f.origin.rpartition("/")[2], f.index) for f in found} == {
+    # in the order found: log by log in replay order, ZA's at its turn; then across logs
+    assert [(f.kind, f.rule, f.origin.rpartition("/")[2], f.index) for f in found] == [
         (UNVERIFIABLE, "import.proof", "EU", 3),
         (UNVERIFIABLE, "import.proof", "IN", 2),
-        (VIOLATION, "import.once", "IN", 2),
         (UNVERIFIABLE, "roster.listed", "ZA", 0),
-    }
+        (VIOLATION, "import.once", "IN", 2),
+    ]
     unheld = [f for f in found if f.rule == "import.proof"]
     assert all("kp.example/RU's log is not held here" in f.message for f in unheld)
     za = report.logs[-1]

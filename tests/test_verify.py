@@ -6,7 +6,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,8 +21,10 @@ from ledger.datadir import DataDir
 from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.errors import IntegrityError
 from ledger.keys import Signer
+from ledger.log import Log
+from ledger.replica import Replica
 from ledger.run_checks import CheckedRun, check_entries
-from ledger.store import Head, Store, entry_key, tile_key
+from ledger.store import Head, Store, checkpoint_key, entry_key, tile_key
 from ledger.verify import (
     CHUNK,
     PROCESS_CHUNK,
@@ -278,8 +280,8 @@ def _both_paths(node: DataDir) -> list[object]:
 
             return None, keep
 
-        # one pool, the log twice in one stream (as an audit's logs): the second's first
-        # runs are handed out before the first's last are taken back
+        # one pool, the log twice in one stream (as an audit's logs); that the second's
+        # first runs go out early is test_the_next_log_s_runs_are_out_before...'s to show
         twice = verify_logs(node.store, [node.signer.verifier] * 2, shared, begin)
         for n, again in enumerate(twice):
             seen = (again.index, again.reason) if isinstance(again, IntegrityError) else again
@@ -455,11 +457,72 @@ def test_a_fault_leaves_no_runs_queued_on_shared_workers(
             fault = next(out)  # the second log's turn has not come: none of its runs is out
             assert isinstance(fault, IntegrityError)
             assert fault.index == 10
-            shared.pool.submit(int).result()  # whatever was already running has ended
+            idle = threading.Barrier(shared.count)  # every worker thread at it: none is busy
+            wait([shared.pool.submit(idle.wait) for _ in range(shared.count)])
             # 5 runs were handed out (2 x 2 workers + 1); the fault in the first is found
             # at about 50 ms, when the threads are starting the third and fourth: the fifth
             # never runs
             assert len(checked) <= 4
+
+
+@contextmanager
+def _garbage_checkpoint_at_zero(node: DataDir, log_id: bytes) -> Iterator[None]:
+    """A stored checkpoint at size 0 that does not parse: the replay faults before its
+    first run."""
+    key, db = checkpoint_key(log_id, 0), node.store.db("checkpoints")
+    with node.store.write() as txn:
+        txn.put(key, b"garbage", db=db)
+    try:
+        yield
+    finally:
+        with node.store.write() as txn:
+            txn.delete(key, db=db)
+
+
+@pytest.fixture(scope="module")
+def two_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataDir, Signer]:
+    """Botswana's node holding its log of 1,500 entries and a copy of Namibia's of 700."""
+    path = tmp_path_factory.mktemp("two")
+    node = _log_in_batches(path, 1_500, 250)
+    other = DataDir.init(path / "na", "NA", "kp.example")
+    log = other.own_log()
+    log.append_many([("parcel.mine", mine_body(i)) for i in range(700)])
+    Replica(node.store, log.verifier).accept(list(log.entries()), log.checkpoint())
+    other.close()
+    return node, other.signer
+
+
+@pytest.mark.parametrize("fault", ["before its first run", "at entry 10"])
+def test_a_log_that_faults_leaves_the_next_log_s_replay_whole(
+    two_logs: tuple[DataDir, Signer], fault: str
+) -> None:
+    """A fault in one log, found before any of its runs was taken or with its runs out,
+    changes nothing for the log after it: that one is verified whole, every entry handed on."""
+    node, namibia = two_logs
+    log_id = node.own_log().log_id
+    planted = (
+        _garbage_checkpoint_at_zero(node, log_id)
+        if fault == "before its first run"
+        else _flipped(node, "entries", entry_key(log_id, 10), 100)
+    )
+    handed: dict[str, list[bytes]] = {}
+
+    def begin(origin: str, size: int) -> tuple[None, Callable[[int, list[bytes]], None]]:
+        kept = handed.setdefault(origin, [])
+        return None, lambda start, raws: kept.extend(raws)
+
+    verifiers = [node.signer.verifier, namibia.verifier]
+    with (
+        shared_workers(100, 2) as shared,
+        planted,
+        closing(verify_logs(node.store, verifiers, shared, begin)) as out,
+    ):
+        first, second = list(out)
+    assert isinstance(first, IntegrityError)
+    assert first.index == (0 if fault == "before its first run" else 10)
+    copy = Log(node.store, namibia.verifier)
+    assert second == VerifyReport(namibia.name, 700, copy.root(), 1)
+    assert handed[namibia.name] == list(copy.entries())
 
 
 class _Recorder(ThreadPoolExecutor):
