@@ -40,7 +40,9 @@ def audit_command(
         Path | None,
         typer.Option("--html", help="Also write a self-contained HTML report to this file."),
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Signature threads (default: cores).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=0, help="Signature threads (default, or 0: one per core).")
+    ] = None,
     scratch: Annotated[
         Path | None,
         typer.Option(help="Where the temporary replay state goes (default: the data directory)."),

@@ -135,7 +135,9 @@ def key(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
 def verify(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
-    threads: Annotated[int | None, typer.Option(help="Signature threads (default: cores).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=0, help="Signature threads (default, or 0: one per core).")
+    ] = None,
 ) -> None:
     """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint."""
     node = open_data(data)

@@ -116,8 +116,11 @@ class Store:
     ):
         """Open (or with `create`, make) the store at `path`; `readonly` for processes that
         only read (verify workers), which then never take the writer's lock."""
-        if not create and not (path / "data.mdb").exists():
+        data = path / "data.mdb"
+        if not create and not data.exists():
             raise NotInitialisedError(f"no ledger store at {path} (run `kimberley init`)")
+        if not create and data.stat().st_size == 0:  # LMDB would make a new store of it
+            raise StoreError(f"LMDB store at {path}: data.mdb is empty (0 bytes)")
         try:
             if not readonly:
                 path.mkdir(parents=True, exist_ok=True)
@@ -129,6 +132,8 @@ class Store:
                 metasync=True,
                 readonly=readonly,
             )
+            self.path = path
+            self._check_length(data)  # before any page past the meta pages is read
             self.dbs: dict[str, lmdb._Database] = {}
             for name in _DB_NAMES:
                 try:
@@ -137,7 +142,18 @@ class Store:
                     continue
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
-        self.path = path
+
+    def _check_length(self, data: Path) -> None:
+        """Refuse a data file shorter than the pages its header says are in use: reading
+        a page past its end would kill the process (SIGBUS) instead of raising."""
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        length = data.stat().st_size
+        if length < used:
+            self.env.close()
+            raise StoreError(
+                f"LMDB store at {self.path}: data.mdb is {length:,} bytes but its pages run to "
+                f"{used:,}: the file was truncated (restore it, or sync the logs again)"
+            )
 
     def close(self) -> None:
         """Close the environment; further use raises."""

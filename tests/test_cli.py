@@ -172,3 +172,15 @@ def test_init_refuses_an_existing_directory(data: str, capsys: pytest.CaptureFix
     assert code == 1
     assert "refusing to overwrite" in err
     assert run(capsys, "log", "key", "--data", data)[1] == key
+
+
+def test_a_negative_thread_count_is_a_usage_error(
+    data: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threads below 0 is refused in one line (0 means one per core), not a traceback."""
+    for command in (["audit"], ["log", "verify"]):
+        code, _, err = run(capsys, *command, "--threads", "-3", "--data", data)
+        assert code == 2
+        assert err.strip().startswith("error:")
+        assert "threads" in err
+        assert "Traceback" not in err

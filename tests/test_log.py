@@ -216,3 +216,20 @@ def test_entry_runs_read_what_is_stored_and_stop_at_the_first_gap(
     finally:
         txn.abort()  # the fixture's log stays whole for the next example
     assert got == (want, gap)
+
+
+def test_a_truncated_or_empty_data_file_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """A data file cut short (a bad copy, a full disk) is refused with a StoreError naming
+    it, before any read could run past its end and kill the process; an empty one is not
+    silently made into a new store."""
+    node = DataDir.init(tmp_path / "bw", "BW", "kp.example")
+    node.own_log().append_many([("parcel.mine", mine_body(i)) for i in range(2_000)])
+    node.close()
+    data = tmp_path / "bw" / "store" / "data.mdb"
+    whole = data.stat().st_size
+    for cut, problem in ((whole // 2, "was truncated"), (0, "is empty")):
+        with open(data, "r+b") as f:
+            f.truncate(cut)
+        with pytest.raises(StoreError, match=problem):
+            DataDir.open(tmp_path / "bw")
+        assert data.stat().st_size == cut
