@@ -15,9 +15,11 @@ After every log, the cross-log checks, over a few fields per certificate kept in
 scratch environment too: a certificate is imported at most once on all the logs; an
 import's export was not voided; an export neither imported nor voided more than
 ``overdue_days`` after its issue date (as of ``as_of``, by default the date of the latest
-entry in any held log) is overdue. Destination, expiry and "received carats match the
-certificate unless a discrepancy is recorded" need both logs too; they are checked while
-the importer's log is replayed, against the export entry itself.
+entry in any held log) is overdue: a violation of its exporter, or ``unverifiable`` when
+the destination's log was not replayed to its end (its import may lie past the fault).
+Destination, expiry and "received carats match the certificate unless a discrepancy is
+recorded" need both logs too; they are checked while the importer's log is replayed,
+against the export entry itself.
 
 Cascades: one fault, one finding. A record that breaks a rule is reported once, and its
 effects are then applied without checks (a parcel it uses that does not exist stands in as
@@ -188,7 +190,8 @@ def audit(
                 logs = auditor.logs([(o, *held[o][:2]) for o in order], workers)
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
-            auditor.cross(audited, as_of, overdue_days)
+            cut_short = frozenset(log.origin.rpartition("/")[2] for log in logs if not log.intact)
+            auditor.cross(audited, as_of, overdue_days, cut_short)
         finally:
             scratch.env.close()
     return AuditReport(

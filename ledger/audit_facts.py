@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from ledger.audit_findings import EXPORT_OVERDUE, VIOLATION, Finding
+from ledger.audit_findings import EXPORT_OVERDUE, UNVERIFIABLE, VIOLATION, Finding
 from ledger.quick_init import quick_init
 from ledger.rules import CertificateAlreadyImported, CertificateVoided
 
@@ -55,12 +55,16 @@ def cross_check(
     audited: frozenset[str],
     as_of: str,
     overdue_days: int,
+    cut_short: frozenset[str] = frozenset(),
 ) -> list[Finding]:
     """Findings over every export and import entry of one certificate number.
 
     Entries already reported by the rules are left out, except that any import, even a
     reported one, confirms that the shipment arrived. `audited` holds the Participant
     codes whose logs were replayed: an export is overdue only when its destination's was.
+    `cut_short` holds those whose replay stopped before the log's end (a fault, a key not
+    on the roster): the import may lie past where it stopped, so such an export is only
+    unverifiable, not a violation of its exporter.
     """
     if _received_once(exports, imports):  # the usual certificate: nothing to find
         return []
@@ -71,7 +75,7 @@ def cross_check(
     voided = [_voided(i, exports) for i in accepted[:1] if i.verified]
     confirmed = {(i.export_origin, i.export_index) for i in imports}
     late = [
-        _overdue(e, as_of, overdue_days)
+        _overdue(e, as_of, overdue_days, e.destination in cut_short)
         for e in exports
         if not (e.flagged or e.void_index is not None or (e.origin, e.index) in confirmed)
         and e.destination in audited
@@ -127,18 +131,21 @@ def _voided(imp: ImportFact, exports: Sequence[ExportFact]) -> Finding | None:
     return None
 
 
-def _overdue(e: ExportFact, as_of: str, overdue_days: int) -> Finding | None:
-    """An export neither imported nor voided more than `overdue_days` after its issue."""
+def _overdue(e: ExportFact, as_of: str, overdue_days: int, cut_short: bool) -> Finding | None:
+    """An export neither imported nor voided more than `overdue_days` after its issue;
+    unverifiable when its destination's log was `cut_short`."""
     days = (date.fromisoformat(as_of) - date.fromisoformat(e.issued)).days
     if days <= overdue_days:
         return None
+    why = f"; {e.destination}'s log was not replayed to its end" if cut_short else ""
     return Finding(
-        VIOLATION,
+        UNVERIFIABLE if cut_short else VIOLATION,
         EXPORT_OVERDUE,
         e.origin,
         e.index,
         f"export: certificate {e.certificate!r} to {e.destination}, issued {e.issued}, is "
-        f"neither imported nor voided {days} days later (as of {as_of}; limit {overdue_days})",
+        f"neither imported nor voided {days} days later (as of {as_of}; limit {overdue_days})"
+        + why,
         (
             ("certificate", e.certificate),
             ("destination", e.destination),

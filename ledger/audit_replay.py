@@ -261,15 +261,27 @@ class _Auditor:
             case _:
                 pass
 
-    def cross(self, audited: frozenset[str], as_of: str, overdue_days: int) -> None:
-        """Run the cross-log checks over every certificate number seen."""
+    def cross(
+        self,
+        audited: frozenset[str],
+        as_of: str,
+        overdue_days: int,
+        cut_short: frozenset[str] = frozenset(),
+    ) -> None:
+        """Run the cross-log checks over every certificate number seen (see `cross_check`
+        for `audited` and `cut_short`)."""
         self.progress("cross-log checks", 0, 0)
         scratch = self.scratch
         with scratch.env.begin() as txn:
             groups = _merge_groups(scratch.facts(txn, "x_exports"), scratch.facts(txn, "x_imports"))
             for exports, imports in groups:
                 found = cross_check(
-                    exports, imports, audited=audited, as_of=as_of, overdue_days=overdue_days
+                    exports,
+                    imports,
+                    audited=audited,
+                    as_of=as_of,
+                    overdue_days=overdue_days,
+                    cut_short=cut_short,
                 )
                 for finding in found:
                     self.tally(finding)
