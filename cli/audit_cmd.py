@@ -19,8 +19,9 @@ import typer
 from rich.table import Table
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
-from cli.output import console, progress_bar
-from ledger.audit import AuditReport, Finding, audit
+from cli.output import CommandFailed, console, os_error_text, progress_bar
+from ledger.audit import AuditError, AuditReport, Finding, audit
+from ledger.errors import LedgerError
 from ledger.roster_files import load_roster
 
 
@@ -55,8 +56,35 @@ def audit_command(
     imported once, overdue exports). Each finding names the rule, log, entry and values.
 
     Exit status: 0 when there are no findings, 1 when there are (the report is printed
-    either way).
+    either way), 2 when the audit cannot run (the error line says why).
     """
+    try:
+        findings = _audit(origin, overdue_days, as_of, html_file, threads, scratch, data, as_json)
+    except LedgerError as e:
+        raise CommandFailed(str(e), CANNOT_AUDIT) from e
+    except OSError as e:
+        raise CommandFailed(os_error_text(e), CANNOT_AUDIT) from e
+    if findings:
+        raise typer.Exit(1)
+
+
+#: The audit's exit status when it cannot run: 1 means findings, as for `diff` or `grep`.
+CANNOT_AUDIT = 2
+
+
+def _audit(
+    origin: list[str] | None,
+    overdue_days: int,
+    as_of: str | None,
+    html_file: Path | None,
+    threads: int | None,
+    scratch: Path | None,
+    data: Path,
+    as_json: bool,
+) -> int:
+    """Run the audit and print its report; the number of findings."""
+    if html_file is not None and not html_file.parent.is_dir():  # before the long replay
+        raise AuditError(f"--html {html_file}: no directory {html_file.parent}")
     node = open_data(data)
     roster = load_roster(data)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
@@ -90,8 +118,7 @@ def audit_command(
             _emit_json(report, _spooled(spool))
         else:
             _print_text(report, _spooled(spool), html_file)
-    if report.findings:
-        raise typer.Exit(1)
+    return report.findings
 
 
 def _spooled(spool: IO[str]) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,7 @@ from cli.evidence_cmd import evidence_app
 from cli.log_cmd import log_app, proof_app
 from cli.node_cmd import node_app, tiles_app
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, close_all
-from cli.output import console, emit_json, errors
+from cli.output import CommandFailed, console, emit_json, errors, os_error_text
 from cli.roster_cmd import roster_app
 from cli.stats_cmd import stats
 from cli.sync_cmd import sync
@@ -72,7 +72,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except LedgerError as e:
         errors.print(f"error: {e}", markup=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(e.exit_code if isinstance(e, CommandFailed) else 1)
     except typer.Abort:
         errors.print("aborted")
         sys.exit(INTERRUPTED)
@@ -86,7 +86,7 @@ def main() -> None:
         errors.print("interrupted")
         sys.exit(INTERRUPTED)
     except OSError as e:
-        errors.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
+        errors.print(f"error: {os_error_text(e)}", markup=False)
         sys.exit(1)
     finally:
         close_all()

@@ -10,8 +10,24 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ledger.errors import LedgerError
+
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False)
+
+
+class CommandFailed(LedgerError):
+    """A command that could not do its job, with the exit status it documents for that
+    (the audit: 2, since 1 means findings); any other LedgerError exits 1."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for a failed file operation: what went wrong, then the file."""
+    return f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
 
 
 def jsonable(value: Any) -> Any:
@@ -45,6 +61,6 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Progr
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=errors,
-        disable=not enabled,
+        disable=not enabled or not errors.is_terminal,  # else rich ends with a bare newline
         transient=True,
     )

@@ -606,6 +606,26 @@ def test_cli_text_report_of_a_clean_network_exits_0(
     assert "no findings" in out and "kp.example/IN" in out
 
 
+def test_cli_exits_2_when_the_audit_cannot_run(
+    network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Findings exit 1; an audit that cannot run exits 2 with one line saying why, so a
+    script tells them apart. A report file in a missing directory is refused at once."""
+    network.gather()
+    data = install(network)
+    cases = [
+        (["--data", str(tmp_path / "none")], "no ledger in"),
+        (["--origin", "kp.example/ZZ", "--data", data], "no log for kp.example/ZZ"),
+        (["--as-of", "2026-02-30", "--data", data], "as-of date '2026-02-30'"),
+        (["--html", str(tmp_path / "no" / "a.html"), "--data", data], "no directory"),
+    ]
+    for args, said in cases:
+        code, out, err = run(capsys, "audit", *args)
+        assert code == 2, args
+        assert out == ""
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
 def test_cli_html_report_escapes_what_the_logs_say(
     network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
