@@ -28,7 +28,7 @@ from ledger.roster_files import load_roster
 def audit_command(
     origin: Annotated[
         list[str] | None,
-        typer.Option(help="Audit only this log, e.g. kp.example/BW (repeatable; default: all)."),
+        typer.Option(help="Audit only this log: kp.example/BW, or BW (repeatable; default: all)."),
     ] = None,
     overdue_days: Annotated[
         int, typer.Option(min=0, help="Days after issue an export not imported is overdue.")

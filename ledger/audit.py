@@ -138,12 +138,25 @@ def _check_date(text: str) -> str:
 
 
 def _chosen(held: Sequence[str], origins: Sequence[str] | None) -> list[str]:
+    """The held logs `origins` names (all when none), each by its full origin or by its
+    Participant code alone (``BW`` for ``kp.example/BW``) where only one held log has it."""
     if not origins:
         return list(held)
-    missing = [o for o in origins if o not in held]
+    by_code: dict[str, list[str]] = {}
+    for origin in held:
+        by_code.setdefault(origin.rpartition("/")[2], []).append(origin)
+
+    def full(name: str) -> str:
+        if name in held or "/" in name:
+            return name
+        matches = by_code.get(name.upper(), [])
+        return matches[0] if len(matches) == 1 else name
+
+    named = [full(o) for o in origins]
+    missing = [o for o, n in zip(origins, named, strict=True) if n not in held]
     if missing:
         raise AuditError(f"no log for {', '.join(missing)} in this store (held: {', '.join(held)})")
-    return list(dict.fromkeys(origins))
+    return list(dict.fromkeys(named))
 
 
 def audit(

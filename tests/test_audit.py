@@ -470,6 +470,10 @@ def test_only_the_named_logs_are_audited(network: Network) -> None:
     assert [log.origin for log in report.logs] == [origin("EU")]
     with pytest.raises(AuditError, match="no log for kp.example/ZA"):
         audited(holder, network.roster, origins=["kp.example/ZA"])
+    by_code, _ = audited(holder, network.roster, origins=["eu"])  # the code alone will do
+    assert [log.origin for log in by_code.logs] == [origin("EU")]
+    with pytest.raises(AuditError, match="no log for ZA in this store"):
+        audited(holder, network.roster, origins=["ZA"])
 
 
 def test_cross_log_checks_on_facts() -> None:
