@@ -33,7 +33,8 @@ from ledger.audit_findings import (
 )
 from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
 from ledger.custody_index import Index, LmdbTables, apply_record
-from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
+from ledger.entry import parse_entry
+from ledger.errors import IntegrityError, LedgerError, RecordError, RosterError, RuleViolation
 from ledger.keys import Verifier
 from ledger.records import (
     ActorRegister,
@@ -47,6 +48,7 @@ from ledger.records import (
     Record,
     parse_record,
 )
+from ledger.refusals import refusal
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
@@ -160,7 +162,7 @@ class _Auditor:
                     if replaying:
                         replaying[0].abort()
                     raise
-                audits.append(self._replayed(replaying[0], outcome))
+                audits.append(self._replayed(replaying[0], outcome, keys[origin]))
                 replaying.clear()
         return audits
 
@@ -171,16 +173,44 @@ class _Auditor:
         self.tally(Finding(UNVERIFIABLE, ROSTER_LISTED, origin, 0, message, listed))
         return LogAudit(origin, size, 0, 0, False)
 
-    def _replayed(self, rules: _RulesReplay, outcome: VerifyReport | IntegrityError) -> LogAudit:
-        """Close a log's rule replay at the end of its intact part, noting a fault."""
+    def _replayed(
+        self, rules: _RulesReplay, outcome: VerifyReport | IntegrityError, key: Verifier
+    ) -> LogAudit:
+        """Close a log's rule replay at the end of its intact part, noting a fault; a log
+        intact to its end first gets the entry a sync here refused right after it."""
         origin, size, stop = rules.origin, rules.size, rules.size
+        replayed = stop
         if isinstance(outcome, IntegrityError):
             why, values = str(outcome), (("reason", outcome.reason),)
             self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, outcome.index, why, values))
-            stop = min(stop, outcome.index)
-        rules.close(stop)
+            stop = replayed = min(stop, outcome.index)
+        elif (entry := self._sync_refused(rules.log_id, size, key)) is not None:
+            try:
+                rules.feed(size, [entry])  # its rules say why the log stops here
+            except BaseException:
+                rules.abort()
+                raise
+            replayed += 1
+        rules.close(replayed)
         self.exports.verified[origin] = stop
         return LogAudit(origin, size, stop, 0, stop == size)
+
+    def _sync_refused(self, log_id: bytes, size: int, key: Verifier) -> bytes | None:
+        """The entry a sync here refused for breaking a rule, when it is the one that would
+        follow the `size` entries held: signed by the log's roster `key`, at index `size`,
+        chained to the last entry held. Anything else recorded proves nothing: None."""
+        kept = refusal(self.store, self.txn, log_id)
+        if kept is None or kept.index != size:
+            return None
+        try:
+            entry = parse_entry(kept.entry)
+        except LedgerError:
+            return None
+        head = self.store.head(self.txn, log_id)
+        chained = entry.prev == head.last_leaf and entry.time_ms >= head.time_ms
+        if entry.origin != key.name or entry.index != size or not chained:
+            return None
+        return kept.entry if key.verify(entry.signed_message, entry.signature) else None
 
     def record(self, ix: Index, txn: lmdb.Transaction, origin: str, index: int, raw: bytes) -> None:
         """Check one entry's record, apply its effects, and note its cross-log facts."""

@@ -13,6 +13,8 @@ are ``id || big-endian position`` so a cursor walks them in order.
                                                            witness cosignatures gathered)
     heads        id                                     -> size (8) || last leaf hash || time (8)
     evidence     equivocation evidence and frozen origins (layout in ledger.freeze)
+    refusals     id                                     -> the entry a sync last refused
+                                                           (layout in ledger.refusals)
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ _DB_NAMES = (
     "witnessed",
     # equivocation evidence and frozen origins (ledger.freeze)
     "evidence",
+    # the entry a sync last refused for breaking a custody rule, per log (ledger.refusals)
+    "refusals",
 )
 _U64 = struct.Struct(">Q")
 #: A log's id: its number among the store's logs, 4 bytes, so every entry key is 12.

@@ -34,6 +34,7 @@ from ledger.keys import Verifier
 from ledger.log import wall_clock_ms
 from ledger.note import Note
 from ledger.read_ahead import ReadAhead
+from ledger.refusals import Refusal, put_refusal
 from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
@@ -117,8 +118,14 @@ def pull(
             with ReadAhead(batches, limits.batches_ahead, wait=limits.timeout) as fetched:
                 _replicate(replica, note, fetched, pool, limits.batches_ahead, progress, cp.size)
         except _Refused as refused:  # the read-ahead has stopped: the tree is ours again
-            _keep_prefix(replica, refused.batch, refused.error.index, note, tree, cp.size, pool)
-            raise refused.error from None
+            error, batch = refused.error, refused.batch
+            _keep_prefix(replica, batch, error.index, note, tree, cp.size, pool)
+            entry = batch.entries[error.index - batch.start]
+            with store.write() as txn:  # for the audit: why the log held here stops there
+                put_refusal(
+                    store, txn, replica.log_id, Refusal(error.index, entry, error.rule, str(error))
+                )
+            raise error from None
     return SyncReport(origin, have, cp.size, cp.size)
 
 

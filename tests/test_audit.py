@@ -45,12 +45,16 @@ from ledger.records import (
     ParcelSplit,
     Record,
 )
-from ledger.replica import Replica
+from ledger.refusals import put_refusal, refusal
+from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.store import entry_key
+from node.sources import DirectorySource
+from node.sync import pull
 from tests.conftest import NET, actor, data_dirs, export, mined, roster_for, shares
 from tests.test_cli import run
+from tests.test_sync import publish
 
 CODES = ("BW", "RU", "EU", "IN")
 
@@ -379,6 +383,36 @@ def test_exports_to_a_log_cut_short_are_not_blamed_on_their_exporters(network: N
         (UNVERIFIABLE, "RU", 3),
     }
     assert all("EU's log was not replayed to its end" in f.message for f in late)
+
+
+def test_an_entry_a_sync_refused_is_audited_where_the_held_log_stops(
+    network: Network, tmp_path: Path
+) -> None:
+    """A node's sync refuses a validly signed entry that breaks a rule, so the log it holds
+    stops just before it; the audit of that node replays the refused entry there and
+    reports its rule, instead of finding the shorter log clean."""
+    # the doctored tool exports P1 a second time (entry 4)
+    assert network.write("BW", "2026-03-06", export("BW-2026-000002", ("P1",), 100_00)) == [4]
+    publish(network.nodes["BW"].path, tmp_path / "mirror")
+    india = network.nodes["IN"]
+    mirror = DirectorySource(tmp_path / "mirror", origin("BW"))
+    with pytest.raises(PeerRuleError, match="entry 4 breaks a custody rule"):
+        pull(india.store, network.signers["BW"].verifier, mirror, roster=network.roster)
+    report, found = audited(india, network.roster, origins=["BW"])
+    assert [(f.kind, f.rule, f.origin, f.index) for f in found] == [
+        (VIOLATION, "parcel.in-custody", origin("BW"), 4)
+    ]
+    (bw,) = report.logs
+    assert (bw.size, bw.replayed, bw.intact) == (4, 4, True)
+    with india.store.write() as txn:  # a refusal record whose entry the log's key did not sign
+        log_id = india.store.log_id(txn, origin("BW"))
+        assert log_id is not None
+        kept = refusal(india.store, txn, log_id)
+        assert kept is not None and kept.index == 4 and kept.rule == "parcel.in-custody"
+        forged = bytearray(kept.entry)
+        forged[-1] ^= 1
+        put_refusal(india.store, txn, log_id, dataclasses.replace(kept, entry=bytes(forged)))
+    assert audited(india, network.roster, origins=["BW"])[1] == []
 
 
 def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: Network) -> None:

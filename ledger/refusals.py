@@ -1,0 +1,52 @@
+"""The entry a sync refused for breaking a custody rule, kept so an audit can show why a
+log is held here only up to it.
+
+A node never stores a rule-breaking entry as part of a log (DESIGN §3): the log held here
+stops just before it, and an audit of this store alone would find that shorter log clean.
+So the sync keeps, per log, the entry it last refused (its bytes, signed by the log's key,
+so anyone can check them), with the rule and the reason it gave; the audit checks that
+entry and replays it where the held log stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lmdb
+
+from ledger.encoding import decode, pack_canonical
+from ledger.errors import EncodingError, StoreError
+from ledger.store import Store
+
+#: The store's table of refusals, keyed by log id (listed in `ledger.store` too).
+REFUSALS = "refusals"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Entry `index` of a log, as served, refused by a sync for breaking `rule`."""
+
+    index: int
+    entry: bytes
+    rule: str
+    reason: str
+
+
+def put_refusal(store: Store, txn: lmdb.Transaction, log_id: bytes, refusal: Refusal) -> None:
+    """Keep `refusal` as the log's latest (in a write transaction)."""
+    row = pack_canonical([refusal.index, refusal.entry, refusal.rule, refusal.reason])
+    txn.put(log_id, row, db=store.db(REFUSALS))
+
+
+def refusal(store: Store, txn: lmdb.Transaction, log_id: bytes) -> Refusal | None:
+    """The entry of the log last refused by a sync here, or None (also for a store opened
+    read-only from before this table)."""
+    db = store.dbs.get(REFUSALS)
+    row = None if db is None else txn.get(log_id, db=db)
+    if row is None:
+        return None
+    try:
+        index, entry, rule, reason = decode(bytes(row))
+    except (EncodingError, TypeError, ValueError) as e:
+        raise StoreError(f"refusal record of log {log_id.hex()} is damaged: {e}") from e
+    return Refusal(index, entry, rule, reason)
