@@ -20,6 +20,8 @@ are ``id || big-endian position`` so a cursor walks them in order.
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +109,20 @@ class Head:
 EMPTY_HEAD = Head(0, bytes(32), 0)
 
 
+#: Run in a child process on a store whose file is shorter than its header's page count:
+#: read every record of every table (a page past the file's end kills the child, not us).
+_READ_EVERY_TABLE = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, lock=False, max_dbs=64)
+with env.begin() as txn:
+    for name in [key for key, _ in txn.cursor()]:
+        for _ in txn.cursor(db=env.open_db(name, txn=txn, create=False)):
+            pass
+"""
+#: Seconds the child may take (a rare path: only a file shorter than its header's count).
+_READ_EVERY_TABLE_TIMEOUT = 600
+
+
 class Store:
     """One LMDB environment holding every log this node keeps."""
 
@@ -148,15 +164,26 @@ class Store:
             raise StoreError(f"cannot open LMDB store at {path}: {e}") from e
 
     def _check_length(self, data: Path) -> None:
-        """Refuse a data file shorter than the pages its header says are in use: reading
-        a page past its end would kill the process (SIGBUS) instead of raising."""
+        """Refuse a data file cut short: reading a page past its end would kill the process
+        (SIGBUS) instead of raising. A file shorter than the pages its header counts is not
+        proof (pages a transaction took and freed again are never written), so then a
+        child process reads every table: if it dies, the file is truncated."""
         used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         length = data.stat().st_size
-        if length < used:
+        if length >= used:
+            return
+        read = subprocess.run(
+            [sys.executable, "-c", _READ_EVERY_TABLE, str(self.path)],
+            capture_output=True,
+            timeout=_READ_EVERY_TABLE_TIMEOUT,
+            check=False,
+        )
+        if read.returncode != 0:
             self.env.close()
             raise StoreError(
-                f"LMDB store at {self.path}: data.mdb is {length:,} bytes but its pages run to "
-                f"{used:,}: the file was truncated (restore it, or sync the logs again)"
+                f"LMDB store at {self.path}: data.mdb is {length:,} bytes and its pages past "
+                "the end cannot be read: the file was truncated (restore it, or sync the logs "
+                "again)"
             )
 
     def close(self) -> None:
