@@ -85,6 +85,8 @@ def _audit(
     """Run the audit and print its report; the number of findings."""
     if html_file is not None and not html_file.parent.is_dir():  # before the long replay
         raise AuditError(f"--html {html_file}: no directory {html_file.parent}")
+    if html_file is not None and html_file.is_dir():
+        raise AuditError(f"--html {html_file}: is a directory, not a file to write")
     node = open_data(data)
     roster = load_roster(data)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:

@@ -150,7 +150,9 @@ def _chosen(held: Sequence[str], origins: Sequence[str] | None) -> list[str]:
         if name in held or "/" in name:
             return name
         matches = by_code.get(name.upper(), [])
-        return matches[0] if len(matches) == 1 else name
+        if len(matches) > 1:
+            raise AuditError(f"{name} names several logs held here: {', '.join(matches)}")
+        return matches[0] if matches else name
 
     named = [full(o) for o in origins]
     missing = [o for o, n in zip(origins, named, strict=True) if n not in held]
@@ -203,7 +205,8 @@ def audit(
                 logs = auditor.logs([(o, *held[o][:2]) for o in order], workers)
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
-            cut_short = frozenset(log.origin.rpartition("/")[2] for log in logs if not log.intact)
+            short = {log.origin for log in logs if not log.intact} | auditor.refused
+            cut_short = frozenset(o.rpartition("/")[2] for o in short)
             auditor.cross(audited, as_of, overdue_days, cut_short)
         finally:
             scratch.env.close()

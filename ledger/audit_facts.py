@@ -62,9 +62,10 @@ def cross_check(
     Entries already reported by the rules are left out, except that any import, even a
     reported one, confirms that the shipment arrived. `audited` holds the Participant
     codes whose logs were replayed: an export is overdue only when its destination's was.
-    `cut_short` holds those whose replay stopped before the log's end (a fault, a key not
-    on the roster): the import may lie past where it stopped, so such an export is only
-    unverifiable, not a violation of its exporter.
+    `cut_short` holds those whose log was not replayed to its owner's end (a fault, a key
+    not on the roster, an entry a sync here refused): when the export's destination or its
+    exporter is one, the import or the void may lie past where the replay stopped, so the
+    export is only unverifiable, not an overdue violation of its exporter.
     """
     if _received_once(exports, imports):  # the usual certificate: nothing to find
         return []
@@ -75,7 +76,7 @@ def cross_check(
     voided = [_voided(i, exports) for i in accepted[:1] if i.verified]
     confirmed = {(i.export_origin, i.export_index) for i in imports}
     late = [
-        _overdue(e, as_of, overdue_days, e.destination in cut_short)
+        _overdue(e, as_of, overdue_days, _short(e, cut_short))
         for e in exports
         if not (e.flagged or e.void_index is not None or (e.origin, e.index) in confirmed)
         and e.destination in audited
@@ -131,15 +132,24 @@ def _voided(imp: ImportFact, exports: Sequence[ExportFact]) -> Finding | None:
     return None
 
 
-def _overdue(e: ExportFact, as_of: str, overdue_days: int, cut_short: bool) -> Finding | None:
+def _short(e: ExportFact, cut_short: frozenset[str]) -> str | None:
+    """The Participant whose log, cut short, may hold what settles `e`: its destination's
+    (the import) or its exporter's (a void); None when both were replayed to the end."""
+    for code in (e.destination, e.origin.rpartition("/")[2]):
+        if code in cut_short:
+            return code
+    return None
+
+
+def _overdue(e: ExportFact, as_of: str, overdue_days: int, short: str | None) -> Finding | None:
     """An export neither imported nor voided more than `overdue_days` after its issue;
-    unverifiable when its destination's log was `cut_short`."""
+    unverifiable when the log of `short` was not replayed to its end."""
     days = (date.fromisoformat(as_of) - date.fromisoformat(e.issued)).days
     if days <= overdue_days:
         return None
-    why = f"; {e.destination}'s log was not replayed to its end" if cut_short else ""
+    why = "" if short is None else f"; {short}'s log was not replayed to its end"
     return Finding(
-        UNVERIFIABLE if cut_short else VIOLATION,
+        VIOLATION if short is None else UNVERIFIABLE,
         EXPORT_OVERDUE,
         e.origin,
         e.index,

@@ -83,13 +83,14 @@ class _RulesReplay:
         tables = LmdbTables(self._txn, self.auditor.scratch.dbs)
         return Index(tables, self.log_id, listings=False)  # the rules read no listings
 
-    def feed(self, start: int, raws: list[bytes]) -> None:
-        """Replay entries `start`... (verified, in order) under every custody rule."""
+    def feed(self, start: int, raws: list[bytes], *, held: bool = True) -> None:
+        """Replay entries `start`... (verified, in order) under every custody rule; `held`
+        False for an entry a sync refused, which no import may take as its export."""
         if start != self.done:
             raise AuditError(f"{self.origin}: rules replay expected entry {self.done}, got {start}")
         auditor, origin = self.auditor, self.origin
         for index, raw in enumerate(raws, start):
-            auditor.record(self._ix, self._txn, origin, index, raw)
+            auditor.record(self._ix, self._txn, origin, index, raw, held=held)
             if (index + 1) % COMMIT_EVERY == 0:
                 self._txn.commit()
                 self._txn = auditor.scratch.env.begin(write=True)
@@ -123,6 +124,8 @@ class _Auditor:
         self.store, self.txn, self.roster = store, txn, roster
         self.scratch, self.tally, self.progress = scratch, tally, progress
         self.exports = ExportReader(store, txn, roster, scratch)
+        #: Logs replayed with the entry a sync here refused: cut short of the owner's log.
+        self.refused: set[str] = set()
 
     def logs(
         self, logs: Sequence[tuple[str, bytes, int]], workers: SharedWorkers
@@ -186,11 +189,12 @@ class _Auditor:
             stop = replayed = min(stop, outcome.index)
         elif (entry := self._sync_refused(rules.log_id, size, key)) is not None:
             try:
-                rules.feed(size, [entry])  # its rules say why the log stops here
+                rules.feed(size, [entry], held=False)  # its rules say why the log stops here
             except BaseException:
                 rules.abort()
                 raise
             replayed += 1
+            self.refused.add(origin)  # the owner's log goes on past what is held here
         rules.close(replayed)
         self.exports.verified[origin] = stop
         return LogAudit(origin, size, stop, 0, stop == size)
@@ -212,8 +216,18 @@ class _Auditor:
             return None
         return kept.entry if key.verify(entry.signed_message, entry.signature) else None
 
-    def record(self, ix: Index, txn: lmdb.Transaction, origin: str, index: int, raw: bytes) -> None:
-        """Check one entry's record, apply its effects, and note its cross-log facts."""
+    def record(
+        self,
+        ix: Index,
+        txn: lmdb.Transaction,
+        origin: str,
+        index: int,
+        raw: bytes,
+        *,
+        held: bool = True,
+    ) -> None:
+        """Check one entry's record, apply its effects, and note its cross-log facts (an
+        export not `held` in the log is not kept for the imports of it)."""
         time_ms, kind, body = _verified_fields(raw)
         try:
             record = parse_record(kind, body)
@@ -235,7 +249,7 @@ class _Auditor:
                 self.note(txn, record, origin, index, time_ms, resolved.held, False)
                 return
             foreign = resolved
-        elif cross and isinstance(record, Export):
+        elif cross and held and isinstance(record, Export):
             self.exports.remember(txn, origin, index, raw, record)
         flagged = False
         try:

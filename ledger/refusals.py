@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import lmdb
 
 from ledger.encoding import decode, pack_canonical
-from ledger.errors import EncodingError, StoreError
+from ledger.errors import EncodingError
 from ledger.store import Store
 
 #: The store's table of refusals, keyed by log id (listed in `ledger.store` too).
@@ -46,7 +46,10 @@ def refusal(store: Store, txn: lmdb.Transaction, log_id: bytes) -> Refusal | Non
     if row is None:
         return None
     try:
-        index, entry, rule, reason = decode(bytes(row))
-    except (EncodingError, TypeError, ValueError) as e:
-        raise StoreError(f"refusal record of log {log_id.hex()} is damaged: {e}") from e
+        fields = decode(bytes(row))
+    except EncodingError:
+        return None  # a damaged record proves nothing; the log held is audited as it is
+    if type(fields) is not list or [type(f) for f in fields] != [int, bytes, str, str]:
+        return None  # not a record this module wrote
+    index, entry, rule, reason = fields
     return Refusal(index, entry, rule, reason)

@@ -33,7 +33,8 @@ from ledger.audit import (
 )
 from ledger.custody import Custody
 from ledger.datadir import DataDir
-from ledger.entry import parse_entry
+from ledger.encoding import pack_canonical
+from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.keys import Signer
 from ledger.log import Log
 from ledger.records import (
@@ -45,7 +46,7 @@ from ledger.records import (
     ParcelSplit,
     Record,
 )
-from ledger.refusals import put_refusal, refusal
+from ledger.refusals import Refusal, put_refusal, refusal
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
@@ -376,7 +377,6 @@ def test_exports_to_a_log_cut_short_are_not_blamed_on_their_exporters(network: N
         raw[40] ^= 1
         txn.put(key, bytes(raw), db=db)
     _, found = audited(holder, network.roster, as_of="2026-12-01")
-    print("FOUND", [(f.kind, f.rule, f.origin, f.index, f.message) for f in found])
     late = [f for f in found if f.rule == "export.overdue"]
     assert {(f.kind, f.origin.rpartition("/")[2], f.index) for f in late} == {
         (UNVERIFIABLE, "BW", 3),
@@ -413,6 +413,145 @@ def test_an_entry_a_sync_refused_is_audited_where_the_held_log_stops(
         forged[-1] ^= 1
         put_refusal(india.store, txn, log_id, dataclasses.replace(kept, entry=bytes(forged)))
     assert audited(india, network.roster, origins=["BW"])[1] == []
+
+
+def _refused_at_india(network: Network, tmp_path: Path) -> tuple[DataDir, bytes, Refusal]:
+    """India's node after its sync refused BW's second export of P1 (entry 4)."""
+    assert network.write("BW", "2026-03-06", export("BW-2026-000002", ("P1",), 100_00)) == [4]
+    publish(network.nodes["BW"].path, tmp_path / "mirror")
+    india = network.nodes["IN"]
+    mirror = DirectorySource(tmp_path / "mirror", origin("BW"))
+    with pytest.raises(PeerRuleError):
+        pull(india.store, network.signers["BW"].verifier, mirror, roster=network.roster)
+    with india.store.read() as txn:
+        log_id = india.store.log_id(txn, origin("BW"))
+        assert log_id is not None
+        kept = refusal(india.store, txn, log_id)
+    assert kept is not None
+    return india, log_id, kept
+
+
+def _resigned(network: Network, raw: bytes, **fields: Any) -> bytes:
+    """BW's entry `raw` with `fields` changed, signed again with BW's key."""
+    e = dataclasses.replace(parse_entry(raw), **fields)
+    payload = encode_payload(e.origin, e.index, e.prev, e.time_ms, e.kind, e.body)
+    return sign_entry(network.signers["BW"], payload)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["prev", "time", "index", "origin", "stale", "undecodable", "ill-typed"],
+)
+def test_a_refusal_that_does_not_follow_the_held_log_proves_nothing(
+    network: Network, tmp_path: Path, forged: str
+) -> None:
+    """The audit replays a refused entry only when it is the one that follows the log held:
+    signed for this log at the next index, chained to the last entry held and not earlier.
+    Anything else in the refusals table (or a damaged row) is ignored, not an error."""
+    india, log_id, kept = _refused_at_india(network, tmp_path)
+    entry = kept.entry
+    changed: dict[str, dict[str, Any]] = {
+        "prev": {"prev": bytes(32)},
+        "time": {"time_ms": 1},
+        "index": {"index": 5},
+        "origin": {"origin": origin("RU")},
+    }
+    with india.store.write() as txn:
+        table = india.store.db("refusals")
+        if forged in changed:
+            row = dataclasses.replace(kept, entry=_resigned(network, entry, **changed[forged]))
+            put_refusal(india.store, txn, log_id, row)
+        elif forged == "stale":  # the last entry held, recorded as if refused
+            put_refusal(
+                india.store,
+                txn,
+                log_id,
+                Refusal(3, network.raw("BW", "2026-03-06").entry(3), "r", "x"),
+            )
+        elif forged == "undecodable":
+            txn.put(log_id, b"\xff\x00junk", db=table)
+        else:
+            txn.put(log_id, pack_canonical([4, 7, "r", "x"]), db=table)  # an int for the entry
+    assert audited(india, network.roster, origins=["BW"])[1] == []
+
+
+def test_a_log_cut_short_by_a_refusal_is_cut_short_for_the_cross_log_checks(
+    network: Network, tmp_path: Path
+) -> None:
+    """RU exports R2 to BW, and BW imports it right after the entry India's sync refused:
+    India does not hold that import, so RU's export is unverifiable there, not overdue."""
+    assert network.write(
+        "RU",
+        "2026-03-06",
+        mined("R2", 5_00, origin="RU"),
+        export("RU-2026-000002", ("R2",), 5_00, "BW", origins=("RU",)),
+    ) == [4, 5]
+    received = imported(network.ref("RU", 5), "RU-2026-000002", "R2", 5_00, "2026-03-07")
+    assert network.write("BW", "2026-03-07", export("BW-2026-000002", ("P1",), 100_00)) == [4]
+    assert network.write("BW", "2026-03-07", received) == [5]
+    india = network.nodes["IN"]
+    ru = network.nodes["RU"].own_log()
+    Replica(india.store, ru.verifier).accept(list(ru.entries()), ru.checkpoint())
+    publish(network.nodes["BW"].path, tmp_path / "mirror")
+    with pytest.raises(PeerRuleError):
+        mirror = DirectorySource(tmp_path / "mirror", origin("BW"))
+        pull(india.store, network.signers["BW"].verifier, mirror, roster=network.roster)
+    _, found = audited(india, network.roster, origins=["BW", "RU"], as_of="2026-12-01")
+    late = [(f.kind, f.origin, f.index) for f in found if f.rule == "export.overdue"]
+    assert late == [(UNVERIFIABLE, origin("RU"), 5)]
+
+
+def test_an_export_voided_past_its_exporter_s_fault_is_not_overdue(network: Network) -> None:
+    """BW exports to India, then voids it; a byte flipped between the two stops BW's replay:
+    the void may lie past the fault, so the export is unverifiable, not overdue."""
+    assert network.write(
+        "BW",
+        "2026-03-06",
+        mined("P9", 1_00),
+        export("BW-2026-000009", ("P9",), 1_00, "IN"),
+        actor("EXP-2", "exporter"),
+        ExportVoid("BW-2026-000009", 5, "withdrawn"),
+    ) == [4, 5, 6, 7]
+    holder = network.gather()
+    with holder.store.read() as txn:
+        log_id = holder.store.log_id(txn, origin("BW"))
+        assert log_id is not None
+    key, db = entry_key(log_id, 6), holder.store.db("entries")
+    with holder.store.write() as txn:
+        stored = txn.get(key, db=db)
+        assert stored is not None
+        flipped = bytearray(stored)
+        flipped[40] ^= 1
+        txn.put(key, bytes(flipped), db=db)
+    _, found = audited(holder, network.roster, as_of="2026-12-01")
+    late = [(f.kind, f.origin, f.index) for f in found if f.rule == "export.overdue"]
+    assert late == [(UNVERIFIABLE, origin("BW"), 5)]
+
+
+def test_an_import_of_a_refused_export_is_judged_alike_in_any_replay_order(
+    network: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refused export is replayed for its rules but not kept for imports: an import of
+    it cannot be checked here whichever log the audit replays first."""
+    assert network.write("BW", "2026-03-06", export("BW-2026-000002", ("P1",), 100_00, "IN")) == [4]
+    ref = network.ref("BW", 4)
+    received = imported(ref, "BW-2026-000002", "IN-P1B", 100_00, "2026-04-21")
+    assert network.write("IN", "2026-04-21", received) == [2]
+    publish(network.nodes["BW"].path, tmp_path / "mirror")
+    india = network.nodes["IN"]
+    with pytest.raises(PeerRuleError):
+        mirror = DirectorySource(tmp_path / "mirror", origin("BW"))
+        pull(india.store, network.signers["BW"].verifier, mirror, roster=network.roster)
+    choose = audit_module.replay_order
+    seen = []
+    for backwards in (False, True):
+        monkeypatch.setattr(
+            audit_module, "replay_order", lambda *a, r=backwards: sorted(choose(*a), reverse=r)
+        )
+        _, found = audited(india, network.roster, origins=["BW", "IN"])
+        seen.append(sorted((f.kind, f.rule, f.origin, f.index) for f in found))
+    assert seen[0] == seen[1]
+    assert (UNVERIFIABLE, "import.proof", origin("IN"), 2) in seen[0]
 
 
 def test_imports_from_a_log_not_held_are_unverifiable_but_counted_once(network: Network) -> None:
@@ -656,6 +795,7 @@ def test_cli_exits_2_when_the_audit_cannot_run(
         (["--origin", "kp.example/ZZ", "--data", data], "no log for kp.example/ZZ"),
         (["--as-of", "2026-02-30", "--data", data], "as-of date '2026-02-30'"),
         (["--html", str(tmp_path / "no" / "a.html"), "--data", data], "no directory"),
+        (["--html", str(tmp_path), "--data", data], "is a directory"),
     ]
     for args, said in cases:
         code, out, err = run(capsys, "audit", *args)
