@@ -361,21 +361,26 @@ def test_entries_appended_during_an_audit_are_left_for_the_next(
     assert eu_size() == before + 1  # it was appended: the next audit's
 
 
+def _gathered_with_a_flipped_byte(network: Network, code: str, index: int) -> DataDir:
+    """The EU's node holding every log, one bit flipped in `code`'s entry `index` there."""
+    holder = network.gather()
+    with holder.store.write() as txn:
+        log_id = holder.store.log_id(txn, origin(code))
+        assert log_id is not None
+        key, db = entry_key(log_id, index), holder.store.db("entries")
+        stored = txn.get(key, db=db)
+        assert stored is not None
+        flipped = bytearray(stored)
+        flipped[40] ^= 1
+        txn.put(key, bytes(flipped), db=db)
+    return holder
+
+
 def test_exports_to_a_log_cut_short_are_not_blamed_on_their_exporters(network: Network) -> None:
     """A fault early in the EU's log stops its replay before its imports: the Botswana and
     Russian exports to the EU are then unconfirmed, but their import may lie past the fault,
     so they are unverifiable, not overdue violations of BW and RU."""
-    holder = network.gather()
-    with holder.store.read() as txn:
-        log_id = holder.store.log_id(txn, origin("EU"))
-        assert log_id is not None
-    key, db = entry_key(log_id, 1), holder.store.db("entries")
-    with holder.store.write() as txn:
-        stored = txn.get(key, db=db)
-        assert stored is not None
-        raw = bytearray(stored)
-        raw[40] ^= 1
-        txn.put(key, bytes(raw), db=db)
+    holder = _gathered_with_a_flipped_byte(network, "EU", 1)
     _, found = audited(holder, network.roster, as_of="2026-12-01")
     late = [f for f in found if f.rule == "export.overdue"]
     assert {(f.kind, f.origin.rpartition("/")[2], f.index) for f in late} == {
@@ -512,17 +517,7 @@ def test_an_export_voided_past_its_exporter_s_fault_is_not_overdue(network: Netw
         actor("EXP-2", "exporter"),
         ExportVoid("BW-2026-000009", 5, "withdrawn"),
     ) == [4, 5, 6, 7]
-    holder = network.gather()
-    with holder.store.read() as txn:
-        log_id = holder.store.log_id(txn, origin("BW"))
-        assert log_id is not None
-    key, db = entry_key(log_id, 6), holder.store.db("entries")
-    with holder.store.write() as txn:
-        stored = txn.get(key, db=db)
-        assert stored is not None
-        flipped = bytearray(stored)
-        flipped[40] ^= 1
-        txn.put(key, bytes(flipped), db=db)
+    holder = _gathered_with_a_flipped_byte(network, "BW", 6)
     _, found = audited(holder, network.roster, as_of="2026-12-01")
     late = [(f.kind, f.origin, f.index) for f in found if f.rule == "export.overdue"]
     assert late == [(UNVERIFIABLE, origin("BW"), 5)]
