@@ -337,3 +337,22 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
     assert json.loads(out) == [
         {"origin": "kp.example/BW", "before": 0, "after": 2, "checkpoint": 2}
     ]
+
+
+def test_sync_goes_on_past_a_log_it_cannot_pull(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log the peer does not serve is reported on its own line; the others are still
+    pulled and kept, and the exit status says that not all were."""
+    bw, eu, tmp = network["BW"], network["EU"], network["tmp"]
+    _actor(capsys, bw, "BW-MINE-1", "mine")
+    cli(capsys, "tiles", "publish", f"{tmp}/mirror", "--data", bw)  # Botswana's log only
+    args = ["--origin", "kp.example/RU", "--origin", "kp.example/BW", "--data", eu]
+    code, out, err = run(capsys, "sync", "--peer", f"{tmp}/mirror", *args)
+    assert code == 1
+    assert "kp.example/BW: 0 -> 1 entries verified" in out
+    assert err.startswith("error: kp.example/RU: ") and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, "sync", "--peer", f"{tmp}/mirror", *args, "--json")
+    assert code == 1
+    assert [r["origin"] for r in json.loads(out)] == ["kp.example/BW", "kp.example/RU"]
+    assert "error" in json.loads(out)[1]
