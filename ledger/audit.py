@@ -1,11 +1,14 @@
 """Audit: replay every held log from index 0 with full verification and every custody rule.
 
-Per log, first integrity: `ledger.verify.verify_log` re-checks every byte, signature,
+Per log, first integrity: `ledger.verify.verify_logs` re-checks every byte, signature,
 `prev` link, tree tile and checkpoint. A fault is a finding, and the rules replay of that
-log stops before the faulty entry. Then the rules: each record goes through
-`ledger.custody_index.apply_record` in check mode (with the roster) into scratch custody
-state in a temporary LMDB environment, so memory stays flat whatever the log size (only
-the state the rules read: no listings of mentions, holdings or awaiting certificates).
+log stops before the faulty entry. A log held intact up to an entry a sync here refused
+(`ledger.refusals`) gets that entry replayed after it, once it is shown to be the log's
+next, signed entry: its rule is the finding, and the log counts as cut short. Then the
+rules: each record goes through `ledger.custody_index.apply_record` in check mode (with
+the roster) into scratch custody state in a temporary LMDB environment, so memory stays
+flat whatever the log size (only the state the rules read: no listings of mentions,
+holdings or awaiting certificates).
 An import is checked against the export entry read from the exporter's log in this store
 (its leaf hash must be the one the import names, its signature the roster key's). When
 this store does not hold that entry, the import is an ``unverifiable`` finding, not a

@@ -1,4 +1,4 @@
-"""What the audit reads of an entry `verify_log` has already checked: its fields, its UTC day.
+"""What the audit reads of an entry `verify_logs` has already checked: its fields, its UTC day.
 
 Both sit on the per-entry path, so they only unpack and convert: the checks were done.
 """
@@ -13,7 +13,7 @@ import msgpack
 
 
 def _verified_fields(raw: bytes) -> tuple[int, str, dict[str, Any]]:
-    """Time, kind and body of an entry `verify_log` has just checked (canonical, well formed).
+    """Time, kind and body of an entry `verify_logs` has just checked (canonical, well formed).
 
     `ledger.entry.parse_entry` would check all of it again; this only unpacks.
     """

@@ -83,7 +83,7 @@ class ExportReader:
             )
         try:
             if ref.index < self.verified.get(ref.origin, 0):
-                # verify_log checked this entry (bytes, shape, the roster key's signature)
+                # verify_logs checked this entry (bytes, shape, the roster key's signature)
                 # in this audit: only unpack it.
                 _, kind, body = _verified_fields(bytes(raw))
             else:
