@@ -19,7 +19,8 @@ scratch environment too: a certificate is imported at most once on all the logs;
 import's export was not voided; an export neither imported nor voided more than
 ``overdue_days`` after its issue date (as of ``as_of``, by default the date of the latest
 entry in any held log) is overdue: a violation of its exporter, or ``unverifiable`` when
-the destination's log was not replayed to its end (its import may lie past the fault).
+the destination's or the exporter's log was not replayed to its end (the import or a void
+may lie past where it stopped).
 Destination, expiry and "received carats match the certificate unless a discrepancy is
 recorded" need both logs too; they are checked while the importer's log is replayed,
 against the export entry itself.
