@@ -21,6 +21,7 @@ from rich.table import Table
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
 from cli.output import CommandFailed, console, os_error_text, progress_bar
 from ledger.audit import AuditError, AuditReport, Finding, audit
+from ledger.audit_scratch import ScratchError
 from ledger.errors import LedgerError
 from ledger.roster_files import load_roster
 
@@ -60,6 +61,8 @@ def audit_command(
     """
     try:
         findings = _audit(origin, overdue_days, as_of, html_file, threads, scratch, data, as_json)
+    except ScratchError as e:
+        raise CommandFailed(f"{e} (--scratch DIR)", CANNOT_AUDIT) from e
     except LedgerError as e:
         raise CommandFailed(str(e), CANNOT_AUDIT) from e
     except OSError as e:

@@ -76,7 +76,7 @@ class _RulesReplay:
     def __init__(self, auditor: _Auditor, origin: str, log_id: bytes, size: int) -> None:
         self.auditor, self.origin, self.log_id, self.size = auditor, origin, log_id, size
         self.done = 0
-        self._txn = auditor.scratch.env.begin(write=True)
+        self._txn = auditor.scratch.begin(write=True)
         self._ix = self._index()
 
     def _index(self) -> Index:
@@ -92,8 +92,8 @@ class _RulesReplay:
         for index, raw in enumerate(raws, start):
             auditor.record(self._ix, self._txn, origin, index, raw, held=held)
             if (index + 1) % COMMIT_EVERY == 0:
-                self._txn.commit()
-                self._txn = auditor.scratch.env.begin(write=True)
+                auditor.scratch.commit(self._txn)
+                self._txn = auditor.scratch.begin(write=True)
                 self._ix = self._index()
         self.done = start + len(raws)
 
@@ -102,7 +102,7 @@ class _RulesReplay:
         if self.done != stop:
             self._txn.abort()
             raise AuditError(f"{self.origin}: rules replayed {self.done} entries, intact to {stop}")
-        self._txn.commit()
+        self.auditor.scratch.commit(self._txn)
 
     def abort(self) -> None:
         """Drop the uncommitted part after an error."""
@@ -316,7 +316,7 @@ class _Auditor:
         for `audited` and `cut_short`)."""
         self.progress("cross-log checks", 0, 0)
         scratch = self.scratch
-        with scratch.env.begin() as txn:
+        with scratch.begin() as txn:
             groups = _merge_groups(scratch.facts(txn, "x_exports"), scratch.facts(txn, "x_imports"))
             for exports, imports in groups:
                 found = cross_check(

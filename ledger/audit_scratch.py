@@ -6,6 +6,7 @@ time and memory stays flat whatever the number of certificates.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import fields
 from operator import attrgetter
@@ -15,6 +16,7 @@ import lmdb
 import msgpack
 
 from ledger.audit_facts import ExportFact, ImportFact
+from ledger.audit_findings import AuditError
 from ledger.custody_index import INDEX_DBS
 from ledger.encoding import pack_canonical
 
@@ -24,15 +26,46 @@ _FACT_DBS: Final = ("x_exports", "x_imports")
 REPLAYED_EXPORTS: Final = "replayed_exports"
 
 
+class ScratchError(AuditError):
+    """The audit's scratch environment failed (its disk full, say): the audit cannot go on,
+    and nothing held is touched."""
+
+
 class _Scratch:
     """The temporary LMDB environment: custody state per log and the cross-log facts."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         names = (*INDEX_DBS, *_FACT_DBS, REPLAYED_EXPORTS)
-        self.env = lmdb.open(
-            path, map_size=1 << 40, max_dbs=len(names), sync=False, metasync=False, lock=False
+        try:
+            self.env = lmdb.open(
+                path, map_size=1 << 40, max_dbs=len(names), sync=False, metasync=False, lock=False
+            )
+            self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+        except lmdb.Error as e:
+            raise self.failed(e) from e
+
+    def failed(self, e: lmdb.Error) -> ScratchError:
+        """The error for `e` raised by the scratch, named as such (not as the store's)."""
+        where = os.path.dirname(self.path)
+        return ScratchError(
+            f"the audit's scratch store in {where} failed ({e}); is that disk full? "
+            "Give the audit a scratch directory with room"
         )
-        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+
+    def begin(self, *, write: bool = False) -> lmdb.Transaction:
+        """A transaction on the scratch (ScratchError if it cannot begin)."""
+        try:
+            return self.env.begin(write=write)
+        except lmdb.Error as e:
+            raise self.failed(e) from e
+
+    def commit(self, txn: lmdb.Transaction) -> None:
+        """Commit `txn`: where the scratch's pages reach its disk (ScratchError if they cannot)."""
+        try:
+            txn.commit()
+        except lmdb.Error as e:
+            raise self.failed(e) from e
 
     def put_fact(self, txn: lmdb.Transaction, fact: ExportFact | ImportFact) -> None:
         """Store an export's or import's facts under its certificate number."""

@@ -5,7 +5,12 @@ log, entry and values; a flipped byte is an integrity finding at its entry."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import resource
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -797,6 +802,50 @@ def test_cli_exits_2_when_the_audit_cannot_run(
         assert code == 2, args
         assert out == ""
         assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
+def _file_size_limit() -> None:
+    """In the child: files may not grow past 64 KiB (a full disk, without mounting one)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_cli_names_a_full_scratch_disk_and_leaves_the_store_alone(
+    network: Network, tmp_path: Path
+) -> None:
+    """When the scratch's disk fills up, the one error line names the scratch directory
+    and the way out (not the store: a user would think the ledger was damaged), exit 2,
+    and the data directory is left as it was."""
+    network.gather()
+    data = install(network)
+    store = Path(data) / "store" / "data.mdb"
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cli.main import main; main()",
+            "audit",
+            "--data",
+            data,
+            "--scratch",
+            str(scratch),
+        ],
+        check=False,
+        preexec_fn=_file_size_limit,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    err = done.stderr
+    assert err.startswith(f"error: the audit's scratch store in {scratch}"), err
+    assert "disk full" in err and err.rstrip().endswith("(--scratch DIR)") and err.count("\n") == 1
+    assert list(scratch.iterdir()) == []  # its temporary directory is gone
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
 
 
 def test_cli_html_report_escapes_what_the_logs_say(
