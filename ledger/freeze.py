@@ -34,6 +34,7 @@ from ledger.evidence import (
 )
 from ledger.keys import Verifier
 from ledger.merkle import NodeReader, inclusion_proof
+from ledger.refusals import Refusal
 from ledger.store import Store
 from ledger.tiles import TileReader
 
@@ -254,6 +255,37 @@ def against_replica(
         detail = LeafFork(index, entry_a, proof_a, remote_entry(index), proof_b)
         evidence = Evidence(held.origin, held_note, note, detail)
     except (ProofError, EvidenceError):
+        return None
+    return _checked(evidence, log_key)
+
+
+def against_refused(
+    log_key: Verifier,
+    refused: Refusal,
+    note: bytes,
+    remote: NodeReader,
+    remote_entry: Callable[[int], bytes],
+) -> Evidence | None:
+    """Evidence that the log served under `note` holds, where a sync here `refused` an entry
+    it served before, another entry: each in a checkpoint the log signed, so the log signed
+    two histories. None when the entries agree, or nothing proves the difference.
+
+    The refused entry never entered the store, so `against_replica` cannot see this fork:
+    the held log is a prefix of both histories.
+    """
+    if not refused.note:
+        return None  # kept before refusals kept their checkpoint
+    try:
+        served, _ = open_checkpoint(note, log_key)
+        if refused.index >= served.size:
+            return None
+        entry_b = remote_entry(refused.index)
+        if entry_b == refused.entry:
+            return None
+        proof_b = tuple(inclusion_proof(refused.index, served.size, remote))
+        detail = LeafFork(refused.index, refused.entry, refused.proof, entry_b, proof_b)
+        evidence = Evidence(log_key.name, refused.note, note, detail)
+    except LedgerError:
         return None
     return _checked(evidence, log_key)
 

@@ -5,7 +5,9 @@ A node never stores a rule-breaking entry as part of a log (DESIGN §3): the log
 stops just before it, and an audit of this store alone would find that shorter log clean.
 So the sync keeps, per log, the entry it last refused (its bytes, signed by the log's key,
 so anyone can check them), with the rule and the reason it gave; the audit checks that
-entry and replays it where the held log stops.
+entry and replays it where the held log stops. The checkpoint it was served under and its
+inclusion proof there are kept too: should the log later serve another entry at that
+index, the two are evidence that it signed two histories (`ledger.freeze`).
 """
 
 from __future__ import annotations
@@ -24,17 +26,22 @@ REFUSALS = "refusals"
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Entry `index` of a log, as served, refused by a sync for breaking `rule`."""
+    """Entry `index` of a log, as served, refused by a sync for breaking `rule`; the signed
+    checkpoint `note` it was served under and its inclusion `proof` in that tree (empty in
+    rows kept before they were)."""
 
     index: int
     entry: bytes
     rule: str
     reason: str
+    note: bytes = b""
+    proof: tuple[bytes, ...] = ()
 
 
 def put_refusal(store: Store, txn: lmdb.Transaction, log_id: bytes, refusal: Refusal) -> None:
     """Keep `refusal` as the log's latest (in a write transaction)."""
-    row = pack_canonical([refusal.index, refusal.entry, refusal.rule, refusal.reason])
+    r = refusal
+    row = pack_canonical([r.index, r.entry, r.rule, r.reason, r.note, list(r.proof)])
     txn.put(log_id, row, db=store.db(REFUSALS))
 
 
@@ -49,7 +56,13 @@ def refusal(store: Store, txn: lmdb.Transaction, log_id: bytes) -> Refusal | Non
         fields = decode(bytes(row))
     except EncodingError:
         return None  # a damaged record proves nothing; the log held is audited as it is
-    if type(fields) is not list or [type(f) for f in fields] != [int, bytes, str, str]:
+    if type(fields) is not list:
+        return None
+    if [type(f) for f in fields] == [int, bytes, str, str]:  # a row from before the note
+        return Refusal(*fields)
+    if [type(f) for f in fields] != [int, bytes, str, str, bytes, list] or any(
+        type(h) is not bytes for h in fields[5]
+    ):
         return None  # not a record this module wrote
-    index, entry, rule, reason = fields
-    return Refusal(index, entry, rule, reason)
+    index, entry, rule, reason, note, proof = fields
+    return Refusal(index, entry, rule, reason, note, tuple(proof))

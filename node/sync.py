@@ -15,7 +15,8 @@ A served checkpoint that conflicts with what is held is refused before any entry
 fetched. When the peer's own tiles then prove that the log signed two histories (see
 `ledger.evidence`), the evidence is stored, the origin frozen and `EquivocationError`
 raised; a frozen origin is not pulled at all (`FrozenOriginError`) until an operator
-unfreezes it.
+unfreezes it. The same holds for a log that, where a sync here refused an entry for a
+rule, now serves another one: the two signed checkpoints prove two histories.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ledger.keys import Verifier
 from ledger.log import wall_clock_ms
 from ledger.note import Note
 from ledger.read_ahead import ReadAhead
-from ledger.refusals import Refusal, put_refusal
+from ledger.refusals import Refusal, put_refusal, refusal
 from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
 from ledger.store import Store, checkpoint_key
@@ -109,6 +110,7 @@ def pull(
                     f"with the {have} entries held here: {e}"
                 ),
             ) from None
+    _check_refused_index(store, log_key, replica.log_id, have, note, source, tree)
     batches = _batches(source, tree, cp.size, have, limits.batch_entries)
     workers = limits.workers or os.cpu_count() or 1
     in_processes = cp.size - have >= limits.processes_from
@@ -121,12 +123,46 @@ def pull(
             error, batch = refused.error, refused.batch
             _keep_prefix(replica, batch, error.index, note, tree, cp.size, pool)
             entry = batch.entries[error.index - batch.start]
+            try:  # what proves it was served, should the log later serve another in its place
+                path = tuple(merkle.inclusion_proof(error.index, cp.size, tree.node))
+                kept = Refusal(error.index, entry, error.rule, str(error), note, path)
+            except LedgerError:
+                kept = Refusal(error.index, entry, error.rule, str(error))
             with store.write() as txn:  # for the audit: why the log held here stops there
-                put_refusal(
-                    store, txn, replica.log_id, Refusal(error.index, entry, error.rule, str(error))
-                )
+                put_refusal(store, txn, replica.log_id, kept)
             raise error from None
     return SyncReport(origin, have, cp.size, cp.size)
+
+
+def _check_refused_index(
+    store: Store,
+    log_key: Verifier,
+    log_id: bytes | None,
+    have: int,
+    note: bytes,
+    source: TileSource,
+    tree: RemoteTree,
+) -> None:
+    """Refuse a log that now serves, where a sync here refused an entry, another entry: it
+    signed both (`freeze.against_refused`), so the evidence is kept and the origin frozen,
+    as for any fork. An entry that simply follows the held log passes."""
+    if log_id is None:
+        return
+    with store.read() as txn:
+        refused = refusal(store, txn, log_id)
+    if refused is None or refused.index != have:
+        return
+    size = tree.size
+    evidence = freeze.against_refused(
+        log_key, refused, note, tree.node, lambda index: fetch_entry(source, size, index)
+    )
+    if evidence is None:
+        return
+    with store.write() as txn:
+        where = f"sync from {describe(source)}"
+        record = freeze.put(store, txn, evidence, log_key, source=where, now_ms=wall_clock_ms())
+    assert record is not None  # proven evidence is always kept
+    raise freeze.EquivocationError(log_key.name, record)
 
 
 def _adopt_cosignatures(

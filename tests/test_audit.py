@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger import audit as audit_module
-from ledger import audit_exports, audit_facts, merkle
+from ledger import audit_exports, audit_facts, freeze, merkle
 from ledger.audit import (
     INTEGRITY,
     UNVERIFIABLE,
@@ -40,6 +41,7 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.encoding import pack_canonical
 from ledger.entry import encode_payload, parse_entry, sign_entry
+from ledger.evidence import LeafFork, verify_evidence
 from ledger.keys import Signer
 from ledger.log import Log
 from ledger.records import (
@@ -483,6 +485,58 @@ def test_a_refusal_that_does_not_follow_the_held_log_proves_nothing(
         else:
             txn.put(log_id, pack_canonical([4, 7, "r", "x"]), db=table)  # an int for the entry
     assert audited(india, network.roster, origins=["BW"])[1] == []
+
+
+def test_another_entry_served_where_one_was_refused_is_evidence_of_two_histories(
+    network: Network, tmp_path: Path
+) -> None:
+    """BW's log served its second export of P1 at entry 4 and India's sync refused it; a
+    copy of that log then signs a legal entry 4 instead. Both are in checkpoints BW signed,
+    so BW signed two histories: the sync keeps the evidence, freezes BW and stores nothing,
+    where before it took the new entry and the refused one was forgotten."""
+    bw = network.nodes["BW"]
+    fork = tmp_path / "bw-fork"
+    (fork / "store").mkdir(parents=True)
+    shutil.copy(bw.path / "log.key", fork / "log.key")
+    bw.store.env.copy(str(fork / "store"))  # BW's log before the doctored entry 4
+    india, log_id, kept = _refused_at_india(network, tmp_path)
+    assert kept.note and kept.proof  # the checkpoint it was served under, and where in it
+    key = network.signers["BW"].verifier
+    mirror = DirectorySource(tmp_path / "mirror", origin("BW"))
+    with pytest.raises(PeerRuleError):  # served again, it is refused again: no fork
+        pull(india.store, key, mirror, roster=network.roster)
+    other = DataDir.open(fork)
+    legal = other.own_log(clock=at("2026-03-06")).append("parcel.mine", mined("P9", 5_00).to_body())
+    instead = other.own_log().entry(4)
+    other.close()
+    assert legal.index == 4
+    publish(fork, tmp_path / "mirror2")
+    forked = DirectorySource(tmp_path / "mirror2", origin("BW"))
+    with pytest.raises(freeze.EquivocationError, match="equivocated"):
+        pull(india.store, key, forked, roster=network.roster)
+    with india.store.read() as txn:
+        assert india.store.head(txn, log_id).size == 4  # nothing of either history stored
+        assert freeze.frozen_by(india.store, txn, origin("BW")) is not None
+        (record,) = freeze.records(india.store, txn)
+    proven = verify_evidence(record.data, key)  # what anyone can check with BW's key alone
+    assert isinstance(proven.detail, LeafFork) and proven.detail.index == 4
+    assert {proven.detail.entry_a, proven.detail.entry_b} == {kept.entry, instead}
+    with pytest.raises(freeze.FrozenOriginError):
+        pull(india.store, key, forked, roster=network.roster)
+
+
+def test_a_refusal_row_from_before_checkpoints_were_kept_still_reads(
+    network: Network, tmp_path: Path
+) -> None:
+    """A refusal row of the earlier four fields (no checkpoint, no proof) is still read and
+    audited; it just cannot prove a later fork."""
+    india, log_id, kept = _refused_at_india(network, tmp_path)
+    with india.store.write() as txn:
+        old = pack_canonical([kept.index, kept.entry, kept.rule, kept.reason])
+        txn.put(log_id, old, db=india.store.db("refusals"))
+        assert refusal(india.store, txn, log_id) == dataclasses.replace(kept, note=b"", proof=())
+    found = audited(india, network.roster, origins=["BW"])[1]
+    assert [(f.rule, f.index) for f in found] == [("parcel.in-custody", 4)]
 
 
 def test_a_log_cut_short_by_a_refusal_is_cut_short_for_the_cross_log_checks(
