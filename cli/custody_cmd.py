@@ -369,7 +369,9 @@ def certificate_show(
     """Show a certificate issued or imported here, and whether it is confirmed.
 
     For a certificate issued here, `confirmation` cross-verifies it against the importer's
-    log as synced here: confirmed, awaiting, overdue (no import after --overdue-days) or voided.
+    log as synced here: confirmed, awaiting, overdue (no import after --overdue-days), voided,
+    or unverifiable (past due, but that log is not held here, or held only up to an entry
+    a sync here refused): `status` is that too.
     """
     custody = open_custody(data)
     state = custody.certificate(number)
@@ -379,11 +381,16 @@ def certificate_show(
     if state.origin == custody.origin:
         today = as_of or datetime.now(UTC).date().isoformat()
         seen = custody.confirmation(number, today, overdue_days)
-        shown["confirmation"] = seen.status
+        # the exporter's own log never records the import: its `awaiting` would contradict
+        # the importer's log, so status and import index are the cross-verified ones
+        shown["status"] = shown["confirmation"] = seen.status
+        shown["import_index"] = seen.import_index
         shown["confirmed_by"] = (
             None if seen.import_index is None else f"{seen.destination} entry {seen.import_index}"
         )
         shown["destination_entries_held"] = seen.destination_size
+        if seen.unverifiable is not None:
+            shown["unverifiable"] = seen.unverifiable
     _show_state(f"certificate {number}", shown, as_json)
 
 

@@ -73,6 +73,7 @@ from ledger.records import (
     certificate_issuer,
     parse_record,
 )
+from ledger.refusals import refusal
 from ledger.roster import Roster
 from ledger.rules import (
     VOIDED,
@@ -100,10 +101,13 @@ class Confirmation:
     """Whether the importer's log (as synced here) confirms a certificate issued here."""
 
     certificate: str
-    status: str  # confirmed | awaiting | overdue | voided
+    status: str  # confirmed | awaiting | overdue | voided | unverifiable
     destination: str  # the importer's log origin
     destination_size: int  # entries of it held here (0: not synced)
     import_index: int | None
+    #: Why an export past due cannot be called overdue: the importer's log is not held
+    #: here, or held only up to an entry a sync here refused (it never goes further).
+    unverifiable: str | None = None
 
 
 #: Placeholder leaf hash of a certificate issued here (filled in from its entry on read).
@@ -265,6 +269,8 @@ class Custody:
 
         confirmed: the destination's log holds an import of this very export entry;
         voided; overdue: neither, and more than `overdue_days` since issue; else awaiting.
+        Past due, it is unverifiable instead of overdue when the destination's log is not
+        held here, or is held only up to an entry a sync here refused.
         """
         state = self.certificate(number)
         if state is None or state.origin != self.origin:
@@ -272,17 +278,27 @@ class Custody:
         destination = self.roster.origin(state.destination)
         with self.store.read() as txn:
             log_id = self.store.log_id(txn, destination)
-            seen = None
+            seen = stopped = None
             if log_id is not None:
                 seen = Index(LmdbTables(txn, self._dbs), log_id).certificate(number)
+                stopped = refusal(self.store, txn, log_id)
             held = 0 if log_id is None else self.store.head(txn, log_id).size
         if state.status == VOIDED:
             return Confirmation(number, "voided", destination, held, None)
         if seen is not None and (seen.origin, seen.index) == (self.origin, state.index):
             return Confirmation(number, "confirmed", destination, held, seen.import_index)
         due = date.fromisoformat(state.issued) + timedelta(days=overdue_days)
-        status = "overdue" if date.fromisoformat(today) > due else "awaiting"
-        return Confirmation(number, status, destination, held, None)
+        if date.fromisoformat(today) <= due:
+            return Confirmation(number, "awaiting", destination, held, None)
+        if log_id is None:
+            why = f"{destination}'s log is not held here"
+        elif stopped is not None and stopped.index == held:
+            held_here = f"is held here only up to entry {held - 1}" if held else "is not held here"
+            refused = f"a sync here refused entry {held} ({stopped.rule})"
+            why = f"{destination}'s log {held_here}: {refused}"
+        else:
+            return Confirmation(number, "overdue", destination, held, None)
+        return Confirmation(number, "unverifiable", destination, held, None, why)
 
     def verify_export_proof(self, proof: TlogProof) -> Foreign:
         """Verify a certificate proof with the roster key of its origin; the proved export."""

@@ -539,6 +539,33 @@ def test_a_refusal_row_from_before_checkpoints_were_kept_still_reads(
     assert [(f.rule, f.index) for f in found] == [("parcel.in-custody", 4)]
 
 
+def test_an_export_to_a_log_held_only_in_part_is_not_called_overdue(network: Network) -> None:
+    """`certificate show` on the exporter's node (Custody.confirmation): past due, an export
+    whose importer's log is not held, or is held only up to an entry a sync refused, is
+    unverifiable with the reason, not overdue; a log merely lagging still makes it overdue."""
+    eu = Custody(network.nodes["EU"], network.roster, clock=at("2026-12-01"))
+    seen = eu.confirmation("EU-2026-000001", "2026-12-01")
+    assert (seen.status, seen.unverifiable) == (
+        "unverifiable",
+        "kp.example/IN's log is not held here",
+    )
+    india = network.nodes["IN"].own_log()
+    entries = list(india.entries())
+    Replica(eu.store, india.verifier).accept(entries[:1], india.checkpoint(1))  # before its import
+    assert eu.confirmation("EU-2026-000001", "2026-12-01").status == "overdue"  # as synced here
+    assert eu.confirmation("EU-2026-000001", "2026-04-01").status == "awaiting"
+    with eu.store.write() as txn:  # ... but a sync here refused IN's entry 1
+        log_id = eu.store.log_id(txn, origin("IN"))
+        assert log_id is not None
+        put_refusal(eu.store, txn, log_id, Refusal(1, entries[1], "some.rule", "why"))
+    seen = eu.confirmation("EU-2026-000001", "2026-12-01")
+    assert seen.status == "unverifiable" and seen.unverifiable is not None
+    assert seen.unverifiable == (
+        "kp.example/IN's log is held here only up to entry 0: a sync here refused entry 1 "
+        "(some.rule)"
+    )
+
+
 def test_a_log_cut_short_by_a_refusal_is_cut_short_for_the_cross_log_checks(
     network: Network, tmp_path: Path
 ) -> None:

@@ -208,8 +208,12 @@ def test_a_parcel_travels_botswana_antwerp_india(
         "--data",
         eu,
     )
-    shown = json.loads(cli(capsys, "certificate", "show", "BW-2026-000001", "--json", "--data", bw))
+    show = ("certificate", "show", "BW-2026-000001", "--json", "--data", bw)
+    shown = json.loads(cli(capsys, *show, "--as-of", "2026-03-20"))
     assert shown["status"] == "awaiting"  # the exporter learns of the import only by sync (node)
+    shown = json.loads(cli(capsys, *show, "--as-of", "2026-06-01"))  # past due: not "overdue",
+    assert shown["status"] == "unverifiable"  # as the EU's log is not held here to tell
+    assert shown["unverifiable"] == "kp.example/EU's log is not held here"
     cli(
         capsys,
         "split",

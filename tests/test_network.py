@@ -159,6 +159,8 @@ def test_four_nodes_trade_replicate_witness_and_converge(
     shown = json.loads(cli(capsys, "certificate", "show", "BW-2026-000001", "--json", "--data", bw))
     assert shown["confirmation"] == "confirmed"
     assert shown["confirmed_by"] == f"{NET}/EU entry 2"
+    # ... and says so once: not `awaiting` (its own log's view) beside it
+    assert (shown["status"], shown["import_index"]) == ("confirmed", 2)
     # ... while the EU's own export to India is confirmed by India's import.
     shown = json.loads(cli(capsys, "certificate", "show", "EU-2026-000001", "--json", "--data", eu))
     assert shown["confirmation"] == "confirmed"
