@@ -10,11 +10,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
 from cli.output import console, emit_json
 from ledger.errors import RosterError
+from ledger.observer_dir import ObserverDir
 from ledger.roster import Roster, SignedRoster, verify_chain
-from ledger.roster_files import install_roster, load_roster
+from ledger.roster_files import install_observer_roster, install_roster, load_roster
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
 
@@ -39,8 +40,10 @@ def init(
     if out.exists():
         raise RosterError(f"{out} already exists; refusing to overwrite")
     out.write_bytes(SignedRoster(roster).to_bytes())
-    console.print(f"wrote roster v{roster.version} of {roster.network} to {out}; "
-                  f"signatures needed from {', '.join(p.code for p in roster.participants)}")
+    console.print(
+        f"wrote roster v{roster.version} of {roster.network} to {out}; "
+        f"signatures needed from {', '.join(p.code for p in roster.participants)}"
+    )
 
 
 @roster_app.command("sign")
@@ -53,8 +56,10 @@ def sign(
     signed = SignedRoster.from_bytes(file.read_bytes())
     mine = signed.roster.by_origin(node.origin)
     if mine is None or mine.key != node.signer.verifier:
-        raise RosterError(f"roster v{signed.roster.version} does not list {node.origin} "
-                          "with this node's key; refusing to sign")
+        raise RosterError(
+            f"roster v{signed.roster.version} does not list {node.origin} "
+            "with this node's key; refusing to sign"
+        )
     _write_atomically(file, signed.sign(node.signer).to_bytes())
     console.print(f"{node.participant} signed roster v{signed.roster.version} ({file})")
 
@@ -65,10 +70,18 @@ def install(
     data: DataOption = DEFAULT_DATA,
 ) -> None:
     """Verify a roster against the chain this node trusts and make it the current one."""
-    node = open_data(data)
-    roster = install_roster(data, file.read_bytes(), node.signer.verifier)
-    console.print(f"installed roster v{roster.version} of {roster.network} "
-                  f"({len(roster.participants)} participants)")
+    node = open_reading(data)
+    if isinstance(node, ObserverDir):
+        key = node.signer.verifier
+        roster = install_observer_roster(data, file.read_bytes(), key, node.network)
+        who = f"; this directory reads as observer {node.name}"
+    else:
+        roster = install_roster(data, file.read_bytes(), node.signer.verifier)
+        who = ""
+    console.print(
+        f"installed roster v{roster.version} of {roster.network} "
+        f"({len(roster.participants)} participants){who}"
+    )
 
 
 def _show(roster: Roster, as_json: bool) -> None:
@@ -82,6 +95,13 @@ def _show(roster: Roster, as_json: bool) -> None:
         zones = "any" if p.zones is None else ", ".join(p.zones)
         table.add_row(p.code, p.name, p.status, zones, p.url, p.key.to_text())
     console.print(table)
+    if roster.observers:
+        observers = Table(title="observers (read-only)")
+        for column in ("name", "key"):
+            observers.add_column(column)
+        for o in roster.observers:
+            observers.add_row(o.name, o.key.to_text())
+        console.print(observers)
 
 
 @roster_app.command("show")

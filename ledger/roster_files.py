@@ -1,20 +1,24 @@
 """The trusted roster chain kept in a node's data directory: ``<data>/roster/v<N>.roster``.
 
 Installing a version verifies it against the chain already held (version 1 must be
-signed by every Participant it lists), then writes it atomically (temp file, fsync,
-rename), so a crash never leaves a half-written roster. Loading re-verifies the whole
-chain from version 1 on every open: the chain is short and trust is never cached.
+signed by every Participant it lists), checks that it lists the data directory's key (a
+Participant's log key, or an observer's: `ledger.roster_membership`), then writes it
+atomically (temp file, fsync, rename), so a crash never leaves a half-written roster.
+Loading re-verifies the whole chain from version 1 on every open: the chain is short and
+trust is never cached.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger.errors import RosterError
 from ledger.keys import Verifier
 from ledger.roster import Roster, SignedRoster, verify_chain, verify_first, verify_next
+from ledger.roster_membership import check_observer, check_participant
 
 _FILE = re.compile(r"v([1-9][0-9]*)\.roster")
 
@@ -52,15 +56,23 @@ def load_roster(data: Path) -> Roster:
 
 
 def install_roster(data: Path, file_bytes: bytes, own_key: Verifier) -> Roster:
-    """Verify a roster file against the chain held and store it as the newest version."""
+    """Verify a roster file against the chain held and store it as the newest version;
+    it must list `own_key` as a Participant's log key."""
+    return _install(data, file_bytes, lambda roster: check_participant(roster, own_key))
+
+
+def install_observer_roster(data: Path, file_bytes: bytes, key: Verifier, network: str) -> Roster:
+    """`install_roster` for an observer's data directory: the roster must be `network`'s
+    and list an observer with exactly `key` (same name, same public key)."""
+    return _install(data, file_bytes, lambda roster: check_observer(roster, key, network))
+
+
+def _install(data: Path, file_bytes: bytes, listed: Callable[[Roster], object]) -> Roster:
+    """Verify the roster against the chain held, check `listed` on it, and store it."""
     signed = SignedRoster.from_bytes(file_bytes)
     files = _versions(data)
     roster = verify_next(load_roster(data), signed) if files else verify_first(signed)
-    mine = roster.by_origin(own_key.name)
-    if mine is None or mine.key != own_key:
-        raise RosterError(
-            f"roster v{roster.version} does not list this node's key for {own_key.name}"
-        )
+    listed(roster)
     folder = roster_dir(data)
     folder.mkdir(exist_ok=True)
     target = folder / f"v{roster.version}.roster"
