@@ -15,7 +15,8 @@ from cli.output import console, emit_json
 from ledger.errors import RosterError
 from ledger.observer_dir import ObserverDir
 from ledger.roster import Roster, SignedRoster, verify_chain
-from ledger.roster_files import install_observer_roster, install_roster, load_roster
+from ledger.roster_files import install_versions, load_roster
+from ledger.roster_membership import check_observer, check_participant
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
 
@@ -66,18 +67,37 @@ def sign(
 
 @roster_app.command("install")
 def install(
-    file: Annotated[Path, typer.Argument(help="A fully signed roster file.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="Fully signed roster files, in version order (from v1 for a new directory, "
+            "or from the version after the one installed).",
+        ),
+    ],
     data: DataOption = DEFAULT_DATA,
 ) -> None:
-    """Verify a roster against the chain this node trusts and make it the current one."""
+    """Verify rosters against the chain this node trusts and make the newest the current one.
+
+    The newest must list this data directory: a Participant's log key, or in an observer's
+    data directory an observer with exactly its key.
+    """
     node = open_reading(data)
+    key = node.signer.verifier
     if isinstance(node, ObserverDir):
-        key = node.signer.verifier
-        roster = install_observer_roster(data, file.read_bytes(), key, node.network)
+        network = node.network
+
+        def listed(roster: Roster) -> object:
+            return check_observer(roster, key, network)
+
         who = f"; this directory reads as observer {node.name}"
     else:
-        roster = install_roster(data, file.read_bytes(), node.signer.verifier)
+
+        def listed(roster: Roster) -> object:
+            return check_participant(roster, key)
+
         who = ""
+    roster = install_versions(data, [f.read_bytes() for f in files], listed)
     console.print(
         f"installed roster v{roster.version} of {roster.network} "
         f"({len(roster.participants)} participants){who}"
