@@ -73,7 +73,8 @@ OriginOption = Annotated[
 
 
 def held_logs(data: Path, origin: str | None) -> tuple[list[Log], bool]:
-    """The logs a read command shows, and whether the answer is one log by default.
+    """The logs a read command shows, and whether one log was asked for (the answer is
+    then that log's, not a list).
 
     The named log (any held: the own or a replica), else a Participant's own log, else,
     in an observer's data directory, every log it holds. A replica is read with its key
@@ -85,12 +86,13 @@ def held_logs(data: Path, origin: str | None) -> tuple[list[Log], bool]:
     with node.store.read() as txn:
         held = node.store.origins(txn)
     names = held if origin is None else [resolve_origin(held, origin)]
+    one = origin is not None
     if isinstance(node, DataDir) and names == [node.origin]:
-        return [node.own_log()], False
+        return [node.own_log()], one
     if not names:
-        return [], False
+        return [], one
     roster = load_roster(data)
-    return [Log(node.store, roster.log_key(name)) for name in names], False
+    return [Log(node.store, roster.log_key(name)) for name in names], one
 
 
 def _summary(log: Log) -> dict[str, Any]:
@@ -113,11 +115,11 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show the log summary, or one entry decoded (of the own log, or --origin's)."""
-    logs, own = held_logs(data, origin)
+    logs, one = held_logs(data, origin)
     if index is None:
         summaries = [_summary(log) for log in logs]
         if as_json:
-            emit_json(summaries[0] if own or origin else summaries)
+            emit_json(summaries[0] if one else summaries)
             return
         if not summaries:
             console.print(f"no logs held in {data} yet (run `kimberley sync`)")
@@ -193,10 +195,10 @@ def verify(
 ) -> None:
     """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint
     (the own log, or --origin's; in an observer's data directory, every log held)."""
-    logs, own = held_logs(data, origin)
+    logs, one = held_logs(data, origin)
     results = [_verify_one(log, threads, as_json) for log in logs]
     if as_json:
-        emit_json(results[0] if own or origin else results)
+        emit_json(results[0] if one else results)
         return
     if not results:
         console.print(f"no logs held in {data} yet (run `kimberley sync`)")
