@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ledger.datadir import DataDir
@@ -20,7 +21,7 @@ from ledger.roster import Observer, Participant, Roster
 from ledger.roster_files import load_roster
 from ledger.roster_membership import check_observer
 from node.pull_logs import logs_to_pull, pull_first, roster_sources
-from node.sources import DirectorySource, TileSource
+from node.sources import DirectorySource, HttpSource, TileSource
 from tests.test_cli import run
 from tests.test_custody_cli import _actor, _export, _mine, cli
 
@@ -135,6 +136,7 @@ def test_init_observer_makes_a_private_key_a_store_and_no_log(
         node.close()
     with pytest.raises(ObserverDirError, match="observer's data directory; it has no log"):
         DataDir.open(data)
+    assert cli(capsys, "log", "key", "--data", path).strip() == key
     code, out, _ = run(
         capsys,
         "init",
@@ -432,6 +434,7 @@ def test_read_commands_work_on_logs_an_observer_synced(
     assert "BW-MINE-1" in traced
     stats = json.loads(cli(capsys, "stats", "--json", "--data", obs))
     assert stats  # production, exports and imports over both logs
+    assert json.loads(cli(capsys, "evidence", "list", "--json", "--data", obs))
     report = json.loads(cli(capsys, "audit", "--json", "--data", obs))
     assert report["total"] == 0
     assert [(log["origin"], log["replayed"]) for log in report["logs"]] == [
@@ -543,3 +546,27 @@ def test_pull_first_moves_on_only_from_a_source_that_cannot_serve(
             )
     finally:
         node.close()
+
+
+def test_a_node_s_plain_text_refusal_is_quoted_in_the_sync_error() -> None:
+    """A 401's first line (the node's reason) is quoted, without control characters and
+    bounded; an HTML error page is not quoted."""
+
+    def node(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/html/"):
+            return httpx.Response(404, html="<html><body>Not Found</body></html>")
+        reason = "keyid 'rogue' is not a roster member\x1b[2J" + "x" * 500 + "\nsecond line\n"
+        return httpx.Response(401, text=reason)
+
+    transport = httpx.MockTransport(node)
+    source = HttpSource("http://node", f"{NET}/BW", transport=transport)
+    with pytest.raises(PeerError) as refused:
+        source.fetch("checkpoint", 1000)
+    message = str(refused.value)
+    assert message.startswith(f"http://node/{NET}/BW/checkpoint: HTTP 401: keyid 'rogue' is not")
+    assert "\x1b" not in message and "second line" not in message
+    assert len(message) < 300
+    html = HttpSource("http://node/html", f"{NET}/BW", transport=transport)
+    with pytest.raises(PeerError) as missing:
+        html.fetch("checkpoint", 1000)
+    assert str(missing.value) == f"http://node/html/{NET}/BW/checkpoint: HTTP 404"
