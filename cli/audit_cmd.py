@@ -18,7 +18,7 @@ from typing import IO, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import CommandFailed, console, os_error_text, progress_bar
 from ledger.audit import AuditError, AuditReport, Finding, audit
 from ledger.audit_scratch import ScratchError
@@ -90,7 +90,7 @@ def _audit(
         raise AuditError(f"--html {html_file}: no directory {html_file.parent}")
     if html_file is not None and html_file.is_dir():
         raise AuditError(f"--html {html_file}: is a directory, not a file to write")
-    node = open_data(data)
+    node = open_reading(data)
     roster = load_roster(data)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
 

@@ -45,8 +45,10 @@ from ledger.datadir import DataDir
 from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.note import Note
+from ledger.observer_dir import ObserverDir
 from ledger.roster import Observer, Roster, SignedRoster
-from ledger.roster_files import install_roster, load_roster, roster_chain
+from ledger.roster_files import install_roster, install_versions, load_roster, roster_chain
+from ledger.roster_membership import check_observer
 from ledger.stats import Report, compute_stats
 from ledger.stats_source import held_records
 from ledger.store import Store
@@ -67,6 +69,9 @@ ADDED = ("AE", "CF", "CA", "AO", "ZA", "NA", "CD")
 #: The fewest Participants a trade through a hub to India needs.
 FEWEST = ("BW", "RU", "EU", "IN")
 AUDITOR = "kp-monitoring"
+#: The auditor's data directory under the demo's: an observer's, so `kimberley audit --data
+#: <dir>/auditor` repeats the audit after the demo.
+AUDITOR_DIR = "auditor"
 #: Seconds between the nodes' sync-and-witness rounds.
 ROUND_SECONDS = 1.0
 #: How long the nodes may take to settle after the trade.
@@ -267,10 +272,11 @@ def _pick_parcel(india: Custody) -> tuple[Trace, bytes, int]:
 
 
 def _audit_copy(
-    base: Path, nodes: LocalNodes, roster: Roster, auditor: Signer, codes: Sequence[str]
-) -> Store:
-    """The auditor's store: every log pulled from its owner's node, verified but not judged."""
-    store = Store(base / "auditor" / "store", create=True)
+    store: Store, nodes: LocalNodes, roster: Roster, auditor: Signer, codes: Sequence[str]
+) -> None:
+    """Fill the auditor's store (an observer's data directory) with every log, pulled from
+    its owner's node verified but not judged, so the audit sees past a rule-breaking entry
+    (`kimberley sync` would stop there) and reports every planted fault."""
     for code in codes:
         origin = roster.origin(code)
         source = HttpSource(nodes.url(code), origin, signer=auditor)
@@ -278,7 +284,6 @@ def _audit_copy(
             pull(store, roster.log_key(origin), source)  # no roster: keep rule breaches to report
         finally:
             source.close()
-    return store
 
 
 def demo(
@@ -304,9 +309,17 @@ def demo(
         else:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kimberley-demo-")))
         ports = {code: free_port() for code in codes}
-        auditor = Signer.generate(AUDITOR)
+        observer = stack.enter_context(
+            closing(ObserverDir.init(base / AUDITOR_DIR, AUDITOR, NETWORK))
+        )
+        auditor = observer.signer
         net = stack.enter_context(_network(base, codes, ports, auditor))
         roster = net["IN"].roster
+        install_versions(
+            observer.path,
+            roster_chain(net["IN"].node.path),
+            lambda trusted: check_observer(trusted, auditor.verifier, NETWORK),
+        )
         console.print(
             f"[bold]1. network[/]  {len(codes)} Participants ({', '.join(codes)}) in {base}; "
             "roster v1 signed by all and installed on each, with the auditor as observer"
@@ -344,7 +357,12 @@ def demo(
         console.print(_checkpoint_table(net, codes, held))
 
         _trace_step(base, net["IN"])
-        statistics, matched = _audit_step(base, nodes, roster, auditor, codes, expected, stack)
+        statistics, matched = _audit_step(base, nodes, roster, observer, codes, expected)
+        if directory is not None or keep:
+            console.print(
+                f"   the auditor's copy is an observer's data directory: `kimberley audit "
+                f"--data {observer.path}` replays it again"
+            )
         console.print("[bold]7. statistics[/]")
         for table in flow_tables(
             statistics.rows("participant", "year"), "participant", statistics, None
@@ -381,13 +399,13 @@ def _audit_step(
     base: Path,
     nodes: LocalNodes,
     roster: Roster,
-    auditor: Signer,
+    observer: ObserverDir,
     codes: Sequence[str],
     expected: Sequence[ExpectedFinding],
-    stack: ExitStack,
 ) -> tuple[Report, bool]:
     """The auditor's replay and the statistics' anomalies, against the planted list."""
-    store = stack.enter_context(closing(_audit_copy(base, nodes, roster, auditor, codes)))
+    store = observer.store
+    _audit_copy(store, nodes, roster, observer.signer, codes)
     found: list[Finding] = []
     audited = audit(store, roster, sink=found.append, scratch_dir=base)
     with store.read() as txn:

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from cli.log_cmd import read_key
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json, jsonable
 from ledger import freeze
 from ledger.entry import parse_entry
@@ -68,7 +68,7 @@ def _record_json(record: freeze.EvidenceRecord) -> dict[str, Any]:
 @evidence_app.command("list")
 def list_evidence(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
     """Every piece of evidence held here, and the origins frozen now."""
-    node = open_data(data)
+    node = open_reading(data)
     with node.store.read() as txn:
         held = freeze.records(node.store, txn)
         frozen = {
@@ -108,7 +108,7 @@ def show(
     evidence_id: EvidenceId, data: DataOption = DEFAULT_DATA, as_json: JsonOption = False
 ) -> None:
     """One piece of evidence: both checkpoints, the entry that differs, the origin's freezes."""
-    node = open_data(data)
+    node = open_reading(data)
     with node.store.read() as txn:
         record = freeze.find(node.store, txn, evidence_id)
         events = freeze.history(node.store, txn, record.origin)
@@ -148,7 +148,7 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Write one piece of evidence as a file anyone can check with the log's key."""
-    node = open_data(data)
+    node = open_reading(data)
     with node.store.read() as txn:
         record = freeze.find(node.store, txn, evidence_id)
     try:
@@ -200,7 +200,7 @@ def unfreeze(
     as_json: JsonOption = False,
 ) -> None:
     """Let sync and the witness take an origin again; the evidence is kept."""
-    node = open_data(data)
+    node = open_reading(data)
     operator = by or _os_user()
     with node.store.write() as txn:
         event = freeze.unfreeze(

@@ -10,17 +10,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
 from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
+from ledger.datadir import DataDir
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError
+from ledger.errors import EncodingError, LogError
+from ledger.held_logs import resolve_origin
 from ledger.keys import Verifier
+from ledger.log import Log
 from ledger.note import b64decode_strict
+from ledger.roster_files import load_roster
 from ledger.verify import verify_log
 
-log_app = typer.Typer(help="The Participant's own log: append, show, checkpoint, verify.")
+log_app = typer.Typer(
+    help="The Participant's own log: append, show, checkpoint, verify (show and verify also "
+    "any log held, as in an observer's data directory)."
+)
 proof_app = typer.Typer(help="Inclusion and consistency proofs from the own log.")
 
 
@@ -55,32 +62,77 @@ def append(
         console.print(f"appended {kind} at index {done.index} (log size {done.size})")
 
 
+OriginOption = Annotated[
+    str | None,
+    typer.Option(
+        "--origin",
+        help="A log held here: kp.example/BW, or BW (default: the own log; in an "
+        "observer's data directory, every log held).",
+    ),
+]
+
+
+def held_logs(data: Path, origin: str | None) -> tuple[list[Log], bool]:
+    """The logs a read command shows, and whether one log was asked for (the answer is
+    then that log's, not a list).
+
+    The named log (any held: the own or a replica), else a Participant's own log, else,
+    in an observer's data directory, every log it holds. A replica is read with its key
+    from the installed roster; no log is created.
+    """
+    node = open_reading(data)
+    if origin is None and isinstance(node, DataDir):
+        return [node.own_log()], True
+    with node.store.read() as txn:
+        held = node.store.origins(txn)
+    names = held if origin is None else [resolve_origin(held, origin)]
+    one = origin is not None
+    if isinstance(node, DataDir) and names == [node.origin]:
+        return [node.own_log()], one
+    if not names:
+        return [], one
+    roster = load_roster(data)
+    return [Log(node.store, roster.log_key(name)) for name in names], one
+
+
+def _summary(log: Log) -> dict[str, Any]:
+    head = log.head()
+    return {
+        "origin": log.origin,
+        "size": head.size,
+        "root": base64.b64encode(log.root(head.size)).decode(),
+        "key": log.verifier.to_text(),
+    }
+
+
 @log_app.command("show")
 def show(
     index: Annotated[
         int | None, typer.Argument(help="Entry index; omit for the log summary.")
     ] = None,
+    origin: OriginOption = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the log summary, or one entry decoded."""
-    node = open_data(data)
-    log = node.own_log()
+    """Show the log summary, or one entry decoded (of the own log, or --origin's)."""
+    logs, one = held_logs(data, origin)
     if index is None:
-        head = log.head()
-        summary = {
-            "origin": log.origin,
-            "size": head.size,
-            "root": base64.b64encode(log.root(head.size)).decode(),
-            "key": log.verifier.to_text(),
-        }
+        summaries = [_summary(log) for log in logs]
         if as_json:
-            emit_json(summary)
-        else:
+            emit_json(summaries[0] if one else summaries)
+            return
+        if not summaries:
+            console.print(f"no logs held in {data} yet (run `kimberley sync`)")
+        for n, summary in enumerate(summaries):
+            if n:
+                console.print()
             for name, value in summary.items():
                 console.print(f"[bold]{name:>6}[/] {value}")
         return
-    entry = parse_entry(log.entry(index))
+    if len(logs) != 1:
+        held = ", ".join(log.origin for log in logs) or "none"
+        raise LogError(f"name the log of entry {index} with --origin (held here: {held})")
+    entry = parse_entry(logs[0].entry(index))
     shown = {
         "origin": entry.origin,
         "index": entry.index,
@@ -123,8 +175,9 @@ def checkpoint(
 
 @log_app.command("key")
 def key(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
-    """Print the log's verifier key (C2SP signed-note vkey)."""
-    text = open_data(data).signer.verifier.to_text()
+    """Print this data directory's verifier key (C2SP signed-note vkey): the log's, or in
+    an observer's data directory the observer's (for the roster draft)."""
+    text = open_reading(data).signer.verifier.to_text()
     if as_json:
         emit_json({"key": text})
     else:
@@ -133,38 +186,47 @@ def key(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
 
 @log_app.command("verify")
 def verify(
+    origin: OriginOption = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
     threads: Annotated[
         int | None, typer.Option(min=0, help="Signature threads (default, or 0: one per core).")
     ] = None,
 ) -> None:
-    """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint."""
-    node = open_data(data)
-    log = node.own_log()
+    """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint
+    (the own log, or --origin's; in an observer's data directory, every log held)."""
+    logs, one = held_logs(data, origin)
+    results = [_verify_one(log, threads, as_json) for log in logs]
+    if as_json:
+        emit_json(results[0] if one else results)
+        return
+    if not results:
+        console.print(f"no logs held in {data} yet (run `kimberley sync`)")
+    for result in results:
+        console.print(
+            f"{result['origin']}: {result['size']} entries and {result['checkpoints']} "
+            f"checkpoints verified, root {result['root']}"
+        )
+
+
+def _verify_one(log: Log, threads: int | None, as_json: bool) -> dict[str, Any]:
+    """Replay one log with a progress bar; its verified summary (IntegrityError if not)."""
     size = log.size()
     with progress_bar("verifying", size, enabled=not as_json) as bar:
-        task = bar.add_task("verifying", total=size)
+        task = bar.add_task(f"verifying {log.origin}", total=size)
         report = verify_log(
-            node.store,
+            log.store,
             log.verifier,
             threads=threads,
             progress=lambda n: bar.update(task, completed=n),
         )
-    result = {
+    return {
         "origin": report.origin,
         "size": report.size,
         "ok": True,
         "root": base64.b64encode(report.root).decode(),
         "checkpoints": report.checkpoints,
     }
-    if as_json:
-        emit_json(result)
-    else:
-        console.print(
-            f"{report.origin}: {report.size} entries and {report.checkpoints} "
-            f"checkpoints verified, root {result['root']}"
-        )
 
 
 @proof_app.command("inclusion")

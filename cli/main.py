@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,7 @@ from cli.sync_cmd import sync
 from cli.trace_cmd import trace_command, verify_bundle_command
 from ledger.datadir import DataDir
 from ledger.errors import LedgerError
+from ledger.observer_dir import ObserverDir
 
 app = typer.Typer(
     name="kimberley",
@@ -47,12 +49,31 @@ register_commands(app)
 
 @app.command("init")
 def init(
-    participant: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code, or EU.")],
     network: Annotated[str, typer.Option(help="Network name, e.g. kp.example.")],
+    participant: Annotated[
+        str | None, typer.Option(help="A Participant's node: ISO 3166-1 alpha-2 code, or EU.")
+    ] = None,
+    observer: Annotated[
+        str | None,
+        typer.Option(
+            help="An observer's (auditor's) read-only directory: its key name, e.g. kp-monitoring."
+        ),
+    ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a data directory with a new log key and an empty, checkpointed log."""
+    """Create a data directory: a Participant's (a new log key and an empty, checkpointed
+    log) or an observer's (a new key to read with, and no log of its own)."""
+    if (participant is None) == (observer is None):
+        raise CommandFailed(
+            "init takes exactly one of --participant CODE (a Participant's node) and "
+            "--observer NAME (an auditor's read-only directory)",
+            USAGE,
+        )
+    if observer is not None:
+        _init_observer(observer, network, data, as_json)
+        return
+    assert participant is not None
     node = DataDir.init(data, participant.upper(), network)
     try:
         node.own_log().sign_checkpoint()
@@ -64,6 +85,26 @@ def init(
     else:
         console.print(f"initialised {node.origin} in {data}")
         console.print(f"log key: {key}")
+
+
+#: Exit status of a command line that cannot be run as given, as for typer's own usage errors.
+USAGE = 2
+
+
+def _init_observer(name: str, network: str, data: Path, as_json: bool) -> None:
+    """`init --observer`: the key goes into the roster draft's observers."""
+    node = ObserverDir.init(data, name, network)
+    key = node.signer.verifier.to_text()
+    node.close()
+    if as_json:
+        emit_json({"observer": name, "network": network, "key": key, "data": str(data)})
+    else:
+        console.print(f"initialised observer {name} of {network} in {data} (no log of its own)")
+        console.print(f"observer key: {key}")
+        console.print(
+            "next: have the roster's authors list it under observers, then "
+            "`kimberley roster install FILE` and `kimberley sync`"
+        )
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ import uvicorn
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption
 from cli.output import console, emit_json, errors, progress_bar
-from ledger.errors import LedgerError
+from ledger.datadir import no_own_log
+from ledger.errors import LedgerError, ObserverDirError
+from ledger.observer_dir import is_observer_dir
 from node.publish import publish
 from node.serve import make_app
 
@@ -71,6 +73,11 @@ def serve(
 ) -> None:
     """Serve every log in the data directory, keep the roster's logs in sync, until interrupted."""
     host, port = parse_listen(listen)
+    if is_observer_dir(data):  # no own log to serve or have cosigned; not a witness either
+        raise ObserverDirError(
+            f"{no_own_log(data)} to serve, and an observer is no witness (pull logs with "
+            "`kimberley sync`; mirror them with `kimberley tiles publish`)"
+        )
     app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
     who = "to anyone" if public else "to roster members' signed requests"
     errors.print(f"serving the logs in {data} on http://{listen}/ {who}", markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ledger.datadir import DATA_ENV, DEFAULT_DATA_DIR, DataDir
+from ledger.observer_dir import AnyDataDir, open_any
 
 DataOption = Annotated[
     Path,
@@ -22,12 +23,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 DEFAULT_DATA = Path(DEFAULT_DATA_DIR)
 
 
-_opened: list[DataDir] = []
+_opened: list[AnyDataDir] = []
 
 
 def open_data(path: Path) -> DataDir:
-    """Open the node's data directory; `close_all` releases it when the command ends."""
+    """Open a Participant's data directory, for a command that needs its own log (an
+    observer's is refused: ObserverDirError); `close_all` releases it when the command ends."""
     node = DataDir.open(path)
+    _opened.append(node)
+    return node
+
+
+def open_reading(path: Path) -> AnyDataDir:
+    """Open a data directory of either kind, for a command that only reads the logs held
+    (or, for sync and evidence, keeps them); `close_all` releases it when the command ends."""
+    node = open_any(path)
     _opened.append(node)
     return node
 

@@ -10,11 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
 from cli.output import console, emit_json
 from ledger.errors import RosterError
+from ledger.observer_dir import ObserverDir
 from ledger.roster import Roster, SignedRoster, verify_chain
-from ledger.roster_files import install_roster, load_roster
+from ledger.roster_files import install_versions, load_roster
+from ledger.roster_membership import check_observer, check_participant
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
 
@@ -39,8 +41,10 @@ def init(
     if out.exists():
         raise RosterError(f"{out} already exists; refusing to overwrite")
     out.write_bytes(SignedRoster(roster).to_bytes())
-    console.print(f"wrote roster v{roster.version} of {roster.network} to {out}; "
-                  f"signatures needed from {', '.join(p.code for p in roster.participants)}")
+    console.print(
+        f"wrote roster v{roster.version} of {roster.network} to {out}; "
+        f"signatures needed from {', '.join(p.code for p in roster.participants)}"
+    )
 
 
 @roster_app.command("sign")
@@ -53,22 +57,51 @@ def sign(
     signed = SignedRoster.from_bytes(file.read_bytes())
     mine = signed.roster.by_origin(node.origin)
     if mine is None or mine.key != node.signer.verifier:
-        raise RosterError(f"roster v{signed.roster.version} does not list {node.origin} "
-                          "with this node's key; refusing to sign")
+        raise RosterError(
+            f"roster v{signed.roster.version} does not list {node.origin} "
+            "with this node's key; refusing to sign"
+        )
     _write_atomically(file, signed.sign(node.signer).to_bytes())
     console.print(f"{node.participant} signed roster v{signed.roster.version} ({file})")
 
 
 @roster_app.command("install")
 def install(
-    file: Annotated[Path, typer.Argument(help="A fully signed roster file.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="Fully signed roster files, in version order (from v1 for a new directory, "
+            "or from the version after the one installed).",
+        ),
+    ],
     data: DataOption = DEFAULT_DATA,
 ) -> None:
-    """Verify a roster against the chain this node trusts and make it the current one."""
-    node = open_data(data)
-    roster = install_roster(data, file.read_bytes(), node.signer.verifier)
-    console.print(f"installed roster v{roster.version} of {roster.network} "
-                  f"({len(roster.participants)} participants)")
+    """Verify rosters against the chain this node trusts and make the newest the current one.
+
+    The newest must list this data directory: a Participant's log key, or in an observer's
+    data directory an observer with exactly its key.
+    """
+    node = open_reading(data)
+    key = node.signer.verifier
+    if isinstance(node, ObserverDir):
+        network = node.network
+
+        def listed(roster: Roster) -> object:
+            return check_observer(roster, key, network)
+
+        who = f"; this directory reads as observer {node.name}"
+    else:
+
+        def listed(roster: Roster) -> object:
+            return check_participant(roster, key)
+
+        who = ""
+    roster = install_versions(data, [f.read_bytes() for f in files], listed)
+    console.print(
+        f"installed roster v{roster.version} of {roster.network} "
+        f"({len(roster.participants)} participants){who}"
+    )
 
 
 def _show(roster: Roster, as_json: bool) -> None:
@@ -82,6 +115,13 @@ def _show(roster: Roster, as_json: bool) -> None:
         zones = "any" if p.zones is None else ", ".join(p.zones)
         table.add_row(p.code, p.name, p.status, zones, p.url, p.key.to_text())
     console.print(table)
+    if roster.observers:
+        observers = Table(title="observers (read-only)")
+        for column in ("name", "key"):
+            observers.add_column(column)
+        for o in roster.observers:
+            observers.add_row(o.name, o.key.to_text())
+        console.print(observers)
 
 
 @roster_app.command("show")

@@ -18,7 +18,7 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json, progress_bar
 from ledger.quantities import format_carats, format_usd
 from ledger.roster_files import load_roster
@@ -81,7 +81,7 @@ def stats(
         overdue_days=overdue_days,
         as_of=as_of,
     )
-    node = open_data(data)
+    node = open_reading(data)
     roster = load_roster(data)
     with node.store.read() as txn, progress_bar("stats", 0, enabled=not (as_json or as_csv)) as bar:
         task = bar.add_task("reading logs", total=2 * held_entries(node.store, txn))

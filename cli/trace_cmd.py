@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.tree import Tree
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
@@ -73,7 +73,7 @@ def trace_command(
 ) -> None:
     """Trace a parcel or certificate across every log held here, to its mines or onwards."""
     _one_format(as_json, dot)
-    node = open_data(data)
+    node = open_reading(data)
     direction = FORWARD if forward else BACKWARD
     with open_reader(node.store, node.network) as reader:
         start = reader.resolve(ident, origin.upper() if origin else None)

@@ -4,7 +4,9 @@
     <dir>/log.key    the Participant's Ed25519 log key, mode 0600
 
 The node's identity (network name, Participant code, origin) lives in the store's
-`meta` database, written once by `init`.
+`meta` database, written once by `init`. An observer's data directory (an auditor's,
+`ledger.observer_dir`) has ``observer.key`` instead and no own log: `DataDir.open`
+refuses it with `ObserverDirError`, so every command that needs the own log says so.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import os
 import re
 from pathlib import Path
 
-from ledger.errors import AlreadyInitialisedError, LedgerError, NotInitialisedError
+from ledger.errors import (
+    AlreadyInitialisedError,
+    LedgerError,
+    NotInitialisedError,
+    ObserverDirError,
+)
 from ledger.keys import Signer, load_signer, save_signer
 from ledger.log import Clock, EntryHook, Log, wall_clock_ms
 from ledger.store import Store
 
 DATA_ENV = "KIMBERLEY_DATA"
 DEFAULT_DATA_DIR = "kimberley-data"
+#: A Participant's log key file and an observer's key file, in the data directory.
+LOG_KEY = "log.key"
+OBSERVER_KEY = "observer.key"
 _PARTICIPANT = re.compile(r"[A-Z]{2}")
 _NETWORK = re.compile(r"[a-z0-9][a-z0-9.\-]*[a-z0-9]")
 
@@ -29,15 +39,30 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
 
 
+def check_network(network: str) -> str:
+    """`network` if it looks like a domain name (``kp.example``); LedgerError if not."""
+    if not _NETWORK.fullmatch(network):
+        raise LedgerError(f"network {network!r} must look like a domain name, e.g. kp.example")
+    return network
+
+
 def make_origin(network: str, participant: str) -> str:
     """The log origin ``<network>/<participant>``, checking both parts."""
     if not _PARTICIPANT.fullmatch(participant):
         raise LedgerError(
             f"participant {participant!r} must be an ISO 3166-1 alpha-2 code or EU (e.g. BW)"
         )
-    if not _NETWORK.fullmatch(network):
-        raise LedgerError(f"network {network!r} must look like a domain name, e.g. kp.example")
-    return f"{network}/{participant}"
+    return f"{check_network(network)}/{participant}"
+
+
+def holds_ledger(path: Path) -> bool:
+    """True when `path` already holds a data directory of either kind (or a stray store)."""
+    return any((path / name).exists() for name in (LOG_KEY, OBSERVER_KEY, "store/data.mdb"))
+
+
+def no_own_log(path: Path) -> ObserverDirError:
+    """The refusal of a command that needs the own log, in an observer's data directory."""
+    return ObserverDirError(f"{path} is an observer's data directory; it has no log of its own")
 
 
 class DataDir:
@@ -54,8 +79,8 @@ class DataDir:
     def init(cls, path: Path, participant: str, network: str) -> DataDir:
         """Create a new data directory with a fresh log key; refuse to reuse an existing one."""
         origin = make_origin(network, participant)
-        key_path = path / "log.key"
-        if key_path.exists() or (path / "store" / "data.mdb").exists():
+        key_path = path / LOG_KEY
+        if holds_ledger(path):
             raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
         path.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate(origin)
@@ -67,13 +92,20 @@ class DataDir:
 
     @classmethod
     def open(cls, path: Path) -> DataDir:
-        """Open an initialised data directory, checking that key and store agree."""
-        if not (path / "log.key").exists():
+        """Open an initialised data directory, checking that key and store agree;
+        ObserverDirError for an observer's, which has no log of its own."""
+        if not (path / LOG_KEY).exists():
+            if (path / OBSERVER_KEY).exists():
+                raise no_own_log(path)
             raise NotInitialisedError(f"no ledger in {path} (run `kimberley init`)")
-        signer = load_signer(path / "log.key")
+        signer = load_signer(path / LOG_KEY)
         store = Store(path / "store")
         with store.read() as txn:
             origin = store.get_meta(txn, "origin")
+            observer = store.get_meta(txn, "observer")
+        if observer is not None:
+            store.close()
+            raise no_own_log(path)
         if origin != signer.name:
             store.close()
             raise LedgerError(f"{path}: key is for {signer.name} but the store is {origin}")

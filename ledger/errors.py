@@ -16,7 +16,8 @@ the boundary with ``raise ... from e``.
     ├── RosterError              a roster that is malformed, under-signed or out of order
     ├── StoreError               the LMDB store cannot be opened, read or written
     │   ├── NotInitialisedError  no ledger in the data directory
-    │   └── AlreadyInitialisedError
+    │   ├── AlreadyInitialisedError
+    │   └── ObserverDirError     an observer's data directory, asked for a log of its own
     ├── LogError                 a request the log cannot serve (index out of range, ...)
     ├── IntegrityError           replay found a stored byte that is wrong (carries the index)
     ├── PeerError                a peer or mirror that fails, stalls, or serves too much
@@ -81,6 +82,11 @@ class NotInitialisedError(StoreError):
 
 class AlreadyInitialisedError(StoreError):
     """The data directory already holds a ledger; refusing to overwrite it."""
+
+
+class ObserverDirError(StoreError):
+    """A command that needs the Participant's own log, run on an observer's data directory
+    (an auditor's: it holds synced logs only, and its key signs requests, never entries)."""
 
 
 class LogError(LedgerError):

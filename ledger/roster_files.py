@@ -1,20 +1,24 @@
 """The trusted roster chain kept in a node's data directory: ``<data>/roster/v<N>.roster``.
 
 Installing a version verifies it against the chain already held (version 1 must be
-signed by every Participant it lists), then writes it atomically (temp file, fsync,
-rename), so a crash never leaves a half-written roster. Loading re-verifies the whole
-chain from version 1 on every open: the chain is short and trust is never cached.
+signed by every Participant it lists), checks that it lists the data directory's key (a
+Participant's log key, or an observer's: `ledger.roster_membership`), then writes it
+atomically (temp file, fsync, rename), so a crash never leaves a half-written roster.
+Loading re-verifies the whole chain from version 1 on every open: the chain is short and
+trust is never cached.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ledger.errors import RosterError
 from ledger.keys import Verifier
 from ledger.roster import Roster, SignedRoster, verify_chain, verify_first, verify_next
+from ledger.roster_membership import check_participant
 
 _FILE = re.compile(r"v([1-9][0-9]*)\.roster")
 
@@ -52,22 +56,40 @@ def load_roster(data: Path) -> Roster:
 
 
 def install_roster(data: Path, file_bytes: bytes, own_key: Verifier) -> Roster:
-    """Verify a roster file against the chain held and store it as the newest version."""
-    signed = SignedRoster.from_bytes(file_bytes)
-    files = _versions(data)
-    roster = verify_next(load_roster(data), signed) if files else verify_first(signed)
-    mine = roster.by_origin(own_key.name)
-    if mine is None or mine.key != own_key:
-        raise RosterError(
-            f"roster v{roster.version} does not list this node's key for {own_key.name}"
-        )
-    folder = roster_dir(data)
+    """Verify a roster file against the chain held and store it as the newest version;
+    it must list `own_key` as a Participant's log key."""
+    return install_versions(data, [file_bytes], lambda roster: check_participant(roster, own_key))
+
+
+def install_versions(
+    data: Path, files: Sequence[bytes], listed: Callable[[Roster], object]
+) -> Roster:
+    """Verify roster files in version order, each against the one before (the first against
+    the chain held, or as version 1), check that the newest lists this data directory
+    (`listed`: `check_participant` or `check_observer`, raising RosterError), then store
+    them all, in order. So an observer or Participant admitted in version 3 installs 1 to 3
+    at once, though versions 1 and 2 do not name it. Nothing is stored unless all pass."""
+    if not files:
+        raise RosterError("no roster file to install")
+    held = _versions(data)
+    trusted = load_roster(data) if held else None
+    verified: list[tuple[Roster, bytes]] = []
+    for file_bytes in files:
+        signed = SignedRoster.from_bytes(file_bytes)
+        trusted = verify_first(signed) if trusted is None else verify_next(trusted, signed)
+        verified.append((trusted, file_bytes))
+    listed(verified[-1][0])
+    for roster, file_bytes in verified:
+        _write(roster_dir(data), roster.version, file_bytes)
+    return verified[-1][0]
+
+
+def _write(folder: Path, version: int, file_bytes: bytes) -> None:
+    """Store one verified version atomically: temp file, fsync, rename."""
     folder.mkdir(exist_ok=True)
-    target = folder / f"v{roster.version}.roster"
-    temp = folder / f".v{roster.version}.roster.tmp"
+    temp = folder / f".v{version}.roster.tmp"
     with open(temp, "wb") as f:
         f.write(file_bytes)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(temp, target)
-    return roster
+    os.replace(temp, folder / f"v{version}.roster")

@@ -39,6 +39,7 @@ from ledger.roster import Participant, Roster
 from ledger.roster_files import load_roster
 from ledger.store import Store
 from node.auth import SignatureAuth
+from node.pull_logs import roster_sources
 from node.sources import HttpSource, SyncLimits
 from node.sync import pull
 from node.witness import SIZE_TYPE, AddCheckpoint
@@ -116,9 +117,7 @@ class Peers:
 
     def _sources(self, roster: Roster, owner: Participant) -> list[str]:
         """The log owner's node first, then every other peer (they may hold a replica)."""
-        urls = [owner.url] + [
-            p.url for p in roster.participants if p.code not in (owner.code, self.code)
-        ]
+        urls = roster_sources(roster, roster.origin(owner.code), self.code)
         urls += [u for u in self.extra_peers if u not in urls]
         return urls
 

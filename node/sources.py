@@ -104,7 +104,7 @@ class HttpSource:
             if response.status_code >= 500:
                 raise _Retry(f"HTTP {response.status_code}")
             if response.status_code != 200:
-                raise PeerError(f"{url}: HTTP {response.status_code}")
+                raise PeerError(f"{url}: HTTP {response.status_code}{_reason(response)}")
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
@@ -121,6 +121,26 @@ class HttpSource:
 
 class _Retry(Exception):
     """Internal: a failure worth another attempt."""
+
+
+#: How much of a refusal's text is read, and shown: the node says why in its first line.
+_REASON_BYTES = 512
+_REASON_CHARS = 200
+
+
+def _reason(response: httpx.Response) -> str:
+    """``": "`` and the first line of a plain-text refusal (a node's "keyid 'x' is not a
+    roster member"), bounded and stripped of control characters; "" for anything else."""
+    if not response.headers.get("content-type", "").startswith("text/plain"):
+        return ""
+    head = b""
+    for chunk in response.iter_bytes():
+        head += chunk
+        if len(head) >= _REASON_BYTES:
+            break
+    lines = head[:_REASON_BYTES].decode("utf-8", "replace").splitlines()
+    line = "".join(c for c in lines[0] if c.isprintable()).strip() if lines else ""
+    return f": {line[:_REASON_CHARS]}" if line else ""
 
 
 class DirectorySource:
