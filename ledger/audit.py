@@ -86,7 +86,8 @@ from ledger.audit_findings import (
 from ledger.audit_replay import COMMIT_EVERY, Progress, _Auditor
 from ledger.audit_scratch import _Scratch
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, LogError
+from ledger.held_logs import resolve_origin
 from ledger.records import Import
 from ledger.roster import Roster
 from ledger.store import Store, entry_key
@@ -146,22 +147,10 @@ def _chosen(held: Sequence[str], origins: Sequence[str] | None) -> list[str]:
     Participant code alone (``BW`` for ``kp.example/BW``) where only one held log has it."""
     if not origins:
         return list(held)
-    by_code: dict[str, list[str]] = {}
-    for origin in held:
-        by_code.setdefault(origin.rpartition("/")[2], []).append(origin)
-
-    def full(name: str) -> str:
-        if name in held or "/" in name:
-            return name
-        matches = by_code.get(name.upper(), [])
-        if len(matches) > 1:
-            raise AuditError(f"{name} names several logs held here: {', '.join(matches)}")
-        return matches[0] if matches else name
-
-    named = [full(o) for o in origins]
-    missing = [o for o, n in zip(origins, named, strict=True) if n not in held]
-    if missing:
-        raise AuditError(f"no log for {', '.join(missing)} in this store (held: {', '.join(held)})")
+    try:
+        named = [resolve_origin(held, name) for name in origins]
+    except LogError as e:
+        raise AuditError(str(e)) from None
     return list(dict.fromkeys(named))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError, LogError, NoteError, StoreError
+from ledger.held_logs import resolve_origin
 from ledger.note import Note
 from ledger.store import Store, tile_key
 from ledger.tiles import HASH_SIZE
@@ -115,9 +116,7 @@ def _plans(store: Store, only: str | None) -> list[_Plan]:
     with store.read() as txn:
         origins = store.origins(txn)
         if only is not None:
-            if only not in origins:
-                raise LogError(f"no log {only!r} in this store (logs: {', '.join(origins)})")
-            origins = [only]
+            origins = [resolve_origin(origins, only)]  # `BW` or `kp.example/BW`
         for origin in origins:
             log_id = store.log_id(txn, origin)
             assert log_id is not None

@@ -722,11 +722,11 @@ def test_only_the_named_logs_are_audited(network: Network) -> None:
     eu = {p for p in PLANTED if p[1] == "EU"}
     assert where(found) == eu - {("certificate.not-voided", "EU", 7)}  # BW's void not replayed
     assert [log.origin for log in report.logs] == [origin("EU")]
-    with pytest.raises(AuditError, match="no log for kp.example/ZA"):
+    with pytest.raises(AuditError, match="no log kp.example/ZA is held here"):
         audited(holder, network.roster, origins=["kp.example/ZA"])
     by_code, _ = audited(holder, network.roster, origins=["eu"])  # the code alone will do
     assert [log.origin for log in by_code.logs] == [origin("EU")]
-    with pytest.raises(AuditError, match="no log for ZA in this store"):
+    with pytest.raises(AuditError, match="no log ZA is held here"):
         audited(holder, network.roster, origins=["ZA"])
 
 
@@ -873,7 +873,7 @@ def test_cli_exits_2_when_the_audit_cannot_run(
     data = install(network)
     cases = [
         (["--data", str(tmp_path / "none")], "no ledger in"),
-        (["--origin", "kp.example/ZZ", "--data", data], "no log for kp.example/ZZ"),
+        (["--origin", "kp.example/ZZ", "--data", data], "no log kp.example/ZZ is held here"),
         (["--as-of", "2026-02-30", "--data", data], "as-of date '2026-02-30'"),
         (["--html", str(tmp_path / "no" / "a.html"), "--data", data], "no directory"),
         (["--html", str(tmp_path), "--data", data], "is a directory"),

@@ -145,6 +145,8 @@ def test_only_the_named_origin_is_published(tmp_path: Path) -> None:
     node.close()
     report = publish(tmp_path / "bw", tmp_path / "www", BW)
     assert [log.origin for log in report.logs] == [BW]
+    report = publish(tmp_path / "bw", tmp_path / "www", "bw")  # its code alone, as elsewhere
+    assert [log.origin for log in report.logs] == [BW]
     with pytest.raises(LogError, match=r"kp\.example/BW"):
         publish(tmp_path / "bw", tmp_path / "www", "kp.example/ZA")
 
