@@ -117,6 +117,13 @@ def _mine(
     )
 
 
+def _import(
+    capsys: pytest.CaptureFixture[str], data: str, proof: str, importer: str, received: str
+) -> None:
+    """Import the certificate of the proof file `proof` at `data`'s node."""
+    cli(capsys, "import", proof, "--importer", importer, "--received", received, "--data", data)
+
+
 def _export(
     capsys: pytest.CaptureFixture[str],
     data: str,
@@ -186,28 +193,8 @@ def test_a_parcel_travels_botswana_antwerp_india(
 
     _actor(capsys, eu, "EU-IMP-ANTWERP", "importer")
     _actor(capsys, eu, "EU-EXP-ANTWERP", "exporter")
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/bw.proof",
-        "--importer",
-        "EU-IMP-ANTWERP",
-        "--received",
-        "2026-03-07",
-        "--data",
-        eu,
-    )
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/ru.proof",
-        "--importer",
-        "EU-IMP-ANTWERP",
-        "--received",
-        "2026-03-08",
-        "--data",
-        eu,
-    )
+    _import(capsys, eu, f"{tmp}/bw.proof", "EU-IMP-ANTWERP", "2026-03-07")
+    _import(capsys, eu, f"{tmp}/ru.proof", "EU-IMP-ANTWERP", "2026-03-08")
     show = ("certificate", "show", "BW-2026-000001", "--json", "--data", bw)
     shown = json.loads(cli(capsys, *show, "--as-of", "2026-03-20"))
     assert shown["status"] == "awaiting"  # the exporter learns of the import only by sync (node)
@@ -252,17 +239,7 @@ def test_a_parcel_travels_botswana_antwerp_india(
     )
 
     _actor(capsys, india, "IN-IMP-SURAT", "importer")
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/eu.proof",
-        "--importer",
-        "IN-IMP-SURAT",
-        "--received",
-        "2026-03-20",
-        "--data",
-        india,
-    )
+    _import(capsys, india, f"{tmp}/eu.proof", "IN-IMP-SURAT", "2026-03-20")
     held = json.loads(cli(capsys, "custody", "--json", "--data", india))
     assert [(p["parcel"], p["carats"]) for p in held] == [("EU-2026-000001", 80000)]
     left = json.loads(cli(capsys, "custody", "--json", "--data", eu))
@@ -286,17 +263,7 @@ def test_refusals_are_one_line_and_change_nothing(
     _export(capsys, bw, "BW-2026-000009", "BW-EXP-1", "EU", ["BW-P-9"], "1000", f"{tmp}/c.proof")
     _actor(capsys, eu, "EU-IMP-1", "importer")
     _actor(capsys, india, "IN-IMP-1", "importer")
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/c.proof",
-        "--importer",
-        "EU-IMP-1",
-        "--received",
-        "2026-03-07",
-        "--data",
-        eu,
-    )
+    _import(capsys, eu, f"{tmp}/c.proof", "EU-IMP-1", "2026-03-07")
     size = json.loads(cli(capsys, "log", "show", "--json", "--data", eu))["size"]
     for data, importer in ((eu, "EU-IMP-1"), (india, "IN-IMP-1")):
         code, _, err = run(

@@ -23,7 +23,7 @@ from ledger.roster_membership import check_observer
 from node.pull_logs import logs_to_pull, pull_first, roster_sources
 from node.sources import DirectorySource, HttpSource, TileSource
 from tests.test_cli import run
-from tests.test_custody_cli import _actor, _export, _mine, cli
+from tests.test_custody_cli import _actor, _export, _import, _mine, cli
 
 NET = "kp.example"
 AUDITOR = "kp-monitoring"
@@ -390,17 +390,7 @@ def _trade_and_publish(observer_dir: dict[str, str], capsys: pytest.CaptureFixtu
     _mine(capsys, bw, "BW-P-1", "BW-MINE-1", "120.50", "18000", "2026-03-01", "BW")
     _export(capsys, bw, "BW-2026-000001", "BW-EXP-1", "EU", ["BW-P-1"], "18000", f"{tmp}/bw.proof")
     _actor(capsys, eu, "EU-IMP-1", "importer")
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/bw.proof",
-        "--importer",
-        "EU-IMP-1",
-        "--received",
-        "2026-03-07",
-        "--data",
-        eu,
-    )
+    _import(capsys, eu, f"{tmp}/bw.proof", "EU-IMP-1", "2026-03-07")
     mirror = f"{tmp}/mirror"
     for path in (bw, eu):
         cli(capsys, "tiles", "publish", mirror, "--data", path)

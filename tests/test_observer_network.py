@@ -13,7 +13,7 @@ import pytest
 
 from node.local import LocalNodes, free_port
 from tests.test_cli import run
-from tests.test_custody_cli import _actor, _export, _mine, cli
+from tests.test_custody_cli import _actor, _export, _import, _mine, cli
 from tests.test_observer import NET, init_observer, init_participants, install, signed_roster
 
 CODES = ["BW", "EU", "IN"]
@@ -76,17 +76,7 @@ def _trade(network: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     _export(capsys, bw, "BW-2026-000001", "BW-EXP-1", "EU", ["BW-P-1"], "18000", f"{tmp}/eu.proof")
     _export(capsys, bw, "BW-2026-000002", "BW-EXP-1", "IN", ["BW-P-2"], "9000", f"{tmp}/in.proof")
     _actor(capsys, eu, "EU-IMP-1", "importer")
-    cli(
-        capsys,
-        "import",
-        f"{tmp}/eu.proof",
-        "--importer",
-        "EU-IMP-1",
-        "--received",
-        "2026-03-07",
-        "--data",
-        eu,
-    )
+    _import(capsys, eu, f"{tmp}/eu.proof", "EU-IMP-1", "2026-03-07")
     _actor(capsys, network["data:IN"], "IN-IMP-1", "importer")
 
 

@@ -105,10 +105,17 @@ def test_a_batch_of_large_entries_fills_the_pipes_without_a_deadlock(node: DataD
 def test_a_signing_process_killed_mid_batch_fails_the_batch_and_the_next_one_restarts_it(
     node: DataDir,
 ) -> None:
+    """The child is killed as the first entry of a batch is filed. The batch is longer than
+    the child can have signed ahead by then (its first chunk and DEPTH more), so its end
+    needs the dead child: the batch fails whole, and the next batch starts a new child.
+    (Killed at entry 150 of a 256-entry batch, the child had at times signed all of it
+    already, under load, and the batch rightly went through.)"""
+    ahead = sign_process.FIRST_CHUNK + sign_process.DEPTH * sign_process.CHUNK
+    batch = 2 * ahead
     killed: list[int] = []
 
     def kill_the_signer(txn: Any, index: int, kind: str, body: Mapping[str, Any]) -> None:
-        if index == SIGN_PROCESS_MIN + 150 and not killed:
+        if index == SIGN_PROCESS_MIN and not killed:
             pid = sign_process.signing_process(node.signer)._child.pid
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -116,11 +123,11 @@ def test_a_signing_process_killed_mid_batch_fails_the_batch_and_the_next_one_res
     log = node.own_log(hook=kill_the_signer)
     log.append_many(records(0, SIGN_PROCESS_MIN))
     with pytest.raises(LogError, match="signing process for kp.example/BW stopped"):
-        log.append_many(records(SIGN_PROCESS_MIN, SIGN_PROCESS_MIN))
+        log.append_many(records(SIGN_PROCESS_MIN, batch))
     assert killed and log.size() == SIGN_PROCESS_MIN
-    log.append_many(records(SIGN_PROCESS_MIN, SIGN_PROCESS_MIN))
+    log.append_many(records(SIGN_PROCESS_MIN, batch))
     assert sign_process.signing_process(node.signer)._child.pid != killed[0]
-    assert verify_log(node.store, node.signer.verifier).size == 2 * SIGN_PROCESS_MIN
+    assert verify_log(node.store, node.signer.verifier).size == SIGN_PROCESS_MIN + batch
 
 
 def test_link_chains_every_entry_to_the_leaf_before_it() -> None:
