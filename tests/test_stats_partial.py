@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cli.stats_cmd import anomaly_table
 from ledger import merkle
 from ledger.audit_findings import EXPORT_OVERDUE
 from ledger.custody import Custody
@@ -223,8 +223,6 @@ def test_a_year_with_no_entries_says_which_years_there_are(
 def test_wording_is_singular_for_one_and_overdue_is_the_audits_rule() -> None:
     """'1 anomaly in 1 entry', not '1 anomalies in 1 entries'; the overdue kind is the
     audit's rule name."""
-    from cli.stats_cmd import anomaly_table
-
     one = Anomaly(REFUSED, f"{NET}/BW", 0, None, "2026-01-01", {}, None, "x")
     report = Report({}, (one,), {}, AS_OF, 1, StatsOptions())
     assert anomaly_table([one], report).title == "1 anomaly in 1 entry"
