@@ -276,8 +276,11 @@ def _anomalies_csv(out: Any, found: list[Anomaly]) -> None:
 def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> list[Table]:
     """One table per flow, as the KP tables are laid out; rows without that flow left out."""
     when = f"{year}" if year is not None else "all years"
-    partial = sorted({log.participant for log in report.logs if log.partial} | set(report.not_held))
-    caption = f"partial: {', '.join(partial)} held in part or not at all (see below)"
+    cut = [log.participant for log in report.logs if log.partial]
+    said = [f"{', '.join(cut)} held only in part"] if cut else []
+    said += [f"{', '.join(report.not_held)} not held"] if report.not_held else []
+    caption = f"partial figures: {'; '.join(said)} (see the notes below)"
+    partial = bool(said)
     tables = []
     for flow, count in _FLOWS:
         table = Table(

@@ -570,17 +570,20 @@ class _Analysis:
                 "export_usd_per_carat": sold,
             }
             values |= {"ratio": round(ratio, 2), "imported_under": via}
-            say = f"re-exported at US${sold:.2f}/ct against a cost of US${bought:.2f}/ct"
+            say = (
+                f"re-exported at US${sold:.2f}/ct, x{ratio:.2f} its cost of US${bought:.2f}/ct "
+                f"(threshold x{limit}): "
+            )
             if any(b.shared for b in known):
                 imported = _usd_ct(sum(p[2] for p in paid), sum(p[1] for p in paid))
                 values["paid_usd_per_carat"] = imported
                 say += (
-                    f" (imported at US${imported:.2f}/ct under {via}; the cost shared out by "
-                    "the values declared when the goods were split or merged here) "
+                    f"imported at US${imported:.2f}/ct under {via}, the cost shared out by the "
+                    "values declared when the goods were split or merged here"
                 )
             else:
-                say += f" (the price it was imported at under {via}) "
-            self.flag(REVALUATION, at, values, limit, say + f"(x{ratio:.2f}, threshold x{limit})")
+                say += f"the price it was imported at under {via}"
+            self.flag(REVALUATION, at, values, limit, say)
 
     def receive(self, item: LoggedRecord, r: Import) -> None:
         for share in r.parcels:

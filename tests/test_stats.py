@@ -319,7 +319,7 @@ def test_exactly_the_planted_anomalies_are_found(scenario: Scenario) -> None:
         128.57,
         385.71,
     )
-    assert "against a cost of US$128.57/ct (imported at US$138.46/ct under BW-2026-000001, " in (
+    assert "x3.00 its cost of US$128.57/ct (threshold x2.0): imported at US$138.46/ct under " in (
         hub.message
     )  # the cost was shared out at EU's split and merge; the certificates' own price differs
     assert hub.values["paid_usd_per_carat"] == 138.46
