@@ -262,12 +262,26 @@ def _rows_csv(out: Any, rows: list[Row], by: str) -> None:
         out.writerow(line)
 
 
+#: Anomaly values in hundredths of a carat and in US cents, shown in ct and US$ in CSV.
+_CARAT_VALUES = frozenset({"carats", "exported", "produced", "imported", "excess"})
+_CENT_VALUES = frozenset({"value"})
+
+
+def _readable(key: str, value: object) -> object:
+    """An anomaly value as a clerk reads it: carats and dollars with two decimals."""
+    if isinstance(value, int) and key in _CARAT_VALUES:
+        return f"{format_carats(value)} ct"
+    if isinstance(value, int) and key in _CENT_VALUES:
+        return f"US${format_usd(value)}"
+    return value
+
+
 def _anomalies_csv(out: Any, found: list[Anomaly]) -> None:
     out.writerow(
         ["kind", "origin", "index", "certificate", "date", "threshold", "values", "message"]
     )
     for a in found:
-        values = "; ".join(f"{k}={v}" for k, v in a.values.items())
+        values = "; ".join(f"{k}={_readable(k, v)}" for k, v in a.values.items())
         threshold = "" if a.threshold is None else f"{a.threshold:g}"
         row = [a.kind, a.origin, a.index, a.certificate or "", a.date, threshold, values, a.message]
         out.writerow(row)

@@ -500,6 +500,8 @@ def test_cli_csv(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 0, err
     listed = list(csv.DictReader(line for line in io.StringIO(out) if line[0] != "#"))
     assert sorted(r["kind"] for r in listed) == sorted(p[0] for p in PLANTED)
+    excess = next(r for r in listed if r["kind"] == EXPORTS_EXCEED_SUPPLY)
+    assert "exported=500.00 ct; produced=100.00 ct" in excess["values"]  # not hundredths
     late = next(r for r in listed if r["kind"] == OVERDUE)
     assert (late["certificate"], late["threshold"], late["index"]) == ("BW-2026-000002", "30", "10")
 
