@@ -4,6 +4,11 @@ Reads one store snapshot twice (once for each origin's US$/ct norm, once for the
 and checks, see `ledger.stats`) and prints a KP Working Group on Statistics style table
 for people, one JSON document with `--json` (carats in hundredths, values in US cents, as
 every `--json` here), or CSV with clerk-readable quantities with `--csv`.
+
+When a log is held only in part (a sync refused an entry) or not at all, the figures are
+partial and every output says so: notes under the tables, a `notes` list and a `logs`
+list in the JSON, and `#` comment lines before the CSV header. A year with no figures and
+no anomalies is an error (exit 1), as "nothing found" is for the other commands.
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json, progress_bar
 from ledger.quantities import format_carats, format_usd
 from ledger.roster_files import load_roster
-from ledger.stats import Anomaly, Report, Row, StatsError, StatsOptions, Totals, compute_stats
-from ledger.stats_source import held_entries, held_records
+from ledger.stats import (
+    Anomaly,
+    Flows,
+    Report,
+    Row,
+    StatsError,
+    StatsOptions,
+    Totals,
+    compute_stats,
+)
+from ledger.stats_holding import HeldLog
+from ledger.stats_source import held_entries, held_logs, held_records
 
 
 class GroupBy(StrEnum):
@@ -68,11 +83,24 @@ def stats(
     anomalies: Annotated[
         bool, typer.Option("--anomalies", help="Print the anomalies instead of the table.")
     ] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV for spreadsheets.")] = False,
+    as_csv: Annotated[
+        bool,
+        typer.Option(
+            "--csv",
+            help="Print CSV for spreadsheets (no totals row, so sums are not doubled). When "
+            "the figures are partial, lines starting with '#' before the header say why: "
+            "a spreadsheet shows them as text rows; pandas reads with comment='#', R with "
+            "comment.char='#'.",
+        ),
+    ] = False,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Production, exports and imports by Participant, period and HS code, and anomalies."""
+    """Production, exports and imports by Participant, period and HS code, and anomalies.
+
+    Counts the entries the custody rules accepted; each entry they refused is listed as a
+    refused-entry anomaly. Says which logs are held only in part, and why.
+    """
     if as_json and as_csv:
         raise StatsError("--json and --csv: choose one")
     options = StatsOptions(
@@ -85,22 +113,41 @@ def stats(
     roster = load_roster(data)
     with node.store.read() as txn, progress_bar("stats", 0, enabled=not (as_json or as_csv)) as bar:
         task = bar.add_task("reading logs", total=2 * held_entries(node.store, txn))
+        logs = held_logs(node.store, txn, roster)
         report = compute_stats(
-            lambda: _counted(held_records(node.store, txn), bar, task), roster, options
+            lambda: _counted(held_records(node.store, txn), bar, task), roster, options, logs
         )
     rows = report.rows(by.value, period.value, year)
     found = report.anomalies_in(year)
+    if not rows and not found:
+        raise StatsError(_nothing(report, year))
     if as_json:
         emit_json(_document(report, rows, found, by.value, period.value, year))
-    elif as_csv and anomalies:
-        _anomalies_csv(found)
     elif as_csv:
-        _rows_csv(rows, by.value)
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        for note in report.notes():
+            sys.stdout.write(f"# {note}\n")
+        if anomalies:
+            _anomalies_csv(out, found)
+        else:
+            _rows_csv(out, rows, by.value)
     else:
         if not anomalies:
             for table in flow_tables(rows, by.value, report, year):
                 console.print(table)
         console.print(anomaly_table(found, report))
+        for note in report.notes():
+            console.print(f"[yellow]partial:[/] {note}", soft_wrap=True)
+
+
+def _nothing(report: Report, year: int | None) -> str:
+    """Why there is nothing to show: no entries that year, and the years there are."""
+    span = report.years()
+    if span is None:
+        return "no entries held here to count"
+    first, last = span
+    held = f"entries span {first}-{last}" if last != first else f"every entry is from {first}"
+    return f"no entries in {year} ({held})"
 
 
 def _counted(records: Iterable[Any], bar: Progress, task: TaskID) -> Iterator[Any]:
@@ -133,6 +180,25 @@ def _anomaly(a: Anomaly) -> dict[str, Any]:
     }
 
 
+def _log(log: HeldLog, report: Report) -> dict[str, Any]:
+    refused = None
+    if log.partial:
+        refused = {
+            "index": log.size,
+            "rule": log.refused_rule,
+            "reason": log.refused_reason,
+            "signed_size": log.signed_size,
+        }
+    return {
+        "participant": log.participant,
+        "origin": log.origin,
+        "entries_held": log.size,
+        "judged": log.judged,
+        "refused": refused,
+        "exports_not_judged_overdue": report.unjudged.get(log.participant, 0),
+    }
+
+
 def _document(
     report: Report, rows: list[Row], found: list[Anomaly], by: str, period: str, year: int | None
 ) -> dict[str, Any]:
@@ -148,11 +214,7 @@ def _document(
             "revaluation_factor": options.revaluation_threshold,
             "overdue_days": options.overdue_days,
         },
-        "rows": [
-            {by: row.group, "period": row.period}
-            | {flow: _totals(getattr(row.flows, flow), count) for flow, count in _FLOWS}
-            for row in rows
-        ],
+        "rows": [{by: row.group, "period": row.period} | _flows(row.flows) for row in rows],
         "norms": [
             {
                 "origin": n.origin,
@@ -162,8 +224,24 @@ def _document(
             }
             for n in report.norms.values()
         ],
+        "totals": _flows(_total(rows)),
         "anomalies": [_anomaly(a) for a in found],
+        "partial": report.partial,
+        "logs": [_log(log, report) for log in report.logs],
+        "not_held": [
+            {"participant": code, "exports_not_judged_overdue": report.unjudged.get(code, 0)}
+            for code in report.not_held
+        ],
+        "notes": report.notes(),
     }
+
+
+def _total(rows: list[Row]) -> Flows:
+    return sum((row.flows for row in rows), Flows())
+
+
+def _flows(flows: Flows) -> dict[str, Any]:
+    return {flow: _totals(getattr(flows, flow), count) for flow, count in _FLOWS}
 
 
 def _per_carat(totals: Totals) -> str:
@@ -171,8 +249,7 @@ def _per_carat(totals: Totals) -> str:
     return "" if vpc is None else f"{vpc:.2f}"
 
 
-def _rows_csv(rows: list[Row], by: str) -> None:
-    out = csv.writer(sys.stdout, lineterminator="\n")
+def _rows_csv(out: Any, rows: list[Row], by: str) -> None:
     header = [by, "period"]
     for flow, count in _FLOWS:
         header += [f"{flow}_carats", f"{flow}_usd", f"{flow}_usd_per_carat", f"{flow}_{count}"]
@@ -185,13 +262,26 @@ def _rows_csv(rows: list[Row], by: str) -> None:
         out.writerow(line)
 
 
-def _anomalies_csv(found: list[Anomaly]) -> None:
-    out = csv.writer(sys.stdout, lineterminator="\n")
+#: Anomaly values in hundredths of a carat and in US cents, shown in ct and US$ in CSV.
+_CARAT_VALUES = frozenset({"carats", "exported", "produced", "imported", "excess"})
+_CENT_VALUES = frozenset({"value"})
+
+
+def _readable(key: str, value: object) -> object:
+    """An anomaly value as a clerk reads it: carats and dollars with two decimals."""
+    if isinstance(value, int) and key in _CARAT_VALUES:
+        return f"{format_carats(value)} ct"
+    if isinstance(value, int) and key in _CENT_VALUES:
+        return f"US${format_usd(value)}"
+    return value
+
+
+def _anomalies_csv(out: Any, found: list[Anomaly]) -> None:
     out.writerow(
         ["kind", "origin", "index", "certificate", "date", "threshold", "values", "message"]
     )
     for a in found:
-        values = "; ".join(f"{k}={v}" for k, v in a.values.items())
+        values = "; ".join(f"{k}={_readable(k, v)}" for k, v in a.values.items())
         threshold = "" if a.threshold is None else f"{a.threshold:g}"
         row = [a.kind, a.origin, a.index, a.certificate or "", a.date, threshold, values, a.message]
         out.writerow(row)
@@ -200,9 +290,17 @@ def _anomalies_csv(found: list[Anomaly]) -> None:
 def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> list[Table]:
     """One table per flow, as the KP tables are laid out; rows without that flow left out."""
     when = f"{year}" if year is not None else "all years"
+    cut = [log.participant for log in report.logs if log.partial]
+    said = [f"{', '.join(cut)} held only in part"] if cut else []
+    said += [f"{', '.join(report.not_held)} not held"] if report.not_held else []
+    caption = f"partial figures: {'; '.join(said)} (see the notes below)"
+    partial = bool(said)
     tables = []
     for flow, count in _FLOWS:
-        table = Table(title=f"{flow}, {when} (as of {report.as_of or '-'})")
+        table = Table(
+            title=f"{flow}, {when} (as of {report.as_of or '-'})",
+            caption=caption if partial else None,
+        )
         table.add_column(_HEADINGS[by])
         table.add_column("period")
         for heading in ("carats", "US$", "US$/ct", count):
@@ -212,12 +310,22 @@ def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> l
             if t.count or t.carats:
                 figures = [format_carats(t.carats), format_usd(t.value), _per_carat(t)]
                 table.add_row(row.group, row.period, *figures, str(t.count))
+        t = getattr(_total(rows), flow)
+        table.add_section()
+        figures = [format_carats(t.carats), format_usd(t.value), _per_carat(t)]
+        table.add_row("total", "", *figures, str(t.count), style="bold")
         tables.append(table)
     return tables
 
 
+def _many(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def anomaly_table(found: list[Anomaly], report: Report) -> Table:
-    table = Table(title=f"{len(found)} anomalies in {report.entries} entries")
+    """The anomalies for a person: kind, log, entry, certificate and what is wrong."""
+    counted = _many(report.entries, "entry", "entries")
+    table = Table(title=f"{_many(len(found), 'anomaly', 'anomalies')} in {counted}")
     table.add_column("kind", no_wrap=True)
     table.add_column("log", no_wrap=True)
     table.add_column("entry", justify="right")

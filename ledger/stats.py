@@ -12,12 +12,17 @@ anomalies a statistician looks for:
     hub-revaluation         a hub re-exports imported goods at a US$/ct beyond a factor of
                             what it paid for them
     exports-exceed-supply   a Participant's exports so far exceed its production plus imports
-    suspended-participant   an export from or to a Participant the roster suspends
+    suspended-participant   an export from or to a Participant the current roster suspends,
+                            on a log held without the custody rules applied here (where
+                            they were, the entry passed them under the roster then in force)
     outside-permitted-zone  an embargoed Participant's export by an exporter registered
                             outside the roster's permitted zones
-    import-overdue          an export neither imported on any held log nor voided, issued
-                            more than N days before the as-of date
+    export.overdue          an export neither imported on any held log nor voided, issued
+                            more than N days before the as-of date (the audit's rule name)
     unreadable-record       a signed entry whose body is not a valid custody record
+    refused-entry           a signed entry the custody rules did not accept: on the own log
+                            one the custody index skipped, on another the one a sync here
+                            refused (its rule named); left out of every figure
 
 Two passes: `value_norms` reads the stream once for each origin's norm, `analyse` reads it
 again and judges. Memory does not grow with the number of entries. It holds the table
@@ -29,11 +34,19 @@ or imported before their export was read); the import-derived parcels still in a
 custody (the revaluation basis, dropped when consumed); the registered zones of exporters
 on embargoed Participants' logs; one balance per log; and the anomalies found.
 
+What is counted is what the custody rules accept (`LoggedRecord.refused` is None), so
+every node holding the same entries reports the same tables, and those tables agree with
+trace. Where a log is held only in part (`HeldLog`), an export whose import or void may
+lie beyond what is held is not called overdue; `Report.unjudged` counts them per log and
+`Report.notes` says so.
+
 Limits. An import is matched to its export by (exporting log, certificate number); one
 whose export is not held is counted under origin and HS code ``unknown``. A void takes
 an export out of the figures unless an import of it is read too (the goods did ship).
-Overdue is judged only where the destination's log is held. Status and zones are the
-given roster's, which has no dates, so an export made before a suspension is flagged too.
+Overdue is judged only where the destination's log is held, to its owner's end as far as
+this node knows. The roster has no dates, so status is judged as the rules judged it: an
+accepted entry of a log the rules were applied to here passed the roster then in force;
+only a log held verbatim is checked against the current roster, and worded so.
 The zone checked is the exporter's (the custody rules check the mines' zones at append).
 Revaluation is judged only for exports made wholly of import-derived parcels; a split
 passes the cost on in proportion to its outputs' declared values.
@@ -45,7 +58,7 @@ import datetime
 import math
 import random
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
@@ -62,14 +75,16 @@ from ledger.records import (
     Record,
 )
 from ledger.roster import Roster
+from ledger.stats_holding import HeldLog, holding_notes
 
 VALUE_PER_CARAT: Final = "value-per-carat"
 REVALUATION: Final = "hub-revaluation"
 EXPORTS_EXCEED_SUPPLY: Final = "exports-exceed-supply"
 SUSPENDED: Final = "suspended-participant"
 OUTSIDE_ZONE: Final = "outside-permitted-zone"
-OVERDUE: Final = "import-overdue"
+OVERDUE: Final = "export.overdue"
 UNREADABLE: Final = "unreadable-record"
+REFUSED: Final = "refused-entry"
 
 MIXED: Final = "mixed"  #: origin group of a certificate listing several mining countries
 UNKNOWN: Final = "unknown"  #: origin and HS code of an import whose export is not held
@@ -91,13 +106,20 @@ class StatsError(LedgerError):
 
 @dataclass(frozen=True, slots=True)
 class LoggedRecord:
-    """One held entry as statistics see it; `record` is None (with `problem`) if unreadable."""
+    """One entry as statistics see it; `record` is None (with `problem`) if unreadable.
+
+    `refused` is None for an entry the custody rules accepted, else the rule it broke ("" when
+    only the custody index's silence says so); `held` is False for the entry a sync refused,
+    which is not part of the log held here.
+    """
 
     origin: str
     index: int
     time_ms: int
     record: Record | None
     problem: str = ""
+    refused: str | None = None
+    held: bool = True
 
     @property
     def participant(self) -> str:
@@ -226,6 +248,23 @@ class Report:
     as_of: str | None
     entries: int
     options: StatsOptions
+    logs: tuple[HeldLog, ...] = ()  #: the logs held, when the caller said (else unknown)
+    not_held: tuple[str, ...] = ()  #: roster Participants whose log is not held here
+    unjudged: Mapping[str, int] = field(default_factory=dict)  #: code -> exports not judged
+
+    @property
+    def partial(self) -> bool:
+        """True when some log is held only in part or not at all: the figures are partial."""
+        return bool(self.not_held) or any(log.partial for log in self.logs)
+
+    def notes(self) -> list[str]:
+        """Plain sentences on the logs held in part, not held or held unjudged."""
+        return holding_notes(self.logs, self.not_held, self.unjudged)
+
+    def years(self) -> tuple[int, int] | None:
+        """The first and last year any figure is dated in, None with no figures."""
+        years = [key[3] for key in self.cells]
+        return (min(years), max(years)) if years else None
 
     def rows(
         self, by: GroupBy = "participant", period: Period = "year", year: int | None = None
@@ -285,11 +324,11 @@ def _median(values: list[float]) -> float:
 def value_norms(records: Iterable[LoggedRecord], *, sample_size: int = 10_000) -> dict[str, Norm]:
     """Pass 1: each mining origin's US$/ct norm from parcel.mine and unmixed export records.
 
-    Records of value 0 have no log price and are left out.
+    Records of value 0 have no log price and are left out, as are entries the rules refused.
     """
     reservoirs: dict[str, _Reservoir] = {}
     for item in records:
-        seen = _observation(item.record)
+        seen = None if item.refused is not None else _observation(item.record)
         if seen is not None and seen[2] > 0:
             origin = seen[0]
             if origin not in reservoirs:
@@ -334,11 +373,13 @@ class _Receipt:
 
 @dataclass(frozen=True, slots=True)
 class _Basis:
-    """What a hub paid for an import-derived parcel, and under which certificates."""
+    """What an import-derived parcel cost a hub, and the imports it came from (certificate,
+    carats, value); `shared` when a split or merge has shared the cost out since."""
 
     carats: int
     cost: int
-    via: tuple[str, ...]
+    paid: tuple[tuple[str, int, int], ...]
+    shared: bool = False
 
 
 def _cell(participant: str, origin: str, hs: str, date: str) -> CellKey:
@@ -356,8 +397,15 @@ def _day(time_ms: int) -> str:
 class _Analysis:
     """The state of pass 2: `feed` takes one record, `finish` builds the report."""
 
-    def __init__(self, roster: Roster, norms: Mapping[str, Norm], options: StatsOptions) -> None:
-        self.roster, self.norms, self.options = roster, norms, options
+    def __init__(
+        self,
+        roster: Roster,
+        norms: Mapping[str, Norm],
+        options: StatsOptions,
+        logs: Sequence[HeldLog] | None,
+    ) -> None:
+        self.roster, self.norms, self.options, self.logs = roster, norms, options, logs
+        self.judged = {log.origin for log in logs or () if log.judged}
         self.restricted = {p.code: p.zones for p in roster.participants if p.zones is not None}
         self.cells: dict[CellKey, list[int]] = {}
         self.anomalies: list[Anomaly] = []
@@ -381,8 +429,12 @@ class _Analysis:
         self.anomalies.append(Anomaly(kind, *at, dict(values), limit, say))
 
     def feed(self, item: LoggedRecord) -> None:
-        self.entries += 1
-        self.latest = max(self.latest, item.time_ms)
+        if item.held:
+            self.entries += 1
+            self.latest = max(self.latest, item.time_ms)
+        if item.refused is not None:
+            self.refused(item)
+            return
         balance = self.balance.setdefault(item.origin, [0, 0, 0, 0])
         match item.record:
             case None:
@@ -409,6 +461,24 @@ class _Analysis:
                 self.zones[(item.origin, r.actor)] = r.zone
             case _:
                 pass
+
+    def refused(self, item: LoggedRecord) -> None:
+        """An entry the custody rules did not accept: listed, never counted."""
+        what = "unreadable" if item.record is None else item.record.KIND
+        number = getattr(item.record, "certificate", None)
+        at = (item.origin, item.index, number, _day(item.time_ms))
+        values: dict[str, Detail] = {"rule": item.refused or "", "entry_kind": what}
+        if item.refused:
+            say = (
+                f"{what} entry refused by a sync here for rule {item.refused}; "
+                f"{item.participant}'s log is held only up to entry {item.index - 1}"
+            )
+        else:
+            say = (
+                f"{what} entry this node's custody rules did not accept (the custody index "
+                "skipped it; `kimberley audit` names the rule)"
+            )
+        self.flag(REFUSED, at, values, None, say + "; left out of every figure")
 
     def check_price(
         self, at: _Where, origin: str, carats: int, value: int, parcel: str | None = None
@@ -454,11 +524,8 @@ class _Analysis:
             )
         if len(r.origins) == 1:
             self.check_price(at, r.origins[0], r.carats, r.value)
-        for side, code in (("from", item.participant), ("to", r.destination)):
-            p = self.roster.participant(code)
-            if p is not None and not p.active:
-                say = f"export {side} {code}, suspended on roster v{self.roster.version}"
-                self.flag(SUSPENDED, at, {"direction": side, "participant": code}, None, say)
+        if item.origin not in self.judged:  # else the rules passed it under the roster then
+            self.check_status(at, item.participant, r.destination)
         permitted = self.restricted.get(item.participant)
         zone = self.zones.get((item.origin, r.exporter))
         if permitted is not None and zone not in permitted:
@@ -471,6 +538,21 @@ class _Analysis:
             self.flag(OUTSIDE_ZONE, at, where | {"permitted": ", ".join(permitted)}, None, say)
         self.check_revaluation(at, r)
 
+    def check_status(self, at: _Where, exporter: str, destination: str) -> None:
+        """Trade with a Participant the current roster suspends, on a log held unjudged."""
+        for side, code in (("from", exporter), ("to", destination)):
+            p = self.roster.participant(code)
+            if p is not None and not p.active:
+                say = (
+                    f"export {side} {code}: {code} is suspended on the current roster "
+                    f"v{self.roster.version}, which carries no dates; this log is held without "
+                    "the custody rules applied here, so whether it was when the export was "
+                    "written cannot be told"
+                )
+                values: dict[str, Detail] = {"direction": side, "participant": code}
+                values["roster"] = self.roster.version
+                self.flag(SUSPENDED, at, values, None, say)
+
     def check_revaluation(self, at: _Where, r: Export) -> None:
         bases = [self.basis.pop((at[0], p), None) for p in r.parcels]
         known = [b for b in bases if b is not None]
@@ -480,20 +562,33 @@ class _Analysis:
         ratio = (r.value / r.carats) / (cost / carats)
         limit = self.options.revaluation_threshold
         if ratio > limit or ratio < 1 / limit:
-            via = ", ".join(sorted({c for b in known for c in b.via}))
+            paid = sorted({p for b in known for p in b.paid})
+            via = ", ".join(number for number, _, _ in paid)
             bought, sold = _usd_ct(cost, carats), _usd_ct(r.value, r.carats)
             values: dict[str, Detail] = {
                 "import_usd_per_carat": bought,
                 "export_usd_per_carat": sold,
             }
             values |= {"ratio": round(ratio, 2), "imported_under": via}
-            say = f"re-exported at US${sold:.2f}/ct, imported at US${bought:.2f}/ct under {via} "
-            self.flag(REVALUATION, at, values, limit, say + f"(x{ratio:.2f}, threshold x{limit})")
+            say = (
+                f"re-exported at US${sold:.2f}/ct, x{ratio:.2f} its cost of US${bought:.2f}/ct "
+                f"(threshold x{limit}): "
+            )
+            if any(b.shared for b in known):
+                imported = _usd_ct(sum(p[2] for p in paid), sum(p[1] for p in paid))
+                values["paid_usd_per_carat"] = imported
+                say += (
+                    f"imported at US${imported:.2f}/ct under {via}, the cost shared out by the "
+                    "values declared when the goods were split or merged here"
+                )
+            else:
+                say += f"the price it was imported at under {via}"
+            self.flag(REVALUATION, at, values, limit, say)
 
     def receive(self, item: LoggedRecord, r: Import) -> None:
         for share in r.parcels:
             self.basis[(item.origin, share.parcel)] = _Basis(
-                share.carats, share.value, (r.certificate,)
+                share.carats, share.value, ((r.certificate, r.carats, r.value),)
             )
         receipt = _Receipt(item.participant, r.received, r.carats, r.value)
         match_key = (r.export_ref.origin, r.certificate)
@@ -530,30 +625,53 @@ class _Analysis:
         for i, share in enumerate(r.outputs):
             cost = left if i == len(r.outputs) - 1 else basis.cost * weights[i] // sum(weights)
             left -= cost
-            self.basis[(origin, share.parcel)] = _Basis(share.carats, cost, basis.via)
+            self.basis[(origin, share.parcel)] = _Basis(share.carats, cost, basis.paid, True)
 
     def merge(self, origin: str, r: ParcelMerge) -> None:
         bases = [self.basis.pop((origin, p), None) for p in r.inputs]
         known = [b for b in bases if b is not None]
         if known and len(known) == len(bases):
-            via = tuple(sorted({c for b in known for c in b.via}))
+            paid = tuple(sorted({p for b in known for p in b.paid}))
             cost = sum(b.cost for b in known)
-            self.basis[(origin, r.output.parcel)] = _Basis(r.output.carats, cost, via)
+            self.basis[(origin, r.output.parcel)] = _Basis(r.output.carats, cost, paid, True)
 
-    def overdue(self, as_of: str) -> None:
+    def held(self) -> set[str]:
+        """The origins of the logs held: as the caller said, else those read."""
+        return set(self.balance) if self.logs is None else {log.origin for log in self.logs}
+
+    def not_held(self) -> tuple[str, ...]:
+        """Roster Participants whose log is not held here."""
+        held = self.held()
+        codes = (p.code for p in self.roster.participants)
+        return tuple(code for code in codes if self.roster.origin(code) not in held)
+
+    def overdue(self, as_of: str) -> dict[str, int]:
+        """Flag overdue exports; count per Participant those its log, held in part or not at
+        all, leaves unjudged (the import or void may lie beyond what is held)."""
         today, limit = _date(as_of, "as-of"), self.options.overdue_days
+        partial = {log.participant for log in self.logs or () if log.partial}
+        held = self.held()
+        unjudged: dict[str, int] = {}
         for s in self.pending.values():
             origin, index, _, issued = s.where
-            if self.roster.origin(s.destination) not in self.balance:
-                continue  # the destination's log is not held here: no way to tell
             late = (today - _date(issued, f"{origin} entry {index} issued")).days
-            if late > limit:
+            if late <= limit:
+                continue
+            exporter = origin.rpartition("/")[2]
+            if self.roster.origin(s.destination) not in held:
+                blind: str | None = s.destination  # the destination's log is not held here
+            else:
+                blind = next((c for c in (s.destination, exporter) if c in partial), None)
+            if blind is not None:
+                unjudged[blind] = unjudged.get(blind, 0) + 1
+            else:
                 values: dict[str, Detail] = {"destination": s.destination, "issued": issued}
                 say = (
                     f"issued {issued} to {s.destination}, neither imported nor voided "
                     f"{late} days later (as of {as_of}; threshold {limit} days)"
                 )
                 self.flag(OVERDUE, s.where, values | {"days": late, "as_of": as_of}, limit, say)
+        return unjudged
 
     def finish(self) -> Report:
         for receipt in self.orphans.values():
@@ -562,14 +680,24 @@ class _Analysis:
         as_of = self.options.as_of
         if as_of is None and self.entries:
             as_of = _day(self.latest)
-        if as_of is not None:
-            self.overdue(as_of)
+        unjudged = {} if as_of is None else self.overdue(as_of)
         cells = {
             k: Flows(*(Totals(*v[i : i + 3]) for i in (0, 3, 6)))
             for k, v in sorted(self.cells.items())
         }
         found = tuple(sorted(self.anomalies, key=lambda a: (a.kind, a.origin, a.index)))
-        return Report(cells, found, dict(self.norms), as_of, self.entries, self.options)
+        logs = tuple(self.logs or ())
+        return Report(
+            cells,
+            found,
+            dict(self.norms),
+            as_of,
+            self.entries,
+            self.options,
+            logs,
+            self.not_held(),
+            unjudged,
+        )
 
 
 def analyse(
@@ -577,9 +705,14 @@ def analyse(
     roster: Roster,
     norms: Mapping[str, Norm],
     options: StatsOptions | None = None,
+    logs: Sequence[HeldLog] | None = None,
 ) -> Report:
-    """Pass 2: tables and anomalies of `records`, judging prices by the pass-1 `norms`."""
-    analysis = _Analysis(roster, norms, options or StatsOptions())
+    """Pass 2: tables and anomalies of `records`, judging prices by the pass-1 `norms`.
+
+    `logs` says how much of each log is held (`ledger.stats_source.held_logs`); without it
+    the logs read are taken as held whole, judged by no custody rules here.
+    """
+    analysis = _Analysis(roster, norms, options or StatsOptions(), logs)
     for item in records:
         analysis.feed(item)
     return analysis.finish()
@@ -589,8 +722,9 @@ def compute_stats(
     source: Callable[[], Iterable[LoggedRecord]],
     roster: Roster,
     options: StatsOptions | None = None,
+    logs: Sequence[HeldLog] | None = None,
 ) -> Report:
     """Both passes over `source()`, which is called twice and must replay the same records."""
     options = options or StatsOptions()
     norms = value_norms(source(), sample_size=options.sample_size)
-    return analyse(source(), roster, norms, options)
+    return analyse(source(), roster, norms, options, logs)

@@ -7,6 +7,15 @@ certificates the statistics hold in flight down to the shipments in transit. Mem
 entry per log. A body that is not a valid custody record becomes an unreadable record,
 reported as an anomaly; bytes that do not even parse as an entry were stored wrongly and
 raise IntegrityError (`kimberley log verify` names the rest).
+
+Statistics count what the custody rules accept. A log whose custody index is kept here
+(the own log; a replica synced with the roster) is asked, entry by entry, whether the
+rules took the entry: an index row names it (the parcel or actor it brought, or the
+certificate it voided). The own log can hold entries the rules never took (a doctored tool
+signs past the hook), and those come out with `refused` "". A replica ends where a sync
+refused an entry; that entry, kept in `ledger.refusals`, comes out after the log with its
+rule and `held` False. A log with no index at all (pulled without the roster) is read as
+it is, every entry taken, and `held_logs` marks it unjudged.
 """
 
 from __future__ import annotations
@@ -16,14 +25,31 @@ from collections.abc import Iterator
 
 import lmdb
 
+from ledger.checkpoint import open_checkpoint
+from ledger.custody_index import decode_value
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, IntegrityError, RecordError
-from ledger.records import parse_record
+from ledger.errors import EncodingError, IntegrityError, LedgerError, RecordError
+from ledger.records import (
+    ActorRegister,
+    ActorRevoke,
+    Export,
+    ExportVoid,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelSplit,
+    Record,
+    parse_record,
+)
+from ledger.refusals import Refusal, refusal
+from ledger.roster import Roster
+from ledger.rules import VOIDED
 from ledger.stats import LoggedRecord
-from ledger.store import Store
+from ledger.stats_holding import HeldLog
+from ledger.store import Store, u64
 
 
-def held_logs(store: Store, txn: lmdb.Transaction) -> list[tuple[str, bytes, int]]:
+def _logs(store: Store, txn: lmdb.Transaction) -> list[tuple[str, bytes, int]]:
     """(origin, log id, size) of every log in the store's snapshot, by origin."""
     held = []
     for origin in sorted(store.origins(txn)):
@@ -33,29 +59,107 @@ def held_logs(store: Store, txn: lmdb.Transaction) -> list[tuple[str, bytes, int
     return held
 
 
+def _judged(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bool:
+    """True when the log has a custody index here (the rules were applied to it)."""
+    for name in ("actor_log", "parcel_log"):
+        db = store.dbs.get(name)
+        if db is not None:
+            with txn.cursor(db=db) as cursor:
+                if cursor.set_range(log_id) and bytes(cursor.key()).startswith(log_id):
+                    return True
+    return False
+
+
+def _cut(store: Store, txn: lmdb.Transaction, log_id: bytes, size: int) -> Refusal | None:
+    """The entry a sync here refused right where the held log stops, if any."""
+    kept = refusal(store, txn, log_id)
+    return kept if kept is not None and kept.index == size else None
+
+
+def held_logs(store: Store, txn: lmdb.Transaction, roster: Roster) -> tuple[HeldLog, ...]:
+    """How much of each log the snapshot holds, whether judged, and where a sync refused."""
+    found = []
+    for origin, log_id, size in _logs(store, txn):
+        cut = _cut(store, txn, log_id, size)
+        signed = None
+        if cut is not None and cut.note:
+            try:
+                signed = open_checkpoint(cut.note, roster.log_key(origin))[0].size
+            except LedgerError:
+                signed = None  # a note that does not verify tells nothing
+        rule, reason = (None, "") if cut is None else (cut.rule, cut.reason)
+        found.append(HeldLog(origin, size, _judged(store, txn, log_id), rule, reason, signed))
+    return tuple(found)
+
+
+def _indexed(store: Store, txn: lmdb.Transaction, log_id: bytes, at: int, r: Record) -> bool:
+    """True when the custody index has entry `at` of the log taking record `r`."""
+    actor = r.actor if isinstance(r, ActorRegister | ActorRevoke) else None
+    if actor is not None:
+        key = log_id + actor.encode() + b"\x00" + u64(at)
+        return txn.get(key, db=store.db("actor_log")) is not None
+    if isinstance(r, ExportVoid):
+        row = txn.get(log_id + r.certificate.encode(), db=store.db("certificates"))
+        return row is not None and decode_value(bytes(row))[8] == VOIDED
+    match r:
+        case ParcelMine():
+            parcel = r.parcel
+        case ParcelSplit():
+            parcel = r.input
+        case ParcelMerge():
+            parcel = r.output.parcel
+        case Export():
+            parcel = r.parcels[0]
+        case Import():
+            parcel = r.parcels[0].parcel
+        case _:
+            return True
+    key = log_id + parcel.encode() + b"\x00" + u64(at)
+    return txn.get(key, db=store.db("parcel_log")) is not None
+
+
+def _record(
+    origin: str, index: int, raw: bytes, refused: str | None = None, *, held: bool = True
+) -> LoggedRecord:
+    """The entry's record, or an unreadable one; IntegrityError for bytes stored wrongly."""
+    try:
+        entry = parse_entry(raw)
+    except EncodingError as e:
+        raise IntegrityError(origin, index, f"stored entry does not parse: {e}") from e
+    if (entry.origin, entry.index) != (origin, index):
+        raise IntegrityError(origin, index, f"stored entry says {entry.origin} {entry.index}")
+    try:
+        record = parse_record(entry.kind, entry.body)
+    except RecordError as e:
+        return LoggedRecord(origin, index, entry.time_ms, None, str(e), refused, held)
+    return LoggedRecord(origin, index, entry.time_ms, record, "", refused, held)
+
+
 def log_records(
     store: Store, txn: lmdb.Transaction, origin: str, log_id: bytes, size: int
 ) -> Iterator[LoggedRecord]:
-    """One log's entries [0, size) as records, in index order."""
+    """One log's entries [0, size) in index order, then the entry a sync refused after them."""
+    judged = _judged(store, txn, log_id)
     for index, raw in enumerate(store.entries(txn, log_id, 0, size)):
+        item = _record(origin, index, raw)
+        r = item.record
+        if judged and r is not None and not _indexed(store, txn, log_id, index, r):
+            item = LoggedRecord(origin, index, item.time_ms, r, refused="")
+        yield item
+    cut = _cut(store, txn, log_id, size)
+    if cut is not None:
         try:
-            entry = parse_entry(raw)
-        except EncodingError as e:
-            raise IntegrityError(origin, index, f"stored entry does not parse: {e}") from e
-        if (entry.origin, entry.index) != (origin, index):
-            raise IntegrityError(origin, index, f"stored entry says {entry.origin} {entry.index}")
-        try:
-            yield LoggedRecord(origin, index, entry.time_ms, parse_record(entry.kind, entry.body))
-        except RecordError as e:
-            yield LoggedRecord(origin, index, entry.time_ms, None, str(e))
+            yield _record(origin, size, cut.entry, cut.rule, held=False)
+        except IntegrityError:
+            return  # kept bytes that do not parse: the audit reports them
 
 
 def held_records(store: Store, txn: lmdb.Transaction) -> Iterator[LoggedRecord]:
     """Every held log's records merged by entry time (then origin and index)."""
-    streams = [log_records(store, txn, *held) for held in held_logs(store, txn)]
+    streams = [log_records(store, txn, *held) for held in _logs(store, txn)]
     return heapq.merge(*streams, key=lambda r: (r.time_ms, r.origin, r.index))
 
 
 def held_entries(store: Store, txn: lmdb.Transaction) -> int:
     """How many entries the snapshot holds across every log (a progress bar's total)."""
-    return sum(size for _, _, size in held_logs(store, txn))
+    return sum(size for _, _, size in _logs(store, txn))

@@ -319,6 +319,10 @@ def test_exactly_the_planted_anomalies_are_found(scenario: Scenario) -> None:
         128.57,
         385.71,
     )
+    assert "x3.00 its cost of US$128.57/ct (threshold x2.0): imported at US$138.46/ct under " in (
+        hub.message
+    )  # the cost was shared out at EU's split and merge; the certificates' own price differs
+    assert hub.values["paid_usd_per_carat"] == 138.46
     excess = found[(EXPORTS_EXCEED_SUPPLY, 3)]
     assert (excess.values["exported"], excess.values["produced"]) == (500_00, 100_00)
     late = found[(OVERDUE, 10)]
@@ -327,6 +331,9 @@ def test_exactly_the_planted_anomalies_are_found(scenario: Scenario) -> None:
     assert zone.values["zone"] == "Bangui"
     directions = sorted(a.values["direction"] for a in report.anomalies if a.kind == SUSPENDED)
     assert directions == ["from", "to"]
+    for a in report.anomalies:  # replicas held verbatim: judged by the current roster, so said
+        if a.kind == SUSPENDED:
+            assert "VE is suspended on the current roster v1, which carries no dates" in a.message
     assert report.as_of == "2026-06-30"
     unreadable = found[(UNREADABLE, 4)]
     assert "unknown record kind 'parcel.teleport'" in unreadable.message
@@ -482,15 +489,19 @@ def test_cli_csv(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None
     data = str(scenario.eu)
     code, out, err = run(capsys, "stats", "--csv", "--by", "hs", "--data", data)
     assert code == 0, err
-    rows = {r["hs"]: r for r in csv.DictReader(io.StringIO(out))}
+    notes = [line for line in out.splitlines() if line.startswith("#")]
+    assert notes and all("held verbatim" in line for line in notes)  # replicas pulled unjudged
+    rows = {r["hs"]: r for r in csv.DictReader(line for line in io.StringIO(out) if line[0] != "#")}
     assert set(rows) == {NO_HS, "7102.10", "7102.31"}
     production = (rows[NO_HS]["production_carats"], rows[NO_HS]["production_usd"])
     assert production == ("6720.00", "1006000.00")
     assert rows["7102.10"]["exports_certificates"] == "2"
     code, out, err = run(capsys, "stats", "--anomalies", "--csv", "--data", data)
     assert code == 0, err
-    listed = list(csv.DictReader(io.StringIO(out)))
+    listed = list(csv.DictReader(line for line in io.StringIO(out) if line[0] != "#"))
     assert sorted(r["kind"] for r in listed) == sorted(p[0] for p in PLANTED)
+    excess = next(r for r in listed if r["kind"] == EXPORTS_EXCEED_SUPPLY)
+    assert "exported=500.00 ct; produced=100.00 ct" in excess["values"]  # not hundredths
     late = next(r for r in listed if r["kind"] == OVERDUE)
     assert (late["certificate"], late["threshold"], late["index"]) == ("BW-2026-000002", "30", "10")
 
