@@ -61,7 +61,11 @@ def trace_command(
     ] = False,
     origin: Annotated[
         str | None,
-        typer.Option("--origin", help="Participant code of the parcel's log, if on several."),
+        typer.Option(
+            "--origin",
+            help="The parcel's log, if on several: a Participant code (IN) or origin "
+            "(kp.example/IN).",
+        ),
     ] = None,
     dot: Dot = False,
     bundle: Annotated[
@@ -76,7 +80,7 @@ def trace_command(
     node = open_data(data)
     direction = FORWARD if forward else BACKWARD
     with open_reader(node.store, node.network) as reader:
-        start = reader.resolve(ident, origin.upper() if origin else None)
+        start = reader.resolve(ident, origin)
         if bundle is None:
             result = trace(reader, start, direction)
         else:
@@ -234,6 +238,7 @@ def _node_json(n: Node) -> dict[str, Any]:
         "record": n.record,
         "status": n.status,
         "end": n.end,
+        "note": n.note,
         "mined": None
         if mined is None
         else {"country": mined.country, "mine": mined.mine, "date": mined.date},
@@ -259,7 +264,13 @@ def verified_json(verified: VerifiedBundle, trusted: bytes) -> dict[str, Any]:
             for log in verified.logs
         ],
         "declared": [
-            {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
+            {
+                "ask": d.ask,
+                "origin": d.origin,
+                "subject": d.subject,
+                "reason": d.reason,
+                "detail": d.detail,
+            }
             for d in verified.declared
         ],
         "frozen": list(verified.frozen),
@@ -404,9 +415,12 @@ def _summary(result: Trace) -> None:
     nodes = {n.key: n for n in result.nodes}
     for d in result.destinations:
         portion = "" if d.portion is None else f", {percent(d.portion)} of it"
+        note = nodes[d.node].note
+        rests = f"rests {escape(d.end)}" if d.end in ENDS else f"stops at a break ({d.end})"
         console.print(
-            f"rests {escape(d.end)}: {escape(_label(nodes[d.node]))}: {carats(d.carats)} ct, "
+            f"{rests}: {escape(_label(nodes[d.node]))}: {carats(d.carats)} ct, "
             f"{percent(d.share)} of the traced goods{portion}"
+            + (f" [dim]({escape(note)})[/]" if note else "")
         )
     for b in result.breaks:
         console.print(
@@ -433,6 +447,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         console.print(
             f"  declared by the bundle's builder, not provable offline: {d.ask} "
             f"{escape(d.subject)} {escape(d.origin)} is {d.reason}"
+            + (f" ({escape(d.detail)})" if d.detail else "")
         )
     for origin in verified.frozen:
         console.print(f"  declared frozen by the bundle's builder: {origin}")

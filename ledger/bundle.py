@@ -11,7 +11,7 @@ canonical msgpack (`ledger.encoding`), decoded strictly and bounded in size:
                "name": str},
      "rosters": [roster file v1, v2, ...],
      "proofs": [tlog-proof@v1 text with the entry as `extra`, ...]   sorted by (origin, index)
-     "absent": [{"ask", "origin", "subject", "reason"}, ...]          sorted
+     "absent": [{"ask", ["detail",] "origin", "subject", "reason"}, ...]   sorted
      "frozen": [origin, ...]}                                        sorted
 
 `verify_bundle` needs the bytes of the trusted roster v1 and nothing else: it checks the
@@ -20,7 +20,9 @@ policy; a signature line by any other key is refused), each inclusion proof and 
 signature, then re-derives the trace with `ledger.trace` over the proved entries. Every
 entry must be used by that walk and every declared absence asked for, so a dropped,
 added, reordered or swapped part fails, naming it. Declared absences and frozen origins are
-the builder's word: shown as breaks, but not provable offline (nor can their removal be
+the builder's word (`detail`, present only when not empty, says in words as of what: the
+log's size held, the rule of an entry the builder's node refused): shown as breaks or
+ends, but not provable offline (nor can their removal be
 noticed). A forward bundle proves each hop it shows; that goods are still "in custody" is
 the builder's word as of its checkpoint.
 """
@@ -69,6 +71,8 @@ MAX_PROOFS: Final = 20_000
 MAX_ROSTERS: Final = 256
 MAX_ABSENT: Final = 20_000
 MAX_FROZEN: Final = 256
+#: Longest text field of a bundle (a declared absence's detail is cut to it).
+MAX_DETAIL: Final = 1024
 #: The questions whose absent answers a bundle declares.
 ASKS: Final = ("certificate", "consumer", "entry", "importer")
 _SIG_LINE: Final = "\n\u2014 ".encode()
@@ -85,12 +89,14 @@ class WitnessPolicyError(BundleError):
 @dataclass(frozen=True, slots=True, order=True)
 class Declared:
     """An answer the builder's node gave that no entry proves: `subject` on `origin` is
-    `reason` (e.g. the export entry "12" of a log not held, parcel "LOT-7" in custody)."""
+    `reason` (e.g. the export entry "12" of a log not held, parcel "LOT-7" in custody);
+    `detail` the builder's sentence on it (as of which size of the log, which rule)."""
 
     ask: str
     origin: str
     subject: str
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +156,7 @@ class Bundle:
                 "start": {"kind": s.kind, "origin": s.origin, "name": s.name},
                 "rosters": list(self.rosters),
                 "proofs": [p.to_text().encode() for p in self.proofs],
-                "absent": [
-                    {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
-                    for d in self.absent
-                ],
+                "absent": [_declared_map(d) for d in self.absent],
                 "frozen": list(self.frozen),
             }
         )
@@ -191,6 +194,12 @@ class Bundle:
         return cls(direction, Start(kind, name, origin), rosters, proofs, absent, frozen)
 
 
+def _declared_map(d: Declared) -> dict[str, str]:
+    """A declared absence as the file has it (`detail` only when there is one)."""
+    fields = {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
+    return fields | ({"detail": d.detail} if d.detail else {})
+
+
 def _strictly_sorted(items: Sequence[Any]) -> bool:
     return all(a < b for a, b in pairwise(items))
 
@@ -210,7 +219,7 @@ def _list(top: Mapping[str, Any], key: str, limit: int, least: int = 0) -> list[
 
 
 def _text(value: object, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 1024:
+    if not isinstance(value, str) or len(value) > MAX_DETAIL:
         raise BundleError(f"bundle: {where} must be text")
     return value
 
@@ -223,8 +232,16 @@ def _bin(value: object, where: str) -> bytes:
 
 def _declared(item: object, i: int) -> Declared:
     where = f"absent[{i}]"
-    d = _fields(item, ("ask", "origin", "reason", "subject"), where)
-    declared = Declared(*(_text(d[k], where) for k in ("ask", "origin", "subject", "reason")))
+    keys = ("ask", "origin", "reason", "subject")
+    with_detail = isinstance(item, dict) and "detail" in item
+    d = _fields(item, ("ask", "detail", *keys[1:]) if with_detail else keys, where)
+    ask, origin, subject, reason = (
+        _text(d[k], where) for k in ("ask", "origin", "subject", "reason")
+    )
+    detail = _text(d["detail"], where) if with_detail else ""
+    declared = Declared(ask, origin, subject, reason, detail)
+    if with_detail and not declared.detail:
+        raise BundleError(f"bundle: {where} has an empty detail (leave it out)")
     if declared.ask not in ASKS or declared.reason not in ABSENT_REASONS:
         raise BundleError(f"bundle: {where} asks {declared.ask!r}, reason {declared.reason!r}")
     return declared
@@ -255,7 +272,8 @@ class _Recorder:
 
     def _note(self, ask: str, origin: str, subject: str, got: Any) -> Any:
         if isinstance(got, Absent):
-            self.absent.add(Declared(ask, origin, subject, got.reason))
+            detail = got.detail[:MAX_DETAIL]
+            self.absent.add(Declared(ask, origin, subject, got.reason, detail))
         return got
 
     def entry(self, origin: str, index: int) -> bytes | Absent:
@@ -503,7 +521,7 @@ class BundleReader:
         frozen: Iterable[str],
     ) -> None:
         self.entries = entries
-        self.declared = {(d.ask, d.origin, d.subject): d.reason for d in absent}
+        self.declared = {(d.ask, d.origin, d.subject): d for d in absent}
         self.frozen_origins = set(frozen)
         self.used: set[tuple[str, int]] = set()
         self.asked: set[tuple[str, str, str]] = set()
@@ -546,13 +564,13 @@ class BundleReader:
 
     def _absent(self, ask: str, origin: str, subject: str, what: str) -> Absent:
         key = (ask, origin, subject)
-        reason = self.declared.get(key)
-        if reason is None:
+        declared = self.declared.get(key)
+        if declared is None:
             raise BundleError(
                 f"bundle: the trace needs {what}, which the bundle neither carries nor declares"
             )
         self.asked.add(key)
-        return Absent(reason)
+        return Absent(declared.reason, declared.detail)
 
     @staticmethod
     def _one(found: Sequence[Any], what: str) -> Any:
