@@ -22,6 +22,7 @@ from cli.output import console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
 from ledger.quantities import format_carats
+from ledger.roster import MAX_ROSTER_SIZE
 from ledger.roster_files import roster_chain
 from ledger.trace import (
     BACKWARD,
@@ -109,10 +110,9 @@ def verify_bundle_command(
 ) -> None:
     """Check a proof bundle offline against roster v1 alone, and show the trace it proves."""
     _one_format(as_json, dot)
-    if file.stat().st_size > MAX_BUNDLE_SIZE:
-        raise BundleError(f"bundle: {file} is over the {MAX_BUNDLE_SIZE:,}-byte limit")
-    trusted = trust.read_bytes()
-    verified = verify_bundle(file.read_bytes(), trusted, witnesses=witnesses)
+    data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
+    trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
+    verified = verify_bundle(data, trusted, witnesses=witnesses)
     if dot:
         _print_dot(verified.trace)
     elif as_json:
@@ -126,13 +126,40 @@ def _one_format(as_json: bool, dot: bool) -> None:
         raise OutputChoiceError("choose one of --json and --dot")
 
 
+class BundleFileError(BundleError):
+    """A bundle or roster file that cannot be read or written, named by the user's path."""
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The file's bytes, read only up to `limit` (a device or huge file is refused, not
+    loaded); errors name `path` as the user gave it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise BundleFileError(f"{what} {path}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise BundleFileError(
+            f"{what} {path} is over the {limit:,}-byte limit: not a Kimberley {what} file"
+        )
+    return data
+
+
 def _write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temp file beside it, then a rename); errors
+    name `path`, never the temp file."""
+    if path.is_dir():
+        raise BundleFileError(f"--bundle {path} is a directory; give a file name")
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise BundleFileError(f"cannot write the bundle to {path}: {e.strerror or e}") from e
 
 
 # -- numbers -------------------------------------------------------------------------

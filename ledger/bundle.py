@@ -66,6 +66,11 @@ from ledger.trace import (
 from ledger.trace_store import StoreTraceReader
 
 FORMAT: Final = "kimberley/trace-bundle/v1"
+#: Largest bundle file read: a generous cap, not a bound the format implies (MAX_PROOFS
+#: entries of up to 64 KiB each would allow over a gigabyte). A proof of a typical entry
+#: (about 1 KiB, its 20-odd hashes and checkpoint, in base64) is under 4 KiB, so 64 MiB
+#: holds a trace of MAX_PROOFS such entries with room to spare; the demo's 38-hop trace is
+#: about 90 KB. Files are read only up to it.
 MAX_BUNDLE_SIZE: Final = 64 << 20
 MAX_PROOFS: Final = 20_000
 MAX_ROSTERS: Final = 256
@@ -80,6 +85,14 @@ _SIG_LINE: Final = "\n\u2014 ".encode()
 
 class BundleError(LedgerError):
     """A bundle that is malformed, altered, incomplete, or cannot be built."""
+
+
+class NotABundleError(BundleError):
+    """Bytes that are not a proof bundle at all (another file given by mistake)."""
+
+
+class TrustRootError(BundleError):
+    """The trusted roster given is not the roster v1 the bundle's chain starts from."""
 
 
 class WitnessPolicyError(BundleError):
@@ -164,10 +177,16 @@ class Bundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> Bundle:
         """Decode a bundle file strictly: canonical bytes, exact fields, sorted lists, limits."""
+        if not data:
+            raise NotABundleError("bundle: not a Kimberley proof bundle (the file is empty)")
         try:
             doc = decode(data, max_size=MAX_BUNDLE_SIZE)
         except EncodingError as e:
-            raise BundleError(f"bundle: {e}") from e
+            why = str(e).removesuffix(": ") or "not canonical msgpack"
+            raise NotABundleError(f"bundle: not a Kimberley proof bundle ({why})") from e
+        if not isinstance(doc, dict) or doc.get("bundle") != FORMAT:
+            got = "a " + type(doc).__name__ if not isinstance(doc, dict) else "another format"
+            raise NotABundleError(f"bundle: not a Kimberley proof bundle ({got}, want {FORMAT})")
         top = _fields(
             doc, ("absent", "bundle", "direction", "frozen", "proofs", "rosters", "start")
         )
@@ -420,8 +439,7 @@ def _prove(
 def verify_bundle(data: bytes, trusted_v1: bytes, *, witnesses: int = 1) -> VerifiedBundle:
     """Check a bundle offline against the trusted roster v1 file and re-derive its trace."""
     bundle = Bundle.from_bytes(data)
-    if bundle.rosters[0] != trusted_v1:
-        raise BundleError("bundle: its roster v1 is not the trusted roster v1 file")
+    check_trust_root(bundle.rosters[0], trusted_v1)
     roster = trusted_roster(bundle.rosters)
     entries, logs = _check_proofs(bundle.proofs, roster, witnesses)
     reader = BundleReader(entries, bundle.absent, bundle.frozen)
@@ -432,6 +450,35 @@ def verify_bundle(data: bytes, trusted_v1: bytes, *, witnesses: int = 1) -> Veri
     reader.check_all_used()
     return VerifiedBundle(
         result, roster, witness_policy(witnesses), logs, bundle.absent, bundle.frozen
+    )
+
+
+def check_trust_root(bundled_v1: bytes, trusted_v1: bytes) -> None:
+    """The bundle's roster v1 is the trusted file; else TrustRootError saying what differs."""
+    if bundled_v1 == trusted_v1:
+        return
+    if not trusted_v1:
+        raise TrustRootError("--trust: the roster file is empty")
+    try:
+        trusted = SignedRoster.from_bytes(trusted_v1).roster
+    except RosterError as e:
+        raise TrustRootError(f"--trust: not a roster file ({e})") from e
+    if trusted.version != 1:
+        raise TrustRootError(
+            f"--trust: this is roster version {trusted.version}; trust starts at the roster v1 "
+            "file (the bundle carries the chain from it)"
+        )
+    try:
+        bundled = SignedRoster.from_bytes(bundled_v1).roster
+    except RosterError as e:
+        raise BundleError(f"bundle: its roster v1: {e}") from e
+    differs = (
+        f"of network {bundled.network!r}, the trusted one of {trusted.network!r}"
+        if bundled.network != trusted.network
+        else "another roster v1 of the same network (other keys, members or signatures)"
+    )
+    raise TrustRootError(
+        f"the bundle's roster v1 is not the trusted roster v1 file: it is {differs}"
     )
 
 
