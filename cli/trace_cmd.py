@@ -7,8 +7,10 @@ computed exactly (`ledger.trace`) and rounded only here, to hundredths of a cara
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
@@ -173,6 +175,17 @@ def exact(value: Fraction) -> str:
 def carats(value: Fraction | int) -> str:
     """Rounded to hundredths of a carat: ``"600.00"``."""
     return format_carats(round(value))
+
+
+def apportion(parts: Sequence[Fraction], total: Fraction | int) -> list[int]:
+    """Each part rounded to whole hundredths so that they add up to the total rounded
+    (largest remainder): the parts shown add up to the whole shown."""
+    rounded = [math.floor(p) for p in parts]
+    left = round(total) - sum(rounded)
+    by_remainder = sorted(range(len(parts)), key=lambda i: (rounded[i] - parts[i], i))
+    for i in by_remainder[: max(0, min(left, len(parts)))]:
+        rounded[i] += 1
+    return rounded
 
 
 def percent(value: Fraction) -> str:
@@ -390,23 +403,27 @@ def _tree(result: Trace) -> Tree:
         links.setdefault(e.target if backward else e.source, []).append(e)
     tree = Tree(escape(_label(nodes[result.root])))
     seen = {result.root}
-    stack = [(tree, result.root)]
+    # each node's carats as shown (hundredths): its edges' shown carats add up to it
+    stack = [(tree, result.root, round(nodes[result.root].flow))]
     while stack:
-        branch, key = stack.pop()
-        for e in links.get(key, []):
+        branch, key, whole = stack.pop()
+        edges = links.get(key, [])
+        for e, shown in zip(edges, apportion([e.carats for e in edges], whole), strict=True):
             far = nodes[e.source if backward else e.target]
-            text = _hop(e, far, nodes[result.root].flow)
+            text = _hop(e, shown, far, nodes[result.root].flow)
             if far.key in seen:
                 branch.add(text + " [dim](shown above)[/]")
                 continue
             seen.add(far.key)
-            stack.append((branch.add(text), far.key))
+            far_whole = shown if far.flow == e.carats else round(far.flow)
+            stack.append((branch.add(text), far.key, far_whole))
     return tree
 
 
-def _hop(e: Edge, far: Node, total: Fraction) -> str:
+def _hop(e: Edge, shown: int, far: Node, total: Fraction) -> str:
     """Two lines: the node reached (mining facts, status, where goods rest), then the entry
-    that moved the goods, its status, and the traced carats along it by country."""
+    that moved the goods, its status, and the traced carats along it (`shown`, rounded so
+    that siblings add up) by country."""
     text = f"[bold]{escape(_label(far))}[/]"
     if far.mined is not None:
         m = far.mined
@@ -418,34 +435,38 @@ def _hop(e: Edge, far: Node, total: Fraction) -> str:
     verb = {"split": "split", "merge": "merged", "export": "exported", "import": "imported"}
     text += (
         f"\n{verb.get(e.kind, e.kind)} by {_code(e.origin)} entry {e.index}, {_status(e.status)}: "
-        f"{carats(e.carats)} ct, {percent(e.carats / total)}"
+        f"{carats(shown)} ct, {percent(e.carats / total)}"
     )
     if e.countries:
-        text += " [dim](" + ", ".join(f"{c} {carats(v)} ct" for c, v in e.countries) + ")[/]"
+        split = apportion([v for _, v in e.countries], shown)
+        parts = (f"{c} {carats(v)} ct" for (c, _), v in zip(e.countries, split, strict=True))
+        text += " [dim](" + ", ".join(parts) + ")[/]"
     return text
 
 
 def _summary(result: Trace) -> None:
     """Origins (backward) or resting places (forward), then every break."""
     total = result.node(result.root).flow
-    for s in result.sources:
+    *shown, unknown = apportion([*(s.carats for s in result.sources), result.unknown], total)
+    for s, ct in zip(result.sources, shown, strict=True):
         m = s.mined
         console.print(
             f"origin {m.country}: {escape(s.parcel)} @ {_code(s.origin)} (entry {s.entry}), "
-            f"{escape(m.mine)}, {m.date}: {carats(s.carats)} ct, {percent(s.share)}"
+            f"{escape(m.mine)}, {m.date}: {carats(ct)} ct, {percent(s.share)}"
         )
     if result.unknown:
         console.print(
-            f"[bold red]unknown origin[/]: {carats(result.unknown)} ct, "
+            f"[bold red]unknown origin[/]: {carats(unknown)} ct, "
             f"{percent(result.unknown / total)} (behind the breaks below)"
         )
     nodes = {n.key: n for n in result.nodes}
-    for d in result.destinations:
+    resting = apportion([d.carats for d in result.destinations], total)
+    for d, ct in zip(result.destinations, resting, strict=True):
         portion = "" if d.portion is None else f", {percent(d.portion)} of it"
         note = nodes[d.node].note
         rests = f"rests {escape(d.end)}" if d.end in ENDS else f"stops at a break ({d.end})"
         console.print(
-            f"{rests}: {escape(_label(nodes[d.node]))}: {carats(d.carats)} ct, "
+            f"{rests}: {escape(_label(nodes[d.node]))}: {carats(ct)} ct, "
             f"{percent(d.share)} of the traced goods{portion}"
             + (f" [dim]({escape(note)})[/]" if note else "")
         )

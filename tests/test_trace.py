@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli.trace_cmd import trace_json
+from cli.trace_cmd import apportion, trace_json
 from ledger import freeze
 from ledger.bundle import BundleReader, Declared
 from ledger.checkpoint import Checkpoint, TlogProof, cosign
@@ -748,3 +748,19 @@ def test_trace_errors_are_one_line(network: Network, capsys: pytest.CaptureFixtu
         code, out, err = run(capsys, "trace", *args, "--data", data)
         assert code == 1 and out == "" and err.startswith("error:") and message in err
         assert len(err.strip().splitlines()) == 1
+
+
+@given(st.lists(st.fractions(min_value=0, max_value=10**9), min_size=1, max_size=12))
+def test_rounded_parts_add_up_to_the_rounded_whole(parts: list[Fraction]) -> None:
+    """The hundredths shown for each mine, country or resting place add up to the total
+    shown, and each is its exact value rounded up or down."""
+    total = sum(parts, Fraction(0))
+    shown = apportion(parts, total)
+    assert sum(shown) == round(total)
+    assert all(abs(s - p) < 1 for s, p in zip(shown, parts, strict=True))
+
+
+def test_thirds_of_a_parcel_show_as_parts_of_it() -> None:
+    """Three equal thirds of 100.00 ct show as 33.34 + 33.33 + 33.33, not 3 x 33.33."""
+    third = Fraction(10_000, 3)
+    assert apportion([third, third, third], Fraction(10_000)) == [3334, 3333, 3333]
