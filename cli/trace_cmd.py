@@ -7,8 +7,10 @@ computed exactly (`ledger.trace`) and rounded only here, to hundredths of a cara
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +24,7 @@ from cli.output import console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
 from ledger.quantities import format_carats
+from ledger.roster import MAX_ROSTER_SIZE
 from ledger.roster_files import roster_chain
 from ledger.trace import (
     BACKWARD,
@@ -61,7 +64,11 @@ def trace_command(
     ] = False,
     origin: Annotated[
         str | None,
-        typer.Option("--origin", help="Participant code of the parcel's log, if on several."),
+        typer.Option(
+            "--origin",
+            help="The parcel's log, if on several: a Participant code (IN) or origin "
+            "(kp.example/IN).",
+        ),
     ] = None,
     dot: Dot = False,
     bundle: Annotated[
@@ -76,7 +83,7 @@ def trace_command(
     node = open_reading(data)
     direction = FORWARD if forward else BACKWARD
     with open_reader(node.store, node.network) as reader:
-        start = reader.resolve(ident, origin.upper() if origin else None)
+        start = reader.resolve(ident, origin)
         if bundle is None:
             result = trace(reader, start, direction)
         else:
@@ -105,10 +112,9 @@ def verify_bundle_command(
 ) -> None:
     """Check a proof bundle offline against roster v1 alone, and show the trace it proves."""
     _one_format(as_json, dot)
-    if file.stat().st_size > MAX_BUNDLE_SIZE:
-        raise BundleError(f"bundle: {file} is over the {MAX_BUNDLE_SIZE:,}-byte limit")
-    trusted = trust.read_bytes()
-    verified = verify_bundle(file.read_bytes(), trusted, witnesses=witnesses)
+    data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
+    trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
+    verified = verify_bundle(data, trusted, witnesses=witnesses)
     if dot:
         _print_dot(verified.trace)
     elif as_json:
@@ -122,13 +128,40 @@ def _one_format(as_json: bool, dot: bool) -> None:
         raise OutputChoiceError("choose one of --json and --dot")
 
 
+class BundleFileError(BundleError):
+    """A bundle or roster file that cannot be read or written, named by the user's path."""
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The file's bytes, read only up to `limit` (a device or huge file is refused, not
+    loaded); errors name `path` as the user gave it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise BundleFileError(f"{what} {path}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise BundleFileError(
+            f"{what} {path} is over the {limit:,}-byte limit: not a Kimberley {what} file"
+        )
+    return data
+
+
 def _write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temp file beside it, then a rename); errors
+    name `path`, never the temp file."""
+    if path.is_dir():
+        raise BundleFileError(f"--bundle {path} is a directory; give a file name")
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise BundleFileError(f"cannot write the bundle to {path}: {e.strerror or e}") from e
 
 
 # -- numbers -------------------------------------------------------------------------
@@ -142,6 +175,17 @@ def exact(value: Fraction) -> str:
 def carats(value: Fraction | int) -> str:
     """Rounded to hundredths of a carat: ``"600.00"``."""
     return format_carats(round(value))
+
+
+def apportion(parts: Sequence[Fraction], total: Fraction | int) -> list[int]:
+    """Each part rounded to whole hundredths so that they add up to the total rounded
+    (largest remainder): the parts shown add up to the whole shown."""
+    rounded = [math.floor(p) for p in parts]
+    left = round(total) - sum(rounded)
+    by_remainder = sorted(range(len(parts)), key=lambda i: (rounded[i] - parts[i], i))
+    for i in by_remainder[: max(0, min(left, len(parts)))]:
+        rounded[i] += 1
+    return rounded
 
 
 def percent(value: Fraction) -> str:
@@ -234,6 +278,7 @@ def _node_json(n: Node) -> dict[str, Any]:
         "record": n.record,
         "status": n.status,
         "end": n.end,
+        "note": n.note,
         "mined": None
         if mined is None
         else {"country": mined.country, "mine": mined.mine, "date": mined.date},
@@ -259,7 +304,13 @@ def verified_json(verified: VerifiedBundle, trusted: bytes) -> dict[str, Any]:
             for log in verified.logs
         ],
         "declared": [
-            {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
+            {
+                "ask": d.ask,
+                "origin": d.origin,
+                "subject": d.subject,
+                "reason": d.reason,
+                "detail": d.detail,
+            }
             for d in verified.declared
         ],
         "frozen": list(verified.frozen),
@@ -352,23 +403,27 @@ def _tree(result: Trace) -> Tree:
         links.setdefault(e.target if backward else e.source, []).append(e)
     tree = Tree(escape(_label(nodes[result.root])))
     seen = {result.root}
-    stack = [(tree, result.root)]
+    # each node's carats as shown (hundredths): its edges' shown carats add up to it
+    stack = [(tree, result.root, round(nodes[result.root].flow))]
     while stack:
-        branch, key = stack.pop()
-        for e in links.get(key, []):
+        branch, key, whole = stack.pop()
+        edges = links.get(key, [])
+        for e, shown in zip(edges, apportion([e.carats for e in edges], whole), strict=True):
             far = nodes[e.source if backward else e.target]
-            text = _hop(e, far, nodes[result.root].flow)
+            text = _hop(e, shown, far, nodes[result.root].flow)
             if far.key in seen:
                 branch.add(text + " [dim](shown above)[/]")
                 continue
             seen.add(far.key)
-            stack.append((branch.add(text), far.key))
+            far_whole = shown if far.flow == e.carats else round(far.flow)
+            stack.append((branch.add(text), far.key, far_whole))
     return tree
 
 
-def _hop(e: Edge, far: Node, total: Fraction) -> str:
+def _hop(e: Edge, shown: int, far: Node, total: Fraction) -> str:
     """Two lines: the node reached (mining facts, status, where goods rest), then the entry
-    that moved the goods, its status, and the traced carats along it by country."""
+    that moved the goods, its status, and the traced carats along it (`shown`, rounded so
+    that siblings add up) by country."""
     text = f"[bold]{escape(_label(far))}[/]"
     if far.mined is not None:
         m = far.mined
@@ -380,33 +435,40 @@ def _hop(e: Edge, far: Node, total: Fraction) -> str:
     verb = {"split": "split", "merge": "merged", "export": "exported", "import": "imported"}
     text += (
         f"\n{verb.get(e.kind, e.kind)} by {_code(e.origin)} entry {e.index}, {_status(e.status)}: "
-        f"{carats(e.carats)} ct, {percent(e.carats / total)}"
+        f"{carats(shown)} ct, {percent(e.carats / total)}"
     )
     if e.countries:
-        text += " [dim](" + ", ".join(f"{c} {carats(v)} ct" for c, v in e.countries) + ")[/]"
+        split = apportion([v for _, v in e.countries], shown)
+        parts = (f"{c} {carats(v)} ct" for (c, _), v in zip(e.countries, split, strict=True))
+        text += " [dim](" + ", ".join(parts) + ")[/]"
     return text
 
 
 def _summary(result: Trace) -> None:
     """Origins (backward) or resting places (forward), then every break."""
     total = result.node(result.root).flow
-    for s in result.sources:
+    *shown, unknown = apportion([*(s.carats for s in result.sources), result.unknown], total)
+    for s, ct in zip(result.sources, shown, strict=True):
         m = s.mined
         console.print(
             f"origin {m.country}: {escape(s.parcel)} @ {_code(s.origin)} (entry {s.entry}), "
-            f"{escape(m.mine)}, {m.date}: {carats(s.carats)} ct, {percent(s.share)}"
+            f"{escape(m.mine)}, {m.date}: {carats(ct)} ct, {percent(s.share)}"
         )
     if result.unknown:
         console.print(
-            f"[bold red]unknown origin[/]: {carats(result.unknown)} ct, "
+            f"[bold red]unknown origin[/]: {carats(unknown)} ct, "
             f"{percent(result.unknown / total)} (behind the breaks below)"
         )
     nodes = {n.key: n for n in result.nodes}
-    for d in result.destinations:
+    resting = apportion([d.carats for d in result.destinations], total)
+    for d, ct in zip(result.destinations, resting, strict=True):
         portion = "" if d.portion is None else f", {percent(d.portion)} of it"
+        note = nodes[d.node].note
+        rests = f"rests {escape(d.end)}" if d.end in ENDS else f"stops at a break ({d.end})"
         console.print(
-            f"rests {escape(d.end)}: {escape(_label(nodes[d.node]))}: {carats(d.carats)} ct, "
+            f"{rests}: {escape(_label(nodes[d.node]))}: {carats(ct)} ct, "
             f"{percent(d.share)} of the traced goods{portion}"
+            + (f" [dim]({escape(note)})[/]" if note else "")
         )
     for b in result.breaks:
         console.print(
@@ -433,6 +495,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         console.print(
             f"  declared by the bundle's builder, not provable offline: {d.ask} "
             f"{escape(d.subject)} {escape(d.origin)} is {d.reason}"
+            + (f" ({escape(d.detail)})" if d.detail else "")
         )
     for origin in verified.frozen:
         console.print(f"  declared frozen by the bundle's builder: {origin}")

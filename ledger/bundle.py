@@ -11,7 +11,7 @@ canonical msgpack (`ledger.encoding`), decoded strictly and bounded in size:
                "name": str},
      "rosters": [roster file v1, v2, ...],
      "proofs": [tlog-proof@v1 text with the entry as `extra`, ...]   sorted by (origin, index)
-     "absent": [{"ask", "origin", "subject", "reason"}, ...]          sorted
+     "absent": [{"ask", ["detail",] "origin", "subject", "reason"}, ...]   sorted
      "frozen": [origin, ...]}                                        sorted
 
 `verify_bundle` needs the bytes of the trusted roster v1 and nothing else: it checks the
@@ -20,7 +20,9 @@ policy; a signature line by any other key is refused), each inclusion proof and 
 signature, then re-derives the trace with `ledger.trace` over the proved entries. Every
 entry must be used by that walk and every declared absence asked for, so a dropped,
 added, reordered or swapped part fails, naming it. Declared absences and frozen origins are
-the builder's word: shown as breaks, but not provable offline (nor can their removal be
+the builder's word (`detail`, present only when not empty, says in words as of what: the
+log's size held, the rule of an entry the builder's node refused): shown as breaks or
+ends, but not provable offline (nor can their removal be
 noticed). A forward bundle proves each hop it shows; that goods are still "in custody" is
 the builder's word as of its checkpoint.
 """
@@ -64,11 +66,18 @@ from ledger.trace import (
 from ledger.trace_store import StoreTraceReader
 
 FORMAT: Final = "kimberley/trace-bundle/v1"
+#: Largest bundle file read: a generous cap, not a bound the format implies (MAX_PROOFS
+#: entries of up to 64 KiB each would allow over a gigabyte). A proof of a typical entry
+#: (about 1 KiB, its 20-odd hashes and checkpoint, in base64) is under 4 KiB, so 64 MiB
+#: holds a trace of MAX_PROOFS such entries with room to spare; the demo's 38-hop trace is
+#: about 90 KB. Files are read only up to it.
 MAX_BUNDLE_SIZE: Final = 64 << 20
 MAX_PROOFS: Final = 20_000
 MAX_ROSTERS: Final = 256
 MAX_ABSENT: Final = 20_000
 MAX_FROZEN: Final = 256
+#: Longest text field of a bundle (a declared absence's detail is cut to it).
+MAX_DETAIL: Final = 1024
 #: The questions whose absent answers a bundle declares.
 ASKS: Final = ("certificate", "consumer", "entry", "importer")
 _SIG_LINE: Final = "\n\u2014 ".encode()
@@ -78,6 +87,14 @@ class BundleError(LedgerError):
     """A bundle that is malformed, altered, incomplete, or cannot be built."""
 
 
+class NotABundleError(BundleError):
+    """Bytes that are not a proof bundle at all (another file given by mistake)."""
+
+
+class TrustRootError(BundleError):
+    """The trusted roster given is not the roster v1 the bundle's chain starts from."""
+
+
 class WitnessPolicyError(BundleError):
     """A checkpoint without the witness cosignatures the policy asks for."""
 
@@ -85,12 +102,14 @@ class WitnessPolicyError(BundleError):
 @dataclass(frozen=True, slots=True, order=True)
 class Declared:
     """An answer the builder's node gave that no entry proves: `subject` on `origin` is
-    `reason` (e.g. the export entry "12" of a log not held, parcel "LOT-7" in custody)."""
+    `reason` (e.g. the export entry "12" of a log not held, parcel "LOT-7" in custody);
+    `detail` the builder's sentence on it (as of which size of the log, which rule)."""
 
     ask: str
     origin: str
     subject: str
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +169,7 @@ class Bundle:
                 "start": {"kind": s.kind, "origin": s.origin, "name": s.name},
                 "rosters": list(self.rosters),
                 "proofs": [p.to_text().encode() for p in self.proofs],
-                "absent": [
-                    {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
-                    for d in self.absent
-                ],
+                "absent": [_declared_map(d) for d in self.absent],
                 "frozen": list(self.frozen),
             }
         )
@@ -161,10 +177,16 @@ class Bundle:
     @classmethod
     def from_bytes(cls, data: bytes) -> Bundle:
         """Decode a bundle file strictly: canonical bytes, exact fields, sorted lists, limits."""
+        if not data:
+            raise NotABundleError("bundle: not a Kimberley proof bundle (the file is empty)")
         try:
             doc = decode(data, max_size=MAX_BUNDLE_SIZE)
         except EncodingError as e:
-            raise BundleError(f"bundle: {e}") from e
+            why = str(e).removesuffix(": ") or "not canonical msgpack"
+            raise NotABundleError(f"bundle: not a Kimberley proof bundle ({why})") from e
+        if not isinstance(doc, dict) or doc.get("bundle") != FORMAT:
+            got = "a " + type(doc).__name__ if not isinstance(doc, dict) else "another format"
+            raise NotABundleError(f"bundle: not a Kimberley proof bundle ({got}, want {FORMAT})")
         top = _fields(
             doc, ("absent", "bundle", "direction", "frozen", "proofs", "rosters", "start")
         )
@@ -191,6 +213,12 @@ class Bundle:
         return cls(direction, Start(kind, name, origin), rosters, proofs, absent, frozen)
 
 
+def _declared_map(d: Declared) -> dict[str, str]:
+    """A declared absence as the file has it (`detail` only when there is one)."""
+    fields = {"ask": d.ask, "origin": d.origin, "subject": d.subject, "reason": d.reason}
+    return fields | ({"detail": d.detail} if d.detail else {})
+
+
 def _strictly_sorted(items: Sequence[Any]) -> bool:
     return all(a < b for a, b in pairwise(items))
 
@@ -210,7 +238,7 @@ def _list(top: Mapping[str, Any], key: str, limit: int, least: int = 0) -> list[
 
 
 def _text(value: object, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 1024:
+    if not isinstance(value, str) or len(value) > MAX_DETAIL:
         raise BundleError(f"bundle: {where} must be text")
     return value
 
@@ -223,8 +251,16 @@ def _bin(value: object, where: str) -> bytes:
 
 def _declared(item: object, i: int) -> Declared:
     where = f"absent[{i}]"
-    d = _fields(item, ("ask", "origin", "reason", "subject"), where)
-    declared = Declared(*(_text(d[k], where) for k in ("ask", "origin", "subject", "reason")))
+    keys = ("ask", "origin", "reason", "subject")
+    with_detail = isinstance(item, dict) and "detail" in item
+    d = _fields(item, ("ask", "detail", *keys[1:]) if with_detail else keys, where)
+    ask, origin, subject, reason = (
+        _text(d[k], where) for k in ("ask", "origin", "subject", "reason")
+    )
+    detail = _text(d["detail"], where) if with_detail else ""
+    declared = Declared(ask, origin, subject, reason, detail)
+    if with_detail and not declared.detail:
+        raise BundleError(f"bundle: {where} has an empty detail (leave it out)")
     if declared.ask not in ASKS or declared.reason not in ABSENT_REASONS:
         raise BundleError(f"bundle: {where} asks {declared.ask!r}, reason {declared.reason!r}")
     return declared
@@ -255,7 +291,8 @@ class _Recorder:
 
     def _note(self, ask: str, origin: str, subject: str, got: Any) -> Any:
         if isinstance(got, Absent):
-            self.absent.add(Declared(ask, origin, subject, got.reason))
+            detail = got.detail[:MAX_DETAIL]
+            self.absent.add(Declared(ask, origin, subject, got.reason, detail))
         return got
 
     def entry(self, origin: str, index: int) -> bytes | Absent:
@@ -402,8 +439,7 @@ def _prove(
 def verify_bundle(data: bytes, trusted_v1: bytes, *, witnesses: int = 1) -> VerifiedBundle:
     """Check a bundle offline against the trusted roster v1 file and re-derive its trace."""
     bundle = Bundle.from_bytes(data)
-    if bundle.rosters[0] != trusted_v1:
-        raise BundleError("bundle: its roster v1 is not the trusted roster v1 file")
+    check_trust_root(bundle.rosters[0], trusted_v1)
     roster = trusted_roster(bundle.rosters)
     entries, logs = _check_proofs(bundle.proofs, roster, witnesses)
     reader = BundleReader(entries, bundle.absent, bundle.frozen)
@@ -414,6 +450,35 @@ def verify_bundle(data: bytes, trusted_v1: bytes, *, witnesses: int = 1) -> Veri
     reader.check_all_used()
     return VerifiedBundle(
         result, roster, witness_policy(witnesses), logs, bundle.absent, bundle.frozen
+    )
+
+
+def check_trust_root(bundled_v1: bytes, trusted_v1: bytes) -> None:
+    """The bundle's roster v1 is the trusted file; else TrustRootError saying what differs."""
+    if bundled_v1 == trusted_v1:
+        return
+    if not trusted_v1:
+        raise TrustRootError("--trust: the roster file is empty")
+    try:
+        trusted = SignedRoster.from_bytes(trusted_v1).roster
+    except RosterError as e:
+        raise TrustRootError(f"--trust: not a roster file ({e})") from e
+    if trusted.version != 1:
+        raise TrustRootError(
+            f"--trust: this is roster version {trusted.version}; trust starts at the roster v1 "
+            "file (the bundle carries the chain from it)"
+        )
+    try:
+        bundled = SignedRoster.from_bytes(bundled_v1).roster
+    except RosterError as e:
+        raise BundleError(f"bundle: its roster v1: {e}") from e
+    differs = (
+        f"of network {bundled.network!r}, the trusted one of {trusted.network!r}"
+        if bundled.network != trusted.network
+        else "another roster v1 of the same network (other keys, members or signatures)"
+    )
+    raise TrustRootError(
+        f"the bundle's roster v1 is not the trusted roster v1 file: it is {differs}"
     )
 
 
@@ -503,7 +568,7 @@ class BundleReader:
         frozen: Iterable[str],
     ) -> None:
         self.entries = entries
-        self.declared = {(d.ask, d.origin, d.subject): d.reason for d in absent}
+        self.declared = {(d.ask, d.origin, d.subject): d for d in absent}
         self.frozen_origins = set(frozen)
         self.used: set[tuple[str, int]] = set()
         self.asked: set[tuple[str, str, str]] = set()
@@ -546,13 +611,13 @@ class BundleReader:
 
     def _absent(self, ask: str, origin: str, subject: str, what: str) -> Absent:
         key = (ask, origin, subject)
-        reason = self.declared.get(key)
-        if reason is None:
+        declared = self.declared.get(key)
+        if declared is None:
             raise BundleError(
                 f"bundle: the trace needs {what}, which the bundle neither carries nor declares"
             )
         self.asked.add(key)
-        return Absent(reason)
+        return Absent(declared.reason, declared.detail)
 
     @staticmethod
     def _one(found: Sequence[Any], what: str) -> Any:

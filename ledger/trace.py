@@ -61,9 +61,16 @@ UNKNOWN_CERTIFICATE: Final = "unknown-certificate"
 IN_CUSTODY: Final = "in-custody"
 NOT_IMPORTED: Final = "not-imported"
 VOIDED: Final = "voided"
+#: The log is held here only up to an entry this node refused for breaking a custody rule:
+#: what came after it is not known here.
+LOG_HELD_IN_PART: Final = "log-held-in-part"
+#: The entry is one this node refused for breaking a custody rule (named in the detail).
+ENTRY_REFUSED: Final = "entry-refused"
 ABSENT_REASONS: Final = (
     LOG_NOT_HELD,
     ENTRY_NOT_HELD,
+    LOG_HELD_IN_PART,
+    ENTRY_REFUSED,
     UNKNOWN_PARCEL,
     UNKNOWN_CERTIFICATE,
     IN_CUSTODY,
@@ -84,7 +91,13 @@ MAX_TRACE_NODES: Final = 100_000
 _ONE: Final = Fraction(1)
 
 NodeKey: TypeAlias = tuple[str, str, str]
-"""(PARCEL or CERTIFICATE, log origin, parcel id or certificate number)."""
+"""(PARCEL, log origin, parcel id) or (CERTIFICATE, issuer's log origin, ``number@index``):
+a certificate is its export entry, so a re-used number gives one node per entry."""
+
+
+def certificate_key(origin: str, number: str, index: int) -> NodeKey:
+    """The node key of certificate `number` issued by export entry `index` of `origin`."""
+    return (CERTIFICATE, origin, f"{number}@{index}")
 
 
 class TraceError(LedgerError):
@@ -98,9 +111,11 @@ class TraceIntegrityError(TraceError):
 
 @dataclass(frozen=True, slots=True)
 class Absent:
-    """A reader's answer that what was asked for is not there; `reason` is in ABSENT_REASONS."""
+    """A reader's answer that what was asked for is not there; `reason` is in ABSENT_REASONS,
+    `detail` a sentence for people (how much of the log is held, the rule of a refusal)."""
 
     reason: str
+    detail: str = ""
 
 
 class TraceReader(Protocol):
@@ -160,7 +175,7 @@ class Node:
 
     `status` is VERIFIED, FROZEN_ORIGIN or a break reason; `end` says where goods rest
     on the forward side (IN_CUSTODY, NOT_IMPORTED, VOIDED) or that the walk stopped at a
-    break there.
+    break there; `note` says as of what the reader knew where goods rest (the log's size).
     """
 
     kind: str
@@ -173,10 +188,13 @@ class Node:
     end: str | None
     mined: Mined | None
     flow: Fraction
+    note: str = ""
 
     @property
     def key(self) -> NodeKey:
-        """This node's key."""
+        """This node's key (a certificate's names its export entry)."""
+        if self.kind == CERTIFICATE and self.entry is not None:
+            return certificate_key(self.origin, self.name, self.entry)
         return (self.kind, self.origin, self.name)
 
 
@@ -281,22 +299,47 @@ def trace(
 class _Node:
     """A node while the walk builds it."""
 
-    __slots__ = ("carats", "end", "entry", "export", "key", "leaf", "mined", "record", "status")
+    __slots__ = (
+        "carats",
+        "end",
+        "entry",
+        "export",
+        "key",
+        "leaf",
+        "mined",
+        "name",
+        "note",
+        "record",
+        "status",
+    )
 
-    def __init__(self, key: NodeKey, entry: int, record: Record | None, carats: int | None) -> None:
-        self.key, self.entry, self.carats = key, entry, carats
+    def __init__(
+        self, key: NodeKey, name: str, entry: int, record: Record | None, carats: int | None
+    ) -> None:
+        self.key, self.name, self.entry, self.carats = key, name, entry, carats
         self.record = record
         self.status: str = VERIFIED
         self.end: str | None = None
+        self.note = ""
         self.mined: Mined | None = None
         self.export: Export | None = None
         self.leaf: bytes | None = None
 
     def freeze(self, flow: Fraction) -> Node:
         """The finished node, with the traced carats in it."""
-        kind = None if self.record is None else self.record.KIND
+        record = None if self.record is None else self.record.KIND
         return Node(
-            *self.key, self.carats, self.entry, kind, self.status, self.end, self.mined, flow
+            self.key[0],
+            self.key[1],
+            self.name,
+            self.carats,
+            self.entry,
+            record,
+            self.status,
+            self.end,
+            self.mined,
+            flow,
+            self.note,
         )
 
 
@@ -402,35 +445,35 @@ class _Walk:
         index = self.reader.creator(origin, name)
         if isinstance(index, Absent):
             error = TraceError if root else TraceIntegrityError
-            raise error(f"parcel {name!r} is not on {origin}'s log as held ({index.reason})")
+            why = index.detail or index.reason
+            raise error(f"parcel {name!r} is not on {origin}'s log as held ({why})")
         _, record = self.must_read(origin, index, f"parcel {name!r} on {origin}")
         made = _created(record, name)
         if made is None:
             raise TraceIntegrityError(
                 f"{origin} entry {index} ({record.KIND}) does not create parcel {name!r}"
             )
-        node = _Node(key, index, record, made[0])
+        node = _Node(key, name, index, record, made[0])
         node.mined = made[1]
         return self._add(node)
 
     def certificate(self, origin: str, number: str, index: int, leaf: bytes | None) -> _Node:
         """The certificate issued by export entry `index`; `leaf` the hash an import expects."""
-        key = (CERTIFICATE, origin, number)
+        key = certificate_key(origin, number, index)
         known = self.nodes.get(key)
         if known is not None:
-            if known.entry != index or (leaf is not None and known.leaf not in (None, leaf)):
+            if leaf is not None and known.leaf not in (None, leaf):
                 raise TraceIntegrityError(f"certificate {number} is referenced two ways")
             return known
         got = self.read(origin, index)
-        node = _Node(key, index, None, None)
+        node = _Node(key, number, index, None, None)
         where = f"entry {index}"
         if isinstance(got, Absent):
             node.status = got.reason
-            what = (
-                f"{origin} is not held here"
-                if got.reason == LOG_NOT_HELD
-                else f"export {where} is missing ({got.reason})"
-            )
+            if got.reason == LOG_NOT_HELD:
+                what = f"{origin} is not held here"
+            else:
+                what = f"export {where}: {got.detail or f'missing ({got.reason})'}"
             self.breaks.append(Break(got.reason, origin, where, f"certificate {number}: {what}"))
             return self._add(node)
         entry, record = got
@@ -478,7 +521,7 @@ class _Walk:
         origin, index = at
         if source.key[1] == origin and source.entry >= index:
             raise TraceIntegrityError(
-                f"{origin} entry {index} uses {source.key[2]!r}, created later at {source.entry}"
+                f"{origin} entry {index} uses {source.name!r}, created later at {source.entry}"
             )
         self.edges.append(
             _Edge(source.key, target.key, kind, origin, index, status, forward, backward)
@@ -492,7 +535,7 @@ class _Walk:
 
     def back(self, node: _Node) -> None:
         """Add the edges from where `node`'s goods came from."""
-        kind, origin, name = node.key
+        kind, origin, name = node.key[0], node.key[1], node.name
         at = (origin, node.entry)
         if kind == CERTIFICATE:
             export = node.export
@@ -530,13 +573,13 @@ class _Walk:
 
     def forth(self, node: _Node) -> None:
         """Add the edges to where `node`'s goods went."""
-        kind, origin, name = node.key
+        kind, origin, name = node.key[0], node.key[1], node.name
         if kind == CERTIFICATE:
             self._imported(node)
             return
         index = self.reader.consumer(origin, name)
         if isinstance(index, Absent):
-            self._rest(node, index.reason, origin, f"parcel {name}")
+            self._rest(node, index, origin, f"parcel {name}")
             return
         _, record = self.must_read(origin, index, f"parcel {name!r} on {origin}")
         at, carats = (origin, index), node.carats or 0
@@ -562,25 +605,29 @@ class _Walk:
     def _made_by(self, node: _Node, index: int) -> _Node:
         if node.entry != index:
             raise TraceIntegrityError(
-                f"parcel {node.key[2]!r} on {node.key[1]} was created at entry {node.entry}, "
+                f"parcel {node.name!r} on {node.key[1]} was created at entry {node.entry}, "
                 f"not {index}"
             )
         return node
 
-    def _rest(self, node: _Node, reason: str, origin: str, what: str) -> None:
-        node.end = reason
-        if reason not in ENDS:
-            where = f"{what} at entry {node.entry}"
-            self.breaks.append(Break(reason, origin, where, f"{what}: the next hop is {reason}"))
+    def _rest(self, node: _Node, absent: Absent, origin: str, what: str) -> None:
+        """Goods resting at `node` (an end), or a break where the next hop cannot be known."""
+        reason = node.end = absent.reason
+        if reason in ENDS:
+            node.note = absent.detail
+            return
+        where = f"{what} at entry {node.entry}"
+        detail = f"{what}: {absent.detail or f'the next hop is {reason}'}"
+        self.breaks.append(Break(reason, origin, where, detail))
 
     def _imported(self, node: _Node) -> None:
-        export, (_, origin, number) = node.export, node.key
+        export, origin, number = node.export, node.key[1], node.name
         if export is None:
             return
         destination = f"{network_of(origin)}/{export.destination}"
         index = self.reader.importer(destination, number)
         if isinstance(index, Absent):
-            self._rest(node, index.reason, destination, f"certificate {number}")
+            self._rest(node, index, destination, f"certificate {number}")
             return
         _, record = self.must_read(destination, index, f"import of {number}")
         if not isinstance(record, Import) or record.certificate != number:
@@ -645,7 +692,7 @@ class _Walk:
             node = self.nodes[key]
             if node.mined is not None:
                 share = flow[key] / total
-                sources.append(Source(key[1], key[2], node.entry, node.mined, flow[key], share))
+                sources.append(Source(key[1], node.name, node.entry, node.mined, flow[key], share))
             elif not into[key]:
                 unknown += flow[key]
         if sum(s.carats for s in sources) + unknown != total:

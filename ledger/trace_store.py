@@ -10,23 +10,44 @@ A replica may have indexed an import before the exporter's log was held (its par
 have no origins): the trace never reads `origins`, it follows the import's `export_ref`.
 Frozen origins are the node's (`ledger.freeze`: proven equivocation evidence held) unless
 the caller passes its own `frozen`.
+
+A log whose sync refused an entry for a rule is held only up to it (`ledger.refusals`): an
+answer that depends on what came after ("still in custody", "not imported", an entry past
+the end) is then LOG_HELD_IN_PART, naming the refused entry and its rule, never a clean end;
+the refused entry itself is ENTRY_REFUSED with its rule. Where goods do rest, the answer
+says as of which size of the log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import lmdb
 
 from ledger import freeze
 from ledger.custody_index import INDEX_DBS, Index, LmdbTables
+from ledger.entry import parse_entry
+from ledger.errors import EncodingError
 from ledger.fields import certificate_problem
+from ledger.records import (
+    Export,
+    Import,
+    ParcelMerge,
+    ParcelMine,
+    ParcelSplit,
+    Record,
+    parse_record,
+)
+from ledger.refusals import Refusal, refusal
 from ledger.store import Store, entry_key
 from ledger.trace import (
     CERTIFICATE,
     ENTRY_NOT_HELD,
+    ENTRY_REFUSED,
     IN_CUSTODY,
+    LOG_HELD_IN_PART,
     LOG_NOT_HELD,
     NOT_IMPORTED,
     PARCEL,
@@ -54,6 +75,7 @@ class StoreTraceReader:
         self._entries = store.db("entries")
         self._ids: dict[str, bytes | None] = {}
         self._indexes: dict[str, Index | None] = {}
+        self._refused: dict[str, tuple[Refusal, Record | None] | None] = {}
 
     def log_id(self, origin: str) -> bytes | None:
         """The store's id of `origin`'s log, or None when it is not held."""
@@ -78,15 +100,60 @@ class StoreTraceReader:
         log_id = self.log_id(origin)
         return 0 if log_id is None else self.store.head(self.txn, log_id).size
 
+    def refused(self, origin: str) -> tuple[Refusal, Record | None] | None:
+        """The entry a sync here refused where `origin`'s held log stops, with its record
+        (None when it does not parse), or None when the log is not held short of one."""
+        if origin not in self._refused:
+            log_id = self.log_id(origin)
+            found = None if log_id is None else refusal(self.store, self.txn, log_id)
+            if found is not None and found.index == self.size(origin):
+                self._refused[origin] = (found, _record(found.entry))
+            else:
+                self._refused[origin] = None
+        return self._refused[origin]
+
+    def as_of(self, origin: str) -> str:
+        """How much of `origin`'s log the answers come from: its size and last entry's time."""
+        log_id = self.log_id(origin)
+        if log_id is None:
+            return f"{_code(origin)}'s log is not held here"
+        head = self.store.head(self.txn, log_id)
+        when = datetime.fromtimestamp(head.time_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"as of {_code(origin)}'s log held here at size {head.size}, last entry {when}"
+
+    def _held_in_part(self, origin: str, what: str, uses: Callable[[Record], str | None]) -> Absent:
+        """LOG_HELD_IN_PART for a log held short of a refused entry: what `what` may have
+        become after it, and what the refused entry itself does with it (`uses`)."""
+        found = self.refused(origin)
+        assert found is not None
+        r, record = found
+        code = _code(origin)
+        use = None if record is None else uses(record)
+        did = f" ({code} entry {r.index} {use})" if use else ""
+        return Absent(
+            LOG_HELD_IN_PART,
+            f"{code}'s log is held here only to entry {r.index - 1}: this node refused entry "
+            f"{r.index} for rule {r.rule}{did}, so {what} after that is not known here",
+        )
+
     # -- TraceReader -------------------------------------------------------------------
 
     def entry(self, origin: str, index: int) -> bytes | Absent:
-        """The entry bytes, or why they are not here."""
+        """The entry bytes, or why they are not here (a refused entry names its rule)."""
         log_id = self.log_id(origin)
         if log_id is None:
             return Absent(LOG_NOT_HELD)
         raw = self.txn.get(entry_key(log_id, index), db=self._entries)
-        return Absent(ENTRY_NOT_HELD) if raw is None else bytes(raw)
+        if raw is not None:
+            return bytes(raw)
+        found = self.refused(origin)
+        if found is not None and found[0].index == index:
+            r = found[0]
+            why = r.reason.partition("breaks a custody rule: ")[2] or r.reason
+            return Absent(ENTRY_REFUSED, f"this node refused it for rule {r.rule}: {why[:400]}")
+        if found is not None and index > found[0].index:
+            return self._held_in_part(origin, f"entry {index}", lambda _r: None)
+        return Absent(ENTRY_NOT_HELD, f"{self.as_of(origin)}")
 
     def creator(self, origin: str, parcel: str) -> int | Absent:
         """The entry that created `parcel` on `origin`'s log."""
@@ -94,7 +161,11 @@ class StoreTraceReader:
         if ix is None:
             return Absent(LOG_NOT_HELD)
         state = ix.parcel(parcel)
-        return Absent(UNKNOWN_PARCEL) if state is None else state.entry
+        if state is not None:
+            return state.entry
+        if self.refused(origin) is not None:
+            return self._held_in_part(origin, f"parcel {parcel!r}", lambda r: _creates(r, parcel))
+        return Absent(UNKNOWN_PARCEL)
 
     def consumer(self, origin: str, parcel: str) -> int | Absent:
         """The entry that used `parcel` up; IN_CUSTODY when none has (or a void undid it)."""
@@ -104,10 +175,16 @@ class StoreTraceReader:
         state = ix.parcel(parcel)
         if state is None:
             return Absent(UNKNOWN_PARCEL)
-        return Absent(IN_CUSTODY) if state.consumed_by is None else state.consumed_by
+        if state.consumed_by is not None:
+            return state.consumed_by
+        if self.refused(origin) is not None:
+            what = "what became of the parcel"
+            return self._held_in_part(origin, what, lambda r: _uses(r, parcel))
+        return Absent(IN_CUSTODY, self.as_of(origin))
 
     def importer(self, origin: str, certificate: str) -> int | Absent:
-        """The import of `certificate` on destination log `origin`; VOIDED, NOT_IMPORTED."""
+        """The import of `certificate` on destination log `origin`; VOIDED, NOT_IMPORTED (as
+        of the destination's log held), LOG_HELD_IN_PART when that log stops at a refusal."""
         issuer = self.index(f"{self.network}/{certificate[:2]}")
         issued = None if issuer is None else issuer.certificate(certificate)
         if issued is not None and issued.status == VOIDED:
@@ -117,7 +194,10 @@ class StoreTraceReader:
             return Absent(LOG_NOT_HELD)
         state = ix.certificate(certificate)
         if state is None or state.origin == origin or state.import_index is None:
-            return Absent(NOT_IMPORTED)
+            if self.refused(origin) is not None:
+                what = "an import of the goods"
+                return self._held_in_part(origin, what, lambda r: _imports(r, certificate))
+            return Absent(NOT_IMPORTED, self.as_of(origin))
         return state.import_index
 
     def certificate(self, number: str) -> tuple[str, int] | Absent:
@@ -151,14 +231,91 @@ class StoreTraceReader:
                 found.append(origin)
         return found
 
+    def exports(self, number: str) -> dict[tuple[str, int], list[str]]:
+        """Every export entry known here under certificate `number` (a re-used number has
+        several), each with how it is known: the issuer's log, an import, a refusal."""
+        found: dict[tuple[str, int], list[str]] = {}
+        issuer = f"{self.network}/{number[:2]}"
+        ix = self.index(issuer)
+        state = None if ix is None else ix.certificate(number)
+        if state is not None and state.origin == issuer:
+            found.setdefault((issuer, state.index), []).append(f"on {_code(issuer)}'s log")
+        refused = self.refused(issuer)
+        if refused is not None:
+            r, record = refused
+            if isinstance(record, Export) and record.certificate == number:
+                found.setdefault((issuer, r.index), []).append(f"refused here for rule {r.rule}")
+        for origin in self.origins():
+            other = self.index(origin)
+            state = None if other is None else other.certificate(number)
+            if state is not None and state.origin != origin and state.import_index is not None:
+                how = f"imported by {_code(origin)} entry {state.import_index}"
+                found.setdefault((state.origin, state.index), []).append(how)
+        return found
+
+    def _ambiguous(self, number: str, exports: dict[tuple[str, int], list[str]]) -> TraceError:
+        """The error for a certificate number that several export entries carry."""
+        listed = "; ".join(
+            f"{_code(o)} entry {i} ({', '.join(how)})" for (o, i), how in sorted(exports.items())
+        )
+        importers = sorted(
+            {h.split()[2] for hows in exports.values() for h in hows if h.startswith("imported")}
+        )
+        pick = f"--origin {' or --origin '.join(importers)} for the goods imported under it, "
+        return TraceError(
+            f"certificate {number} was issued by {len(exports)} export entries: {listed}; "
+            f"trace each with {pick if importers else ''}--origin {number[:2]} for the one "
+            f"{number[:2]}'s log as held here records"
+        )
+
+    def _refused_mention(self, ident: str) -> str:
+        """Where a refused entry names `ident` (creates or imports it), in words, or ''."""
+        said = []
+        for origin in self.origins():
+            found = self.refused(origin)
+            record = None if found is None else found[1]
+            if found is None or record is None:
+                continue
+            r = found[0]
+            use = _creates(record, ident) or _imports(record, ident) or _uses(record, ident)
+            if use is None and isinstance(record, Export) and record.certificate == ident:
+                use = "issues it"
+            if use is not None:
+                said.append(
+                    f"{_code(origin)} entry {r.index}, which {use}, was refused here for rule "
+                    f"{r.rule} ({_code(origin)}'s log is held here only to entry {r.index - 1})"
+                )
+        return "; ".join(said)
+
+    def origin_of(self, name: str) -> str:
+        """The log origin `name` stands for: a full origin of this network (``kp.example/BW``)
+        or a Participant code (``BW``, any case)."""
+        network, slash, code = name.rpartition("/")
+        if slash and network != self.network:
+            raise TraceError(f"{name!r} is not a log of network {self.network!r}")
+        return f"{self.network}/{code.upper()}"
+
     def resolve(self, ident: str, code: str | None = None) -> Start:
-        """What `ident` names: a parcel on the log of Participant `code`, else a certificate
-        whose export is held here, else the one parcel of that id on any log held (an
+        """What `ident` names: a parcel on the log `code` names (`origin_of`; or, for the
+        certificate's issuer, the certificate as its log records it), else the one
+        certificate of that number, else the one parcel of that id on any log held (an
         import's parcels are named by its certificate by default)."""
+        is_certificate = certificate_problem(ident) is None
         if code is not None:
-            return Start(PARCEL, ident, f"{self.network}/{code}")
+            origin = self.origin_of(code)
+            code = _code(origin)
+            if (
+                is_certificate
+                and code == ident[:2]
+                and isinstance(self.creator(origin, ident), Absent)
+            ):
+                return Start(CERTIFICATE, ident)
+            return Start(PARCEL, ident, origin)
         issued: tuple[str, int] | Absent = Absent(UNKNOWN_CERTIFICATE)
-        if certificate_problem(ident) is None:
+        if is_certificate:
+            exports = self.exports(ident)
+            if len(exports) > 1:
+                raise self._ambiguous(ident, exports)
             issued = self.certificate(ident)
             if not isinstance(issued, Absent) and isinstance(self.entry(*issued), bytes):
                 return Start(CERTIFICATE, ident)
@@ -169,9 +326,59 @@ class StoreTraceReader:
             return Start(CERTIFICATE, ident)  # its export is not held: the trace says so
         if not logs:
             held = len(self.origins())
-            raise TraceError(f"no parcel or certificate {ident!r} on the {held} logs held here")
+            refused = self._refused_mention(ident)
+            raise TraceError(
+                f"no parcel or certificate {ident!r} on the {held} logs held here"
+                + (f"; {refused}" if refused else "")
+            )
         codes = ", ".join(o.rpartition("/")[2] for o in logs)
         raise TraceError(f"parcel {ident!r} is on several logs ({codes}); choose one with --origin")
+
+
+def _code(origin: str) -> str:
+    return origin.rpartition("/")[2]
+
+
+def _record(raw: bytes) -> Record | None:
+    """The record of a refused entry, or None when it does not parse (it proves nothing)."""
+    try:
+        entry = parse_entry(raw)
+        return parse_record(entry.kind, entry.body)
+    except EncodingError:
+        return None
+
+
+def _uses(record: Record, parcel: str) -> str | None:
+    """What `record` does with `parcel` when it uses it up, in words; else None."""
+    match record:
+        case Export() if parcel in record.parcels:
+            return f"exports it under certificate {record.certificate}"
+        case ParcelSplit() if record.input == parcel:
+            return "splits it"
+        case ParcelMerge() if parcel in record.inputs:
+            return f"merges it into {record.output.parcel}"
+    return None
+
+
+def _creates(record: Record, parcel: str) -> str | None:
+    """What `record` does to make `parcel`, in words; else None."""
+    match record:
+        case Import() if any(s.parcel == parcel for s in record.parcels):
+            return f"imports it under certificate {record.certificate}"
+        case ParcelSplit() if any(s.parcel == parcel for s in record.outputs):
+            return "splits it off"
+        case ParcelMerge() if record.output.parcel == parcel:
+            return "merges it"
+        case ParcelMine() if record.parcel == parcel:
+            return "mines it"
+    return None
+
+
+def _imports(record: Record, certificate: str) -> str | None:
+    """`record` in words when it imports `certificate`; else None."""
+    if isinstance(record, Import) and record.certificate == certificate:
+        return "imports it"
+    return None
 
 
 @contextmanager

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -314,3 +317,72 @@ def test_trace_bundle_refuses_without_cosigned_checkpoints(
     )
     assert code == 1 and "no checkpoint of kp.example/BW covering entry 3" in err
     assert not (tmp_path / "x.bundle").exists()
+
+
+def test_verify_bundle_reads_a_device_only_up_to_its_limit(
+    network: Network, tmp_path: Path
+) -> None:
+    """`verify-bundle /dev/zero` under a 4 GB address-space limit is refused in one line
+    (the file is read only up to the bundle size limit), not a MemoryError traceback."""
+    trust = tmp_path / "v1.roster"
+    trust.write_bytes(network.roster_file)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4_000_000_000, 4_000_000_000))
+
+    command = [sys.executable, "-c", "from cli.entry import main; main()", "verify-bundle"]
+    done = subprocess.run(
+        [*command, "/dev/zero", "--trust", str(trust)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        "error: bundle /dev/zero is over the 67,108,864-byte limit: not a Kimberley bundle file\n"
+    )
+
+
+def test_verify_bundle_says_what_is_wrong_with_its_inputs(
+    network: Network, hub: tuple[Trace, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bundle given as --trust, an empty file, a roster v2, or a roster given as the bundle:
+    each error says what the file is, in one line, not a roster mismatch or a msgpack fault."""
+    bundle, trust = tmp_path / "hub.bundle", tmp_path / "v1.roster"
+    bundle.write_bytes(hub[1])
+    trust.write_bytes(network.roster_file)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    v2 = SignedRoster(dataclasses.replace(network.roster, version=2))
+    for signer in network.signers.values():
+        v2 = v2.sign(signer)
+    newer = tmp_path / "v2.roster"
+    newer.write_bytes(v2.to_bytes())
+    cases = [
+        (bundle, bundle, "error: --trust: not a roster file (roster file: "),
+        (bundle, empty, "error: --trust: the roster file is empty"),
+        (bundle, newer, "error: --trust: this is roster version 2; trust starts at the roster v1"),
+        (trust, trust, "error: bundle: not a Kimberley proof bundle (another format, want "),
+        (empty, trust, "error: bundle: not a Kimberley proof bundle (the file is empty)"),
+        (tmp_path / "none", trust, f"error: bundle {tmp_path / 'none'}: No such file"),
+    ]
+    for file, trusted, said in cases:
+        code, out, err = run(capsys, "verify-bundle", str(file), "--trust", str(trusted))
+        assert code == 1 and out == "", err
+        assert err.startswith(said) and len(err.strip().splitlines()) == 1, (file, err)
+
+
+def test_trace_bundle_write_errors_name_the_path_given(
+    network: Network, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--bundle DIR` and a file in a missing directory are refused naming the path given,
+    never the temporary file beside it."""
+    args = ("trace", "EU-2026-000002", "--origin", "IN", "--data", str(network.dirs["IN"]))
+    code, _, err = run(capsys, *args, "--bundle", str(tmp_path))
+    assert code == 1 and err == f"error: --bundle {tmp_path} is a directory; give a file name\n"
+    missing = tmp_path / "no" / "x.bundle"
+    code, _, err = run(capsys, *args, "--bundle", str(missing))
+    assert code == 1 and err.startswith(f"error: cannot write the bundle to {missing}: ")
+    assert ".tmp" not in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.trace_cmd import apportion, trace_json
 from ledger import freeze
 from ledger.bundle import BundleReader, Declared
 from ledger.checkpoint import Checkpoint, TlogProof, cosign
@@ -26,6 +28,7 @@ from ledger.entry import encode_payload, sign_entry
 from ledger.evidence import Evidence, SameSize
 from ledger.keys import Signer
 from ledger.log import Log
+from ledger.merkle import leaf_hash
 from ledger.note import Note
 from ledger.records import (
     Export,
@@ -36,6 +39,7 @@ from ledger.records import (
     ParcelSplit,
     Record,
 )
+from ledger.refusals import Refusal, put_refusal
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
@@ -102,6 +106,14 @@ def replicate(log: Log, store: Store, roster: Roster, size: int | None = None) -
     """Copy `log` (on to `size`, default all) into `store` as a replica with its rules."""
     replica = Replica(store, log.verifier, roster=roster, threads=2)
     replica.accept(list(log.entries(replica.size(), size)), log.checkpoint(size))
+
+
+def refuse(store: Store, origin: str, refusal: Refusal) -> None:
+    """Keep `refusal` of `origin`'s log in `store`, as a sync refusing it would."""
+    with store.write() as txn:
+        log_id = store.log_id(txn, origin)
+        assert log_id is not None
+        put_refusal(store, txn, log_id, refusal)
 
 
 def cosign_latest(store: Store, signers: Mapping[str, Signer]) -> None:
@@ -195,6 +207,7 @@ def build_network(root: Path) -> Network:
     c["EU"].append(export("EU-2026-000003", ("EU-CF",), 90_00, origins=("CF",)))
     for number in ("EU-2026-000001", "EU-2026-000002", "EU-2026-000003"):
         to("IN", number)
+    in_last = c["IN"].log.size() - 1  # India's import of EU-2026-000003
 
     # India holds every log; Botswana's replica refuses the doctored CF entry and stops before.
     india = nodes["IN"].store
@@ -234,6 +247,34 @@ def build_network(root: Path) -> Network:
         freeze.put(store, txn, both, signers["BW"].verifier, source="test", now_ms=0)
     store.close()
     source.close()
+
+    # A node whose syncs refused Central Africa's doctored export and (planted here, as a
+    # sync would keep it) India's last import: it holds each log only up to the refused entry.
+    views["refused"] = root / "view-refused"
+    store = Store(views["refused"], create=True)
+    for code in ("BW", "RU", "CA", "AO", "AE", "EU"):
+        replicate(c[code].log, store, roster)
+    replicate(c["CF"].log, store, roster, cf_doctored)
+    replicate(c["IN"].log, store, roster, in_last)
+    why = "export: parcel 'CF-BAD' was mined outside the zones"
+    bad_entry = c["CF"].log.entry(cf_doctored)
+    refuse(store, at("CF"), Refusal(cf_doctored, bad_entry, "export.zone", why))
+    why = "import: no verified proof of the export"
+    refuse(store, at("IN"), Refusal(in_last, c["IN"].log.entry(in_last), "import.proof", why))
+    cosign_latest(store, signers)
+    store.close()
+    # A node holding Central Africa's log up to an entry it refused: a second export under
+    # the number CF-2026-000001, validly signed by CF (a re-used certificate number).
+    views["reused"] = root / "view-reused"
+    store = Store(views["reused"], create=True)
+    replicate(c["CF"].log, store, roster, cf_doctored)
+    again = export("CF-2026-000001", ("CF-BAD",), 40_00, dest="EU", origins=("CF",))
+    prev = leaf_hash(c["CF"].log.entry(cf_doctored - 1))
+    payload = encode_payload(at("CF"), cf_doctored, prev, 1, again.KIND, again.to_body())
+    reused = sign_entry(signers["CF"], payload)
+    why = "export: certificate already issued"
+    refuse(store, at("CF"), Refusal(cf_doctored, reused, "certificate.unique", why))
+    store.close()
 
     for code in ("IN", "BW"):
         install_roster(root / code, signed.to_bytes(), signers[code].verifier)
@@ -336,7 +377,7 @@ def test_a_certificate_traces_back_to_what_it_carried(network: Network) -> None:
         start = reader.resolve("EU-2026-000001")
         result = trace(reader, start)
     assert start == Start(CERTIFICATE, "EU-2026-000001")
-    assert result.root == (CERTIFICATE, at("EU"), "EU-2026-000001")
+    assert result.root == (CERTIFICATE, at("EU"), "EU-2026-000001@9")
     assert sources(result)[(at("RU"), "RU-P1")] == (Fraction(300_00), Fraction(3, 11))
 
 
@@ -364,7 +405,7 @@ def test_forward_ends_at_a_certificate_not_imported_or_voided(network: Network) 
     """A certificate India never imported, and a voided one, end their forward traces."""
     pending = traced(network.dirs["IN"], Start(PARCEL, "BW-P2", at("BW")), FORWARD)
     ((node, end),) = [(d.node, d.end) for d in pending.destinations]
-    assert (node, end) == ((CERTIFICATE, at("BW"), "BW-2026-000002"), NOT_IMPORTED)
+    assert (node, end) == ((CERTIFICATE, at("BW"), "BW-2026-000002@8"), NOT_IMPORTED)
     voided = traced(network.dirs["IN"], Start(CERTIFICATE, "BW-2026-000003"), FORWARD)
     assert [d.end for d in voided.destinations] == [VOIDED]
     assert pending.complete and voided.complete
@@ -447,6 +488,93 @@ def test_a_frozen_origin_is_flagged_on_every_hop_it_touches(network: Network) ->
     assert sources(result)[(ru, "RU-P1")][0] == 300_00
 
 
+def test_a_forward_trace_into_a_log_held_in_part_is_a_break_not_complete(
+    network: Network,
+) -> None:
+    """This node holds India's log only up to the import of EU-2026-000003, which its sync
+    refused: the certificate is not shown as resting "not imported", but as a break naming
+    the refused entry, its rule and that it imports the goods."""
+    result = traced(network.views["refused"], Start(CERTIFICATE, "EU-2026-000003"), FORWARD)
+    assert not result.complete and trace_json(result)["complete"] is False
+    (broken,) = result.breaks
+    assert (broken.reason, broken.origin) == ("log-held-in-part", at("IN"))
+    held = Store(network.dirs["IN"] / "store")
+    try:
+        with held.read() as txn:
+            log_id = held.log_id(txn, at("IN"))
+            assert log_id is not None
+            refused = held.head(txn, log_id).size - 1
+    finally:
+        held.close()
+    assert (
+        f"IN's log is held here only to entry {refused - 1}: this node refused entry {refused} "
+        f"for rule import.proof (IN entry {refused} imports it)"
+    ) in broken.detail
+    assert [d.end for d in result.destinations] == ["log-held-in-part"]
+
+
+def test_goods_at_rest_say_as_of_which_size_of_the_log(network: Network) -> None:
+    """A certificate India has not imported rests "not imported" as of India's log held here
+    at its size; a parcel in custody likewise, as of its own log."""
+    pending = traced(network.dirs["IN"], Start(PARCEL, "BW-P2", at("BW")), FORWARD)
+    assert pending.complete
+    (rest,) = [pending.node(d.node) for d in pending.destinations]
+    assert rest.end == NOT_IMPORTED
+    assert re.fullmatch(r"as of IN's log held here at size \d+, last entry .* UTC", rest.note)
+    kept = traced(network.dirs["IN"], Start(PARCEL, "EU-2026-000001", at("IN")), FORWARD)
+    assert kept.node(kept.root).note.startswith("as of IN's log held here at size")
+    assert trace_json(kept)["nodes"][0]["note"] == kept.node(kept.root).note
+
+
+def test_a_parcel_on_a_log_held_short_of_its_refused_export_is_not_in_custody(
+    network: Network,
+) -> None:
+    """CF's log is held here only up to its doctored export of CF-BAD, refused for the zone
+    rule: the parcel is not "in custody" but behind a break saying the refused entry
+    exports it."""
+    result = traced(network.views["refused"], Start(PARCEL, "CF-BAD", at("CF")), FORWARD)
+    (broken,) = result.breaks
+    assert (broken.reason, broken.origin) == ("log-held-in-part", at("CF"))
+    assert (
+        f"this node refused entry {network.cf_doctored} for rule export.zone (CF entry "
+        f"{network.cf_doctored} exports it under certificate CF-2026-000002)"
+    ) in broken.detail
+    assert not result.complete
+
+
+def test_a_refused_export_is_a_break_naming_its_rule(network: Network) -> None:
+    """Antwerp's mix holds goods of CF's doctored export, which this node refused: the
+    break names the rule (export.zone), not merely an entry not held."""
+    result = traced(network.views["refused"], Start(PARCEL, "EU-CF", at("EU")))
+    (broken,) = result.breaks
+    assert (broken.reason, broken.where) == ("entry-refused", f"entry {network.cf_doctored}")
+    assert "this node refused it for rule export.zone" in broken.detail
+    assert result.unknown == 40_00
+
+
+def test_a_reused_certificate_number_is_reported_not_picked(network: Network) -> None:
+    """CF-2026-000001 is carried by CF's export and by a later one this node refused: the
+    name alone is refused, listing both entries; --origin CF picks the one CF's log holds,
+    and a certificate's node id names its entry."""
+    with reader_of(network.views["reused"]) as reader:
+        with pytest.raises(TraceError) as refused:
+            reader.resolve("CF-2026-000001")
+        message = str(refused.value)
+        assert "CF-2026-000001 was issued by 2 export entries: CF entry 6 (on CF's log); " in (
+            message
+        )
+        assert f"CF entry {network.cf_doctored} (refused here for rule certificate.unique)" in (
+            message
+        )
+        assert "--origin CF" in message
+        start = reader.resolve("CF-2026-000001", "CF")
+        assert start == reader.resolve("CF-2026-000001", "kp.example/CF")
+        result = trace(reader, start)
+    assert result.root == (CERTIFICATE, at("CF"), "CF-2026-000001@6")
+    ids = [n["id"] for n in trace_json(result)["nodes"]]
+    assert ids[0] == "certificate:kp.example/CF:CF-2026-000001@6"
+
+
 def test_what_a_name_means_is_resolved_or_refused_by_name(network: Network) -> None:
     """A certificate number wins; a parcel on two logs needs its log; an unknown name fails."""
     with reader_of(network.dirs["IN"]) as reader:
@@ -455,6 +583,9 @@ def test_what_a_name_means_is_resolved_or_refused_by_name(network: Network) -> N
         with pytest.raises(TraceError, match=r"several logs \(BW, RU\)"):
             reader.resolve("LOT-1")
         assert reader.resolve("LOT-1", "RU").origin == at("RU")
+        assert reader.resolve("LOT-1", "kp.example/RU") == reader.resolve("LOT-1", "ru")
+        with pytest.raises(TraceError, match="not a log of network 'kp.example'"):
+            reader.resolve("LOT-1", "other.example/RU")
         with pytest.raises(TraceError, match="no parcel or certificate 'NOPE'"):
             reader.resolve("NOPE")
         with pytest.raises(TraceError, match="not on kp.example/IN"):
@@ -617,3 +748,19 @@ def test_trace_errors_are_one_line(network: Network, capsys: pytest.CaptureFixtu
         code, out, err = run(capsys, "trace", *args, "--data", data)
         assert code == 1 and out == "" and err.startswith("error:") and message in err
         assert len(err.strip().splitlines()) == 1
+
+
+@given(st.lists(st.fractions(min_value=0, max_value=10**9), min_size=1, max_size=12))
+def test_rounded_parts_add_up_to_the_rounded_whole(parts: list[Fraction]) -> None:
+    """The hundredths shown for each mine, country or resting place add up to the total
+    shown, and each is its exact value rounded up or down."""
+    total = sum(parts, Fraction(0))
+    shown = apportion(parts, total)
+    assert sum(shown) == round(total)
+    assert all(abs(s - p) < 1 for s, p in zip(shown, parts, strict=True))
+
+
+def test_thirds_of_a_parcel_show_as_parts_of_it() -> None:
+    """Three equal thirds of 100.00 ct show as 33.34 + 33.33 + 33.33, not 3 x 33.33."""
+    third = Fraction(10_000, 3)
+    assert apportion([third, third, third], Fraction(10_000)) == [3334, 3333, 3333]
