@@ -14,13 +14,15 @@ from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_re
 from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
+from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, LogError
+from ledger.errors import EncodingError, LogError, RosterError
 from ledger.held_logs import resolve_origin
 from ledger.keys import Verifier
 from ledger.log import Log
 from ledger.note import b64decode_strict
+from ledger.records import parse_record
 from ledger.roster_files import load_roster
 from ledger.verify import verify_log
 
@@ -50,12 +52,30 @@ def parse_body(text: str) -> dict[str, Any]:
 def append(
     kind: Annotated[str, typer.Argument(help="Entry kind, e.g. parcel.mine.")],
     body: Annotated[str, typer.Option("--body", help="The record body as a JSON object.")],
+    unchecked: Annotated[
+        bool,
+        typer.Option(
+            "--unchecked",
+            help="Append it raw, no custody rule checked: for tools and tests only. On a "
+            "network the other nodes refuse an entry that breaks a rule and never hold the "
+            "log past it.",
+        ),
+    ] = False,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Append one raw entry (no custody rules; the record commands apply them)."""
+    """Append one record, checked against every custody rule under the installed roster
+    (as the record commands are); `--unchecked` appends it raw."""
+    fields = parse_body(body)
     node = open_data(data)
-    done = node.own_log().append(kind, parse_body(body))
+    if unchecked:
+        done = node.own_log().append(kind, fields)
+    else:
+        try:
+            roster = load_roster(data)
+        except RosterError as e:
+            raise RosterError(f"{e}: the custody rules need it (or append --unchecked)") from e
+        done = Custody(node, roster).append(parse_record(kind, fields))
     if as_json:
         emit_json({"index": done.index, "leaf_hash": done.leaf_hash, "size": done.size})
     else:

@@ -41,7 +41,8 @@ def data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     )
     for i in range(3):
         body = json.dumps({"parcel": f"BW-{i}", "carats": 100 * (i + 1)})
-        assert run(capsys, "log", "append", "parcel.mine", "--body", body, "--data", path)[0] == 0
+        args = ("log", "append", "parcel.mine", "--body", body, "--unchecked", "--data", path)
+        assert run(capsys, *args)[0] == 0
     return path
 
 

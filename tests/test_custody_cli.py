@@ -252,6 +252,37 @@ def test_a_parcel_travels_botswana_antwerp_india(
         assert json.loads(cli(capsys, "log", "verify", "--json", "--data", path))["ok"] is True
 
 
+def test_log_append_checks_the_custody_rules_unless_told_not_to(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`log append` under a roster refuses a production at an unregistered mine (which would
+    stop every peer's copy of the log there for good) and stores nothing; a legal record
+    goes in; `--unchecked` still writes raw; with no roster it asks for one."""
+    bw = network["BW"]
+    body = {
+        "parcel": "BW-P-1",
+        "mine": "BW-MINE-1",
+        "carats": 100_00,
+        "value": 15_000_00,
+        "date": "2026-03-02",
+        "origin": "BW",
+    }
+    append = ("log", "append", "parcel.mine", "--body", json.dumps(body), "--data", bw)
+    code, out, err = run(capsys, *append)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and "BW-MINE-1" in err and err.count("\n") == 1, err
+    assert json.loads(cli(capsys, "log", "show", "--json", "--data", bw))["size"] == 0
+    _actor(capsys, bw, "BW-MINE-1", "mine")
+    assert "at index 1" in cli(capsys, *append)
+    code, _, err = run(capsys, *append)  # the same parcel again: refused by the rules
+    assert code == 1 and "BW-P-1" in err
+    assert "at index 2" in cli(capsys, *append, "--unchecked")  # raw: the caller's choice
+    bare = str(tmp_path / "bare")
+    cli(capsys, "init", "--participant", "BW", "--network", "kp.example", "--data", bare)
+    code, _, err = run(capsys, "log", "append", "parcel.mine", "--body", "{}", "--data", bare)
+    assert code == 1 and "no roster installed" in err and "--unchecked" in err
+
+
 def test_refusals_are_one_line_and_change_nothing(
     network: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -36,8 +36,14 @@ CONSISTENCIES = ((1, 3), (1, 4), (3, 7), (4, 7), (7, 7))
 
 
 def _go_env(gopath: Path) -> dict[str, str]:
-    env = dict(os.environ, GOPATH=str(gopath), GO111MODULE="off", GOFLAGS="", GOPROXY="off",
-               GOTOOLCHAIN="local")
+    env = dict(
+        os.environ,
+        GOPATH=str(gopath),
+        GO111MODULE="off",
+        GOFLAGS="",
+        GOPROXY="off",
+        GOTOOLCHAIN="local",
+    )
     if not env.get("HOME") and not env.get("XDG_CACHE_HOME") and not env.get("GOCACHE"):
         env["GOCACHE"] = str(gopath / "cache")
     return env
@@ -49,8 +55,9 @@ def go_verify(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert GO is not None
     gopath = tmp_path_factory.mktemp("gopath")
     env = _go_env(gopath)
-    goroot = subprocess.run([GO, "env", "GOROOT"], env=env, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    goroot = subprocess.run(
+        [GO, "env", "GOROOT"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     vendor = Path(goroot) / "src" / "cmd" / "vendor" / "golang.org" / "x"
     if not (vendor / "mod" / "sumdb" / "tlog").is_dir():
         pytest.skip(f"this Go toolchain does not vendor golang.org/x/mod/sumdb under {vendor}")
@@ -61,16 +68,28 @@ def go_verify(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (src / "interop").mkdir(parents=True)
     shutil.copy(REPO / "tests" / "interop" / "verify.go", src / "interop" / "verify.go")
     binary = gopath / "verify"
-    built = subprocess.run([GO, "build", "-o", str(binary), "interop"], cwd=src / "interop",
-                           check=False, env=env, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [GO, "build", "-o", str(binary), "interop"],
+        cwd=src / "interop",
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, f"go build failed:\n{built.stderr}"
     return binary
 
 
 def kimberley(*args: str) -> bytes:
     """Run our CLI (the `kimberley` entry point) and return its stdout bytes."""
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO,
-                          check=False, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, f"kimberley {' '.join(args)} failed:\n{done.stderr.decode()}"
     return done.stdout
 
@@ -100,7 +119,7 @@ def extra_of(proof: bytes) -> bytes:
     """The entry bytes a tlog-proof carries on its `extra` line."""
     line = proof.split(b"\n")[1]
     assert line.startswith(b"extra ")
-    return base64.b64decode(line[len(b"extra "):], validate=True)
+    return base64.b64decode(line[len(b"extra ") :], validate=True)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +133,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     pub.checkpoints[0] = pub.save("cp0", kimberley("log", "checkpoint", "--data", data))
     for n in range(FINAL):
         body = f'{{"parcel": "BW-P-{n:06d}", "mine": "BW-MINE-1", "carats": {1000 + n}}}'
-        done = kimberley("log", "append", "parcel.mine", "--body", body, "--json", "--data", data)
+        done = kimberley(
+            "log", "append", "parcel.mine", "--body", body, "--unchecked", "--json", "--data", data
+        )
         assert (json.loads(done)["index"], json.loads(done)["size"]) == (n, n + 1)
     pub.checkpoints[FINAL] = pub.save(f"cp{FINAL}", kimberley("log", "checkpoint", "--data", data))
     jobs: dict[str, list[str]] = {}
@@ -138,8 +159,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 
 def go(binary: Path, *args: Path | str) -> subprocess.CompletedProcess[str]:
     """Run the Go verifier."""
-    return subprocess.run([str(binary), *map(str, args)], check=False, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [str(binary), *map(str, args)], check=False, capture_output=True, text=True, timeout=60
+    )
 
 
 def accepted(binary: Path, *args: Path | str) -> str:
@@ -172,9 +194,7 @@ def test_go_tlog_recomputes_each_checkpoint_root(
     go_verify: Path, published: Published, log_entries: list[bytes]
 ) -> None:
     """Go's tlog hashes the log's entries into the very root each checkpoint signs."""
-    entries = published.save(
-        "entries", b"".join(base64.b64encode(e) + b"\n" for e in log_entries)
-    )
+    entries = published.save("entries", b"".join(base64.b64encode(e) + b"\n" for e in log_entries))
     for size in sorted(published.checkpoints)[1:]:  # tlog.TreeHash(0) is all zeros, not RFC 6962's
         accepted(go_verify, "root", published.vkey, published.checkpoints[size], entries)
 
@@ -232,9 +252,11 @@ def flip_root(note: str) -> str:
 
 def in_checkpoint(edit: Edit) -> Edit:
     """Apply `edit` to the checkpoint a tlog-proof carries after its blank line."""
+
     def edited(proof: str) -> str:
         head, note = proof.split("\n\n", 1)
         return head + "\n\n" + edit(note)
+
     return edited
 
 
@@ -250,12 +272,18 @@ TAMPERED: dict[str, tuple[str, str, Edit]] = {
     "checkpoint origin": ("checkpoint", "cp7", lambda t: edit_line(t, 0, replace("kp.example/BX"))),
     "checkpoint signature bit": ("checkpoint", "cp7", lambda t: edit_line(t, 4, flip_signature)),
     "inclusion hash bit": ("inclusion", "incl-2-7", lambda t: edit_line(t, 4, flip_b64)),
-    "inclusion entry bit": ("inclusion", "incl-2-7",
-                            lambda t: edit_line(t, 1, lambda x: "extra " + flip_b64(x[6:], 40))),
+    "inclusion entry bit": (
+        "inclusion",
+        "incl-2-7",
+        lambda t: edit_line(t, 1, lambda x: "extra " + flip_b64(x[6:], 40)),
+    ),
     "inclusion index": ("inclusion", "incl-2-7", lambda t: edit_line(t, 2, replace("index 3"))),
     "inclusion checkpoint root bit": ("inclusion", "incl-2-7", in_checkpoint(flip_root)),
-    "inclusion checkpoint signature bit": ("inclusion", "incl-2-7", in_checkpoint(
-        lambda t: edit_line(t, 4, flip_signature))),
+    "inclusion checkpoint signature bit": (
+        "inclusion",
+        "incl-2-7",
+        in_checkpoint(lambda t: edit_line(t, 4, flip_signature)),
+    ),
     "consistency hash bit": ("consistency", "cons-3-7", lambda t: edit_line(t, 1, flip_b64)),
     "consistency old checkpoint root bit": ("consistency", "cp3", flip_root),
 }
@@ -275,8 +303,12 @@ def test_go_rejects_a_tampered_checkpoint_or_proof(
     def args(path: Path) -> list[Path]:
         if mode != "consistency":
             return [published.vkey, path]
-        files = {"cp3": published.checkpoints[3], "cp7": published.checkpoints[7],
-                 "cons-3-7": published.consistencies[(3, 7)], name: path}
+        files = {
+            "cp3": published.checkpoints[3],
+            "cp7": published.checkpoints[7],
+            "cons-3-7": published.consistencies[(3, 7)],
+            name: path,
+        }
         return [published.vkey, files["cp3"], files["cp7"], files["cons-3-7"]]
 
     accepted(go_verify, mode, *args(original))
@@ -301,7 +333,8 @@ def test_go_rejects_a_consistency_proof_for_another_old_size(
 ) -> None:
     """A consistency proof from size 3 does not prove size 4 a prefix of size 7."""
     cps = published.checkpoints
-    done = go(go_verify, "consistency", published.vkey, cps[4], cps[7],
-              published.consistencies[(3, 7)])
+    done = go(
+        go_verify, "consistency", published.vkey, cps[4], cps[7], published.consistencies[(3, 7)]
+    )
     assert done.returncode == 1
     assert "invalid transparency proof" in done.stderr

@@ -465,7 +465,8 @@ def test_sync_in_an_observer_dir_checks_the_custody_rules(
         "date": "2026-03-09",
         "origin": "BW",
     }
-    cli(capsys, "log", "append", "parcel.mine", "--body", json.dumps(body), "--data", bw)
+    raw = ("log", "append", "parcel.mine", "--body", json.dumps(body), "--unchecked")
+    cli(capsys, *raw, "--data", bw)
     cli(capsys, "tiles", "publish", mirror, "--data", bw)
     code, out, err = run(capsys, "sync", "--peer", mirror, "--data", obs)
     assert code == 1
