@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
-from cli.output import console, emit_json
+from cli.output import CommandFailed, console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
 from ledger.quantities import format_carats
@@ -78,7 +78,34 @@ def trace_command(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Trace a parcel or certificate across every log held here, to its mines or onwards."""
+    """Trace a parcel or certificate across every log held here, to its mines or onwards.
+
+    Exit status: 0 when the trace is complete, 1 when it has breaks (it is printed either
+    way), 2 when it cannot run (the error line says why).
+    """
+    try:
+        complete = _trace(ident, forward, origin, dot, bundle, witnesses, data, as_json)
+    except LedgerError as e:
+        raise CommandFailed(str(e), CANNOT_TRACE) from e
+    if not complete:
+        raise typer.Exit(1)
+
+
+#: The exit status of `trace` and `verify-bundle` when they cannot run: 1 means breaks.
+CANNOT_TRACE = 2
+
+
+def _trace(
+    ident: str,
+    forward: bool,
+    origin: str | None,
+    dot: bool,
+    bundle: Path | None,
+    witnesses: int,
+    data: Path,
+    as_json: bool,
+) -> bool:
+    """Run and print the trace; whether it is complete."""
     _one_format(as_json, dot)
     node = open_reading(data)
     direction = FORWARD if forward else BACKWARD
@@ -94,13 +121,14 @@ def trace_command(
     if as_json and bundle is not None:
         made_json = {"file": str(bundle), "bytes": len(made), "entries": len(result.entries)}
         emit_json(trace_json(result) | {"bundle": made_json})
-        return
+        return result.complete
     _show(result, as_json, dot)
     if bundle is not None and not dot:
         console.print(
             f"proof bundle: {bundle} ({len(made):,} bytes, {len(result.entries)} entries); "
             f"check it with `kimberley verify-bundle {bundle} --trust ROSTER_V1`"
         )
+    return result.complete
 
 
 def verify_bundle_command(
@@ -110,17 +138,26 @@ def verify_bundle_command(
     dot: Dot = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a proof bundle offline against roster v1 alone, and show the trace it proves."""
-    _one_format(as_json, dot)
-    data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
-    trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
-    verified = verify_bundle(data, trusted, witnesses=witnesses)
+    """Check a proof bundle offline against roster v1 alone, and show the trace it proves.
+
+    Exit status: 0 when the bundle verifies and its trace is complete, 1 when it verifies
+    but the trace it proves has breaks, 2 when it does not verify or cannot be read.
+    """
+    try:
+        _one_format(as_json, dot)
+        data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
+        trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
+        verified = verify_bundle(data, trusted, witnesses=witnesses)
+    except LedgerError as e:
+        raise CommandFailed(str(e), CANNOT_TRACE) from e
     if dot:
         _print_dot(verified.trace)
     elif as_json:
         emit_json(verified_json(verified, trusted))
     else:
         _show_verified(verified, trusted)
+    if not verified.trace.complete:
+        raise typer.Exit(1)
 
 
 def _one_format(as_json: bool, dot: bool) -> None:
@@ -480,9 +517,17 @@ def _summary(result: Trace) -> None:
 
 def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
     digest = hashlib.sha256(trusted).hexdigest()[:16]
+    breaks = len(verified.trace.breaks)
     console.print(
         f"[bold green]bundle verified offline[/] against roster v1 (sha256 {digest}...), "
         f"chain to v{verified.roster.version}"
+        + (
+            ""
+            if verified.trace.complete
+            else f"; the trace it proves has {breaks} break"
+            + ("" if breaks == 1 else "s")
+            + " (below)"
+        )
     )
     console.print(f"witness policy: {verified.policy}")
     for log in verified.logs:

@@ -92,16 +92,27 @@ def test_a_forward_bundle_declares_where_goods_rest(network: Network) -> None:
 
 
 def test_a_break_travels_in_the_bundle_and_is_shown_offline(
-    network: Network, broken: tuple[Trace, bytes]
+    network: Network,
+    broken: tuple[Trace, bytes],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The CF export India's node does not hold is declared, and the verifier shows the break
-    and the 40 ct of unknown origin."""
+    and the 40 ct of unknown origin; the command says so up front and exits 1."""
     built, data = broken
     verified = verify_bundle(data, network.roster_file)
     assert verified.trace == built and verified.trace.unknown == 40_00
     (declared,) = verified.declared
     assert (declared.ask, declared.origin, declared.reason) == ("entry", at("CF"), ENTRY_NOT_HELD)
     assert declared.subject == str(network.cf_doctored)
+    (tmp_path / "b.bundle").write_bytes(data)
+    (tmp_path / "v1.roster").write_bytes(network.roster_file)
+    args = (str(tmp_path / "b.bundle"), "--trust", str(tmp_path / "v1.roster"))
+    code, out, _ = run(capsys, "verify-bundle", *args)
+    assert code == 1  # authentic, but it does not prove where all the goods came from
+    assert "; the trace it proves has 1 break (below)" in out.splitlines()[0]
+    code, out, _ = run(capsys, "verify-bundle", *args, "--json")
+    assert code == 1 and json.loads(out)["trace"]["complete"] is False
 
 
 def test_the_witness_policy_is_enforced_and_stated(network: Network) -> None:
@@ -303,7 +314,7 @@ def test_trace_bundle_then_verify_bundle_offline(
     tampered[len(tampered) // 2] ^= 0x20
     out_file.write_bytes(bytes(tampered))
     code, out, err = run(capsys, "verify-bundle", str(out_file), "--trust", str(trust))
-    assert code == 1 and out == "" and err.startswith("error: bundle: ")
+    assert code == 2 and out == "" and err.startswith("error: bundle: ")
     assert len(err.strip().splitlines()) == 1
 
 
@@ -315,7 +326,7 @@ def test_trace_bundle_refuses_without_cosigned_checkpoints(
     code, _, err = run(
         capsys, "trace", "BW-P1", "--data", data, "--bundle", str(tmp_path / "x.bundle")
     )
-    assert code == 1 and "no checkpoint of kp.example/BW covering entry 3" in err
+    assert code == 2 and "no checkpoint of kp.example/BW covering entry 3" in err
     assert not (tmp_path / "x.bundle").exists()
 
 
@@ -339,7 +350,7 @@ def test_verify_bundle_reads_a_device_only_up_to_its_limit(
         preexec_fn=limit,
         check=False,
     )
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (
         "error: bundle /dev/zero is over the 67,108,864-byte limit: not a Kimberley bundle file\n"
     )
@@ -370,7 +381,7 @@ def test_verify_bundle_says_what_is_wrong_with_its_inputs(
     ]
     for file, trusted, said in cases:
         code, out, err = run(capsys, "verify-bundle", str(file), "--trust", str(trusted))
-        assert code == 1 and out == "", err
+        assert code == 2 and out == "", err
         assert err.startswith(said) and len(err.strip().splitlines()) == 1, (file, err)
 
 
@@ -381,8 +392,8 @@ def test_trace_bundle_write_errors_name_the_path_given(
     never the temporary file beside it."""
     args = ("trace", "EU-2026-000002", "--origin", "IN", "--data", str(network.dirs["IN"]))
     code, _, err = run(capsys, *args, "--bundle", str(tmp_path))
-    assert code == 1 and err == f"error: --bundle {tmp_path} is a directory; give a file name\n"
+    assert code == 2 and err == f"error: --bundle {tmp_path} is a directory; give a file name\n"
     missing = tmp_path / "no" / "x.bundle"
     code, _, err = run(capsys, *args, "--bundle", str(missing))
-    assert code == 1 and err.startswith(f"error: cannot write the bundle to {missing}: ")
+    assert code == 2 and err.startswith(f"error: cannot write the bundle to {missing}: ")
     assert ".tmp" not in err

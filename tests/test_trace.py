@@ -725,15 +725,16 @@ def test_trace_shows_a_tree_a_break_and_a_picture(
     """The tree names each origin and the break; DOT draws the broken link in red."""
     data = str(network.dirs["IN"])
     code, out, _ = run(capsys, "trace", "EU-2026-000003", "--origin", "IN", "--data", data)
-    assert code == 0
+    assert code == 1  # printed, but with a break: a script can tell
     assert "origin CF: CF-OK @ CF (entry 4), MINE-1, 2026-03-01: 50.00 ct, 55.56%" in out
     assert "unknown origin: 40.00 ct, 44.44%" in out
     assert f"break entry-not-held on kp.example/CF (entry {network.cf_doctored})" in out
     code, out, _ = run(capsys, "trace", "EU-2026-000003", "--origin", "IN", "--data", data, "--dot")
-    assert code == 0 and out.startswith("digraph trace {") and out.rstrip().endswith("}")
+    assert code == 1 and out.startswith("digraph trace {") and out.rstrip().endswith("}")
     red = [line for line in out.splitlines() if "color=red" in line]
     assert len(red) == 2 and all("CF-2026-000002" in line for line in red)
     code, out, _ = run(capsys, "trace", "BW-P1", "--forward", "--data", data)
+    assert code == 0  # complete
     assert "rests in-custody: EU-B @ EU: 400.00 ct, 40.00% of the traced goods" in out
 
 
@@ -746,7 +747,7 @@ def test_trace_errors_are_one_line(network: Network, capsys: pytest.CaptureFixtu
         (("BW-P1", "--json", "--dot"), "error: choose one of --json and --dot"),
     ]:
         code, out, err = run(capsys, "trace", *args, "--data", data)
-        assert code == 1 and out == "" and err.startswith("error:") and message in err
+        assert code == 2 and out == "" and err.startswith("error:") and message in err
         assert len(err.strip().splitlines()) == 1
 
 
