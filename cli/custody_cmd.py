@@ -142,7 +142,7 @@ def mine(
         date=date,
         origin=origin.upper(),
     )
-    _record(data, record, as_json, f"mined {parcel}: {carats} ct")
+    _record(data, record, as_json, f"mined {parcel}: {format_carats(record.carats)} ct")
 
 
 def _share(text: str) -> ParcelShare:

@@ -283,6 +283,17 @@ def test_log_append_checks_the_custody_rules_unless_told_not_to(
     assert code == 1 and "no roster installed" in err and "--unchecked" in err
 
 
+def test_mine_echoes_carats_in_one_form(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Carats typed as 500 print as 500.00 ct, as every other command prints them."""
+    bw = network["BW"]
+    _actor(capsys, bw, "BW-MINE-1", "mine")
+    args = ("mine", "BW-P-1", "--mine", "BW-MINE-1", "--carats", "500", "--value-usd", "1000")
+    out = cli(capsys, *args, "--date", "2026-03-01", "--origin", "BW", "--data", bw)
+    assert "mined BW-P-1: 500.00 ct (entry 1)" in out
+
+
 def test_refusals_are_one_line_and_change_nothing(
     network: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
