@@ -114,7 +114,10 @@ def show(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the log summary, or one entry decoded (of the own log, or --origin's)."""
+    """Show the log summary, or one entry decoded (of the own log, or --origin's).
+
+    --json prints one object for one log (a Participant's own, or --origin's), and a list
+    of objects, one per log held, in an observer's data directory without --origin."""
     logs, one = held_logs(data, origin)
     if index is None:
         summaries = [_summary(log) for log in logs]
@@ -194,7 +197,10 @@ def verify(
     ] = None,
 ) -> None:
     """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint
-    (the own log, or --origin's; in an observer's data directory, every log held)."""
+    (the own log, or --origin's; in an observer's data directory, every log held).
+
+    --json prints one object for one log, and a list of objects in an observer's data
+    directory without --origin (as `log show`)."""
     logs, one = held_logs(data, origin)
     results = [_verify_one(log, threads, as_json) for log in logs]
     if as_json:
