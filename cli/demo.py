@@ -48,7 +48,7 @@ from ledger.note import Note
 from ledger.observer_dir import ObserverDir
 from ledger.roster import Observer, Roster, SignedRoster
 from ledger.roster_files import install_roster, install_versions, load_roster, roster_chain
-from ledger.roster_membership import check_observer
+from ledger.roster_membership import check_listed
 from ledger.stats import Report, compute_stats
 from ledger.stats_source import held_records
 from ledger.store import Store
@@ -315,11 +315,7 @@ def demo(
         auditor = observer.signer
         net = stack.enter_context(_network(base, codes, ports, auditor))
         roster = net["IN"].roster
-        install_versions(
-            observer.path,
-            roster_chain(net["IN"].node.path),
-            lambda trusted: check_observer(trusted, auditor.verifier, NETWORK),
-        )
+        install_versions(observer.path, roster_chain(net["IN"].node.path), check_listed(observer))
         console.print(
             f"[bold]1. network[/]  {len(codes)} Participants ({', '.join(codes)}) in {base}; "
             "roster v1 signed by all and installed on each, with the auditor as observer"
@@ -405,6 +401,7 @@ def _audit_step(
 ) -> tuple[Report, bool]:
     """The auditor's replay and the statistics' anomalies, against the planted list."""
     store = observer.store
+    observer.mark_verbatim()  # read commands take it as it is; `kimberley sync` refuses it
     _audit_copy(store, nodes, roster, observer.signer, codes)
     found: list[Finding] = []
     audited = audit(store, roster, sink=found.append, scratch_dir=base)

@@ -15,10 +15,9 @@ from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
 from ledger.custody import Custody
-from ledger.datadir import DataDir
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, LogError, RosterError
-from ledger.held_logs import resolve_origin
+from ledger.held_logs import held_logs
 from ledger.keys import Verifier
 from ledger.log import Log
 from ledger.note import b64decode_strict
@@ -92,29 +91,6 @@ OriginOption = Annotated[
 ]
 
 
-def held_logs(data: Path, origin: str | None) -> tuple[list[Log], bool]:
-    """The logs a read command shows, and whether one log was asked for (the answer is
-    then that log's, not a list).
-
-    The named log (any held: the own or a replica), else a Participant's own log, else,
-    in an observer's data directory, every log it holds. A replica is read with its key
-    from the installed roster; no log is created.
-    """
-    node = open_reading(data)
-    if origin is None and isinstance(node, DataDir):
-        return [node.own_log()], True
-    with node.store.read() as txn:
-        held = node.store.origins(txn)
-    names = held if origin is None else [resolve_origin(held, origin)]
-    one = origin is not None
-    if isinstance(node, DataDir) and names == [node.origin]:
-        return [node.own_log()], one
-    if not names:
-        return [], one
-    roster = load_roster(data)
-    return [Log(node.store, roster.log_key(name)) for name in names], one
-
-
 def _summary(log: Log) -> dict[str, Any]:
     head = log.head()
     return {
@@ -134,8 +110,11 @@ def show(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the log summary, or one entry decoded (of the own log, or --origin's)."""
-    logs, one = held_logs(data, origin)
+    """Show the log summary, or one entry decoded (of the own log, or --origin's).
+
+    --json prints one object for one log (a Participant's own, or --origin's), and a list
+    of objects, one per log held, in an observer's data directory without --origin."""
+    logs, one = held_logs(open_reading(data), data, origin)
     if index is None:
         summaries = [_summary(log) for log in logs]
         if as_json:
@@ -214,8 +193,11 @@ def verify(
     ] = None,
 ) -> None:
     """Replay the log from index 0 and re-check every byte, signature, hash and checkpoint
-    (the own log, or --origin's; in an observer's data directory, every log held)."""
-    logs, one = held_logs(data, origin)
+    (the own log, or --origin's; in an observer's data directory, every log held).
+
+    --json prints one object for one log, and a list of objects in an observer's data
+    directory without --origin (as `log show`)."""
+    logs, one = held_logs(open_reading(data), data, origin)
     results = [_verify_one(log, threads, as_json) for log in logs]
     if as_json:
         emit_json(results[0] if one else results)

@@ -94,8 +94,10 @@ USAGE = 2
 def _init_observer(name: str, network: str, data: Path, as_json: bool) -> None:
     """`init --observer`: the key goes into the roster draft's observers."""
     node = ObserverDir.init(data, name, network)
-    key = node.signer.verifier.to_text()
-    node.close()
+    try:
+        key = node.signer.verifier.to_text()
+    finally:
+        node.close()
     if as_json:
         emit_json({"observer": name, "network": network, "key": key, "data": str(data)})
     else:

@@ -15,8 +15,8 @@ from cli.output import console, emit_json
 from ledger.errors import RosterError
 from ledger.observer_dir import ObserverDir
 from ledger.roster import Roster, SignedRoster, verify_chain
-from ledger.roster_files import install_versions, load_roster
-from ledger.roster_membership import check_observer, check_participant
+from ledger.roster_files import install_versions, load_roster, roster_dir
+from ledger.roster_membership import check_listed
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
 
@@ -72,32 +72,46 @@ def install(
         typer.Argument(
             metavar="FILE...",
             help="Fully signed roster files, in version order (from v1 for a new directory, "
-            "or from the version after the one installed).",
+            "or from the version after the one installed; versions already held, byte for "
+            "byte, are skipped).",
         ),
     ],
+    v1_sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--v1-sha256",
+            metavar="HEX",
+            help="SHA-256 that roster v1 must have, as published out of band by the KP "
+            "chair/secretariat. Required for an observer's first install; optional for a "
+            "Participant, which signed v1 itself.",
+        ),
+    ] = None,
     data: DataOption = DEFAULT_DATA,
 ) -> None:
     """Verify rosters against the chain this node trusts and make the newest the current one.
 
     The newest must list this data directory: a Participant's log key, or in an observer's
-    data directory an observer with exactly its key.
+    data directory an observer with exactly its key. That only says the roster names this
+    directory; v1's SHA-256 (printed whenever v1 is installed) is what anchors the chain.
     """
     node = open_reading(data)
-    key = node.signer.verifier
-    if isinstance(node, ObserverDir):
-        network = node.network
-
-        def listed(roster: Roster) -> object:
-            return check_observer(roster, key, network)
-
-        who = f"; this directory reads as observer {node.name}"
-    else:
-
-        def listed(roster: Roster) -> object:
-            return check_participant(roster, key)
-
-        who = ""
-    roster = install_versions(data, [f.read_bytes() for f in files], listed)
+    first = not roster_dir(data).is_dir() or not any(roster_dir(data).glob("v*.roster"))
+    if isinstance(node, ObserverDir) and first and v1_sha256 is None:
+        raise RosterError(
+            "an observer's first install needs --v1-sha256 HEX: v1's SHA-256 as published out "
+            "of band by the KP chair/secretariat (an observer signs nothing, so nothing else "
+            "tells a real v1 from one made up around its public key); compare with "
+            "`sha256sum FILE`"
+        )
+    done = install_versions(data, [f.read_bytes() for f in files], check_listed(node), v1_sha256)
+    roster = done.roster
+    for version in done.skipped:
+        console.print(f"v{version} already installed")
+    if done.v1 is not None:
+        signers = ", ".join(f"{p.code} (key id {p.key.key_id.hex()})" for p in done.v1.participants)
+        console.print(f"roster v1 SHA-256: {done.v1_sha256}", soft_wrap=True)
+        console.print(f"roster v1 signed by its Participants: {signers}", soft_wrap=True)
+    who = f"; this directory reads as observer {node.name}" if isinstance(node, ObserverDir) else ""
     console.print(
         f"installed roster v{roster.version} of {roster.network} "
         f"({len(roster.participants)} participants){who}"

@@ -15,13 +15,12 @@ from rich.progress import TaskID
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json, errors, progress_bar
-from ledger.errors import LedgerError
+from ledger.errors import DataDirError
 from ledger.keys import Signer
 from ledger.observer_dir import ObserverDir
 from ledger.roster_files import load_roster
-from node.pull_logs import logs_to_pull, pull_first, roster_sources
+from node.pull_logs import LogPull, logs_to_pull, pull_first, roster_origin, roster_sources
 from node.sources import DirectorySource, HttpSource, TileSource
-from node.sync import SyncReport
 
 
 def sync(
@@ -34,7 +33,8 @@ def sync(
         ),
     ] = None,
     origin: Annotated[
-        list[str] | None, typer.Option(help="Log to pull (default: all others).")
+        list[str] | None,
+        typer.Option(help="Log to pull, kp.example/BW or BW (repeatable; default: all others)."),
     ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
@@ -42,35 +42,38 @@ def sync(
     """Pull and verify every roster log (or the named ones): all but the own log in a
     Participant's data directory, all of them in an observer's.
 
-    A log that cannot be pulled (not served, a fork, an entry breaking a rule) is reported
-    on its own line and the others are still pulled; the exit status is then 1.
+    Each log is pulled from the first source that serves a checkpoint signed by its roster
+    key, and only from that one: a source that then fails (a fork, an entry breaking a rule,
+    a tile it cannot serve) fails that log for this sync. Each log line names its source and
+    the sources passed over, and says when it is not the owner's node. A log that cannot be
+    pulled is reported on its own line and the others are still pulled; the exit status is
+    then 1.
     """
     node = open_reading(data)
+    if isinstance(node, ObserverDir) and node.verbatim:
+        raise DataDirError(
+            f"{data} holds logs pulled verbatim (custody rules unchecked, as by the demo); "
+            "sync would add rule-checked entries to them: init a new observer's directory"
+        )
     roster = load_roster(data)
     own_code = None if isinstance(node, ObserverDir) else node.participant
-    origins = origin or logs_to_pull(roster, own_code)
-    reports: list[SyncReport] = []
-    failed: list[tuple[str, LedgerError]] = []
+    origins = [roster_origin(roster, o) for o in origin] if origin else None
+    pulls: list[LogPull] = []
 
     def open_source(location: str, name: str) -> TileSource:
         return _source(location, name, node.signer)
 
     with progress_bar("sync", 0, enabled=not as_json) as bar:
-        for name in origins:
+        for name in origins or logs_to_pull(roster, own_code):
             task = bar.add_task(name, total=None)
 
             def advance(done: int, total: int, task: TaskID = task) -> None:
                 bar.update(task, completed=done, total=total)
 
-            try:
-                places = peer or roster_sources(roster, name, own_code)
-                reports.append(
-                    pull_first(node.store, roster, name, places, open_source, progress=advance)
-                )
-            except LedgerError as refused:  # this log only: the others may still be pulled
-                failed.append((name, refused))
-    _print(reports, failed, as_json)
-    if failed:
+            places = peer or roster_sources(roster, name, own_code)
+            pulls.append(pull_first(node.store, roster, name, places, open_source, advance))
+    _print(pulls, as_json)
+    if any(p.error is not None for p in pulls):
         raise typer.Exit(1)
 
 
@@ -81,26 +84,41 @@ def _source(location: str, origin: str, signer: Signer) -> TileSource:
     return DirectorySource(Path(location), origin)
 
 
-def _print(reports: list[SyncReport], failed: list[tuple[str, LedgerError]], as_json: bool) -> None:
-    """Each log pulled, then each that could not be, one line each (or one JSON list)."""
+def _print(pulls: list[LogPull], as_json: bool) -> None:
+    """Each log pulled, with its source and the sources passed over, then each that could
+    not be, one line each on stderr (or one JSON list, pulled logs first)."""
+    pulls = [p for p in pulls if p.report is not None] + [p for p in pulls if p.report is None]
     if as_json:
-        emit_json(
-            [
-                {
-                    "origin": r.origin,
-                    "before": r.before,
-                    "after": r.after,
-                    "checkpoint": r.checkpoint_size,
-                }
-                for r in reports
-            ]
-            + [{"origin": name, "error": str(why)} for name, why in failed]
-        )
+        emit_json([_json(p) for p in pulls])
         return
-    for r in reports:
+    for p in pulls:
+        if p.report is None:
+            continue
+        r = p.report
         console.print(
             f"{r.origin}: {r.before} -> {r.after} entries verified "
-            f"(checkpoint size {r.checkpoint_size})"
+            f"(checkpoint size {r.checkpoint_size}) from {p.source}"
+            + ("" if p.from_owner else " [yellow](not the owner's node)[/]"),
+            soft_wrap=True,
         )
-    for name, why in failed:
-        errors.print(f"error: {name}: {why}", markup=False, soft_wrap=True)
+        for u in p.skipped:
+            console.print(f"  passed over: {u.reason}", markup=False, soft_wrap=True)
+    for p in pulls:
+        if p.error is not None:
+            where = "" if p.source is None else f" (checkpoint from {p.source}; no fallback)"
+            errors.print(f"error: {p.origin}: {p.error}{where}", markup=False, soft_wrap=True)
+
+
+def _json(p: LogPull) -> dict[str, object]:
+    """One log's line of `sync --json`."""
+    shown: dict[str, object] = {"origin": p.origin}
+    if p.report is not None:
+        r = p.report
+        shown |= {"before": r.before, "after": r.after, "checkpoint": r.checkpoint_size}
+    else:
+        shown["error"] = str(p.error)
+    return shown | {
+        "source": p.source,
+        "from_owner": p.from_owner,
+        "skipped": [{"source": u.location, "error": u.reason} for u in p.skipped],
+    }

@@ -7,17 +7,23 @@ The node's identity (network name, Participant code, origin) lives in the store'
 `meta` database, written once by `init`. An observer's data directory (an auditor's,
 `ledger.observer_dir`) has ``observer.key`` instead and no own log: `DataDir.open`
 refuses it with `ObserverDirError`, so every command that needs the own log says so.
+
+`init` writes the store and its meta first and the key file last (temp file, fsync,
+rename): a key file means a finished init. A failed init removes what it created, so
+the directory can be initialised again once the cause is fixed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from ledger.errors import (
     AlreadyInitialisedError,
-    LedgerError,
+    DataDirError,
+    InvalidNameError,
     NotInitialisedError,
     ObserverDirError,
 )
@@ -40,16 +46,16 @@ def default_data_dir() -> Path:
 
 
 def check_network(network: str) -> str:
-    """`network` if it looks like a domain name (``kp.example``); LedgerError if not."""
+    """`network` if it looks like a domain name (``kp.example``); InvalidNameError if not."""
     if not _NETWORK.fullmatch(network):
-        raise LedgerError(f"network {network!r} must look like a domain name, e.g. kp.example")
+        raise InvalidNameError(f"network {network!r} must look like a domain name, e.g. kp.example")
     return network
 
 
 def make_origin(network: str, participant: str) -> str:
     """The log origin ``<network>/<participant>``, checking both parts."""
     if not _PARTICIPANT.fullmatch(participant):
-        raise LedgerError(
+        raise InvalidNameError(
             f"participant {participant!r} must be an ISO 3166-1 alpha-2 code or EU (e.g. BW)"
         )
     return f"{check_network(network)}/{participant}"
@@ -63,6 +69,51 @@ def holds_ledger(path: Path) -> bool:
 def no_own_log(path: Path) -> ObserverDirError:
     """The refusal of a command that needs the own log, in an observer's data directory."""
     return ObserverDirError(f"{path} is an observer's data directory; it has no log of its own")
+
+
+def create_store(path: Path, meta: dict[str, str], key_file: str, signer: Signer) -> Store:
+    """Make a data directory's store with its `meta`, then its key file, last: the key marks
+    a finished init (`holds_ledger`). On any failure, what this call created is removed
+    again, so the directory can be initialised once the cause is fixed."""
+    if holds_ledger(path):
+        raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
+    made_dir = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    made_store = not (path / "store").exists()
+    store: Store | None = None
+    try:
+        store = Store(path / "store", create=True)
+        with store.write() as txn:
+            for name, value in meta.items():
+                store.put_meta(txn, name, value)
+        _write_key(path / key_file, signer)
+    except BaseException:
+        if store is not None:
+            store.close()
+        _undo(path, made_dir, made_store)
+        raise
+    return store
+
+
+def _write_key(path: Path, signer: Signer) -> None:
+    """Write the key atomically: a temp file (0600, fsynced), renamed into place."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.unlink(missing_ok=True)  # left by a crashed init: never a key in use
+    save_signer(temp, signer)
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _undo(path: Path, made_dir: bool, made_store: bool) -> None:
+    """Remove what a failed init created (never what was there before it)."""
+    if made_dir:
+        shutil.rmtree(path, ignore_errors=True)
+    elif made_store:
+        shutil.rmtree(path / "store", ignore_errors=True)
 
 
 class DataDir:
@@ -79,15 +130,8 @@ class DataDir:
     def init(cls, path: Path, participant: str, network: str) -> DataDir:
         """Create a new data directory with a fresh log key; refuse to reuse an existing one."""
         origin = make_origin(network, participant)
-        key_path = path / LOG_KEY
-        if holds_ledger(path):
-            raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
-        path.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate(origin)
-        save_signer(key_path, signer)
-        store = Store(path / "store", create=True)
-        with store.write() as txn:
-            store.put_meta(txn, "origin", origin)
+        store = create_store(path, {"origin": origin}, LOG_KEY, signer)
         return cls(path, store, signer)
 
     @classmethod
@@ -100,15 +144,17 @@ class DataDir:
             raise NotInitialisedError(f"no ledger in {path} (run `kimberley init`)")
         signer = load_signer(path / LOG_KEY)
         store = Store(path / "store")
-        with store.read() as txn:
-            origin = store.get_meta(txn, "origin")
-            observer = store.get_meta(txn, "observer")
-        if observer is not None:
+        try:
+            with store.read() as txn:
+                origin = store.get_meta(txn, "origin")
+                observer = store.get_meta(txn, "observer")
+            if observer is not None:
+                raise no_own_log(path)
+            if origin != signer.name:
+                raise DataDirError(f"{path}: key is for {signer.name} but the store is {origin}")
+        except BaseException:
             store.close()
-            raise no_own_log(path)
-        if origin != signer.name:
-            store.close()
-            raise LedgerError(f"{path}: key is for {signer.name} but the store is {origin}")
+            raise
         return cls(path, store, signer)
 
     def own_log(self, *, hook: EntryHook | None = None, clock: Clock = wall_clock_ms) -> Log:

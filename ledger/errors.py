@@ -16,8 +16,11 @@ the boundary with ``raise ... from e``.
     ├── RosterError              a roster that is malformed, under-signed or out of order
     ├── StoreError               the LMDB store cannot be opened, read or written
     │   ├── NotInitialisedError  no ledger in the data directory
-    │   ├── AlreadyInitialisedError
-    │   └── ObserverDirError     an observer's data directory, asked for a log of its own
+    │   └── AlreadyInitialisedError
+    ├── DataDirError             a data directory whose key and store disagree, or that
+    │                            cannot be used as asked (logs pulled verbatim, for sync)
+    ├── ObserverDirError         an observer's data directory, asked for a log of its own
+    ├── InvalidNameError         a network, Participant code or observer name that cannot be used
     ├── LogError                 a request the log cannot serve (index out of range, ...)
     ├── IntegrityError           replay found a stored byte that is wrong (carries the index)
     ├── PeerError                a peer or mirror that fails, stalls, or serves too much
@@ -84,9 +87,19 @@ class AlreadyInitialisedError(StoreError):
     """The data directory already holds a ledger; refusing to overwrite it."""
 
 
-class ObserverDirError(StoreError):
+class DataDirError(LedgerError):
+    """A data directory whose key file and store disagree, or that cannot serve the command
+    (an auditor's copy pulled verbatim, without the custody rules, refuses `sync`)."""
+
+
+class ObserverDirError(LedgerError):
     """A command that needs the Participant's own log, run on an observer's data directory
-    (an auditor's: it holds synced logs only, and its key signs requests, never entries)."""
+    (an auditor's: it holds synced logs only, and its key signs requests, never entries).
+    Not a StoreError: the store is fine, the directory is of the other kind."""
+
+
+class InvalidNameError(LedgerError):
+    """A network name, Participant code or observer name that cannot name a log or key."""
 
 
 class LogError(LedgerError):

@@ -21,20 +21,23 @@ import re
 from pathlib import Path
 from typing import TypeAlias
 
-from ledger.datadir import OBSERVER_KEY, DataDir, check_network, holds_ledger
-from ledger.errors import AlreadyInitialisedError, LedgerError, NotInitialisedError
-from ledger.keys import Signer, load_signer, save_signer
+from ledger.datadir import OBSERVER_KEY, DataDir, check_network, create_store
+from ledger.errors import DataDirError, InvalidNameError, NotInitialisedError
+from ledger.keys import Signer, load_signer
 from ledger.store import Store
 
 #: An observer's name is its key's name and the keyid of its signed requests: no '/', so it
 #: can never read as a log origin (``<network>/<code>``).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
+#: The store meta key set in a directory whose logs were pulled verbatim (rules unchecked).
+VERBATIM = "verbatim"
 
 
 def check_observer_name(name: str) -> str:
-    """`name` if it can name an observer's key (e.g. ``kp-monitoring``); LedgerError if not."""
+    """`name` if it can name an observer's key (e.g. ``kp-monitoring``); InvalidNameError if
+    not."""
     if not _NAME.fullmatch(name):
-        raise LedgerError(
+        raise InvalidNameError(
             f"observer name {name!r} must be 1 to 64 letters, digits, '.', '-' or '_', "
             "starting with a letter or digit (e.g. kp-monitoring)"
         )
@@ -42,13 +45,20 @@ def check_observer_name(name: str) -> str:
 
 
 class ObserverDir:
-    """An opened observer's data directory: the store of synced logs and the observer's key."""
+    """An opened observer's data directory: the store of synced logs and the observer's key.
 
-    def __init__(self, path: Path, store: Store, signer: Signer, network: str) -> None:
+    `verbatim`: its logs were pulled without the custody rules (the demo's auditor copy,
+    `mark_verbatim`); it is read as it is, and `kimberley sync` refuses to add to it.
+    """
+
+    def __init__(
+        self, path: Path, store: Store, signer: Signer, network: str, verbatim: bool = False
+    ) -> None:
         self.path = path
         self.store = store
         self.signer = signer
         self.network = network
+        self.verbatim = verbatim
 
     @property
     def name(self) -> str:
@@ -57,37 +67,42 @@ class ObserverDir:
 
     @classmethod
     def init(cls, path: Path, name: str, network: str) -> ObserverDir:
-        """Create an observer's data directory with a fresh key; refuse to reuse any ledger."""
+        """Create an observer's data directory with a fresh key; refuse to reuse any ledger.
+        The store and its meta are written first, the key last (`datadir.create_store`)."""
         check_observer_name(name)
         check_network(network)
-        if holds_ledger(path):
-            raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
-        path.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate(name)
-        save_signer(path / OBSERVER_KEY, signer)
-        store = Store(path / "store", create=True)
-        with store.write() as txn:
-            store.put_meta(txn, "observer", name)
-            store.put_meta(txn, "network", network)
-        return cls(path, store, signer, network)
+        meta = {"observer": name, "network": network}
+        return cls(path, create_store(path, meta, OBSERVER_KEY, signer), signer, network)
 
     @classmethod
     def open(cls, path: Path) -> ObserverDir:
-        """Open an observer's data directory, checking that its key and store agree."""
+        """Open an observer's data directory, checking that its key and store agree
+        (DataDirError if not)."""
         if not (path / OBSERVER_KEY).exists():
             raise NotInitialisedError(f"no observer's data directory in {path}")
         signer = load_signer(path / OBSERVER_KEY)
         store = Store(path / "store")
-        with store.read() as txn:
-            name = store.get_meta(txn, "observer")
-            network = store.get_meta(txn, "network")
-        if name != signer.name or network is None:
+        try:
+            with store.read() as txn:
+                name = store.get_meta(txn, "observer")
+                network = store.get_meta(txn, "network")
+                verbatim = store.get_meta(txn, VERBATIM) is not None
+            if name != signer.name or network is None:
+                raise DataDirError(
+                    f"{path}: the key is {signer.name!r}'s but the store records observer "
+                    f"{name!r} of network {network!r}"
+                )
+        except BaseException:
             store.close()
-            raise LedgerError(
-                f"{path}: the key is {signer.name!r}'s but the store records observer "
-                f"{name!r} of network {network!r}"
-            )
-        return cls(path, store, signer, network)
+            raise
+        return cls(path, store, signer, network, verbatim)
+
+    def mark_verbatim(self) -> None:
+        """Record that this directory's logs are pulled verbatim, custody rules unchecked."""
+        with self.store.write() as txn:
+            self.store.put_meta(txn, VERBATIM, "custody rules not checked")
+        self.verbatim = True
 
     def close(self) -> None:
         """Release the store."""

@@ -3,12 +3,17 @@
 A node installs only a roster that names it, with exactly the key it holds: a roster
 that dropped or re-keyed it would leave the node unable to sign (a Participant) or to read
 from its peers (an observer). Pure checks; `ledger.roster_files` calls them on install.
+Being listed says nothing about who made the roster: that is the chain's signatures, and
+for v1 its published hash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ledger.errors import RosterError
 from ledger.keys import Verifier
+from ledger.observer_dir import AnyDataDir, ObserverDir
 from ledger.roster import Observer, Participant, Roster
 
 
@@ -39,3 +44,13 @@ def check_observer(roster: Roster, key: Verifier, network: str) -> Observer:
         )
     listed = ", ".join(o.key.name for o in roster.observers) or "none"
     raise RosterError(f"{where} lists no observer {key.name} (its observers: {listed})")
+
+
+def check_listed(node: AnyDataDir) -> Callable[[Roster], Participant | Observer]:
+    """The membership check for `node`'s kind of data directory: `check_observer` with its
+    key and network for an observer's, `check_participant` with its log key otherwise."""
+    key = node.signer.verifier
+    if isinstance(node, ObserverDir):
+        network = node.network
+        return lambda roster: check_observer(roster, key, network)
+    return lambda roster: check_participant(roster, key)

@@ -4,11 +4,19 @@ can serve it, for a Participant's node or an observer's directory alike.
 Which logs: every Participant's but the node's own (an observer has none, so all of them).
 Where from: the peers given, in order; by default the log's owner's node (its roster URL),
 then every other Participant's node, whose replica is as good since `node.sync.pull`
-trusts no byte it did not verify. The next source is tried only when one could not serve
-the log at all (unreachable, refusing the request, not holding it: `PeerError`). A source
-that served something that fails verification (a fork, a bad signature, a rule broken)
-ends that log's pull with that error: it must be reported, not papered over by a replica
-that stopped short of the same entry.
+trusts no byte it did not verify.
+
+When to try the next source: only when one cannot serve a checkpoint that verifies with the
+log's roster key (unreachable, refusing the request, not holding the log: `PeerError`; a
+note that is malformed or signed by another key: `NoteError`). Once a source has served a
+verifying checkpoint, that checkpoint is what the log signed, and this sync follows it or
+fails for that log: a fork, a rule broken, an entry bundle or a proof tile it then cannot
+serve, all end the log's pull with that error, reported with the source. Falling back then
+would let another source's older or forked copy pass silently for the log the owner signed
+further. So within one sync the first verifying checkpoint is the one the log must reach.
+
+Each log's `LogPull` says which source it came from, which were passed over and why, and
+whether the source was the owner's own node (a replica may lag behind the owner).
 
 A one-shot sync only pulls. Witnessing (asking peers to cosign the own checkpoint) is a
 duty of a running Participant node (`node.peers`); an observer never cosigns nor asks.
@@ -17,15 +25,50 @@ duty of a running Participant node (`node.peers`); an observer never cosigns nor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from ledger.errors import PeerError
+from ledger.errors import LedgerError, NoteError, PeerError
 from ledger.roster import Roster
 from ledger.store import Store
 from node.sources import TileSource
-from node.sync import Progress, SyncReport, pull
+from node.sync import Progress, SyncReport, fetch_checkpoint, pull
 
 #: Opens the source at a location (URL or directory) for one origin.
 OpenSource = Callable[[str, str], TileSource]
+
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """A source passed over: it could not serve a checkpoint that verifies, and why."""
+
+    location: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogPull:
+    """What one log's pull came to.
+
+    `source` is the location whose verified checkpoint the pull followed (None when no
+    source served one); `owner` the owner's node URL on the roster; `skipped` the sources
+    passed over before it. Exactly one of `report` (pulled) and `error` (not) is set.
+    """
+
+    origin: str
+    source: str | None
+    owner: str | None
+    skipped: tuple[Unserved, ...]
+    report: SyncReport | None = None
+    error: LedgerError | None = None
+
+    @property
+    def from_owner(self) -> bool:
+        """Whether the log came from its owner's own node, not a replica or mirror."""
+        return self.source is not None and _same(self.source, self.owner)
+
+
+def _same(location: str, url: str | None) -> bool:
+    return url is not None and location.rstrip("/") == url.rstrip("/")
 
 
 def logs_to_pull(roster: Roster, own_code: str | None) -> list[str]:
@@ -49,24 +92,44 @@ def pull_first(
     locations: Sequence[str],
     open_source: OpenSource,
     progress: Progress | None = None,
-) -> SyncReport:
-    """Pull `origin` (custody rules included) from the first of `locations` that serves it.
-
-    A verification failure is raised as it is; when no location could serve the log, one
-    PeerError names what each said.
-    """
+) -> LogPull:
+    """Pull `origin` (custody rules included) from the first of `locations` that serves a
+    checkpoint verifying with its roster key, and only from that one (see the module
+    docstring). Failures are returned in the `LogPull`, not raised: when no location
+    served a checkpoint, `error` is one PeerError naming what each said."""
     key = roster.log_key(origin)
-    unserved: list[PeerError] = []
+    owner = roster.by_origin(origin)
+    owner_url = None if owner is None else owner.url
+    skipped: list[Unserved] = []
     for location in locations:
         source = open_source(location, origin)
         try:
-            return pull(store, key, source, progress=progress, roster=roster)
-        except PeerError as e:
-            unserved.append(e)
+            try:
+                note = fetch_checkpoint(source, key)
+            except PeerError as e:  # its message names the URL or file
+                skipped.append(Unserved(location, str(e)))
+                continue
+            except NoteError as e:
+                skipped.append(Unserved(location, f"{location}: checkpoint refused: {e}"))
+                continue
+            passed = tuple(skipped)
+            try:
+                report = pull(store, key, source, progress=progress, roster=roster, note=note)
+            except LedgerError as e:  # this source's checkpoint stands: no other source
+                return LogPull(origin, location, owner_url, passed, error=e)
+            return LogPull(origin, location, owner_url, passed, report=report)
         finally:
             source.close()
-    if len(unserved) == 1:
-        raise unserved[0]
-    if not unserved:
-        raise PeerError(f"{origin}: no source to pull from")
-    raise PeerError("; ".join(str(e) for e in unserved))
+    if not skipped:
+        why = PeerError(f"{origin}: no source to pull from")
+    else:
+        why = PeerError("; ".join(u.reason for u in skipped))
+    return LogPull(origin, None, owner_url, tuple(skipped), error=why)
+
+
+def roster_origin(roster: Roster, name: str) -> str:
+    """The roster log `name` names: an origin (``kp.example/BW``) or a Participant code
+    (``BW``, ``bw``); RosterError if the roster lists no such Participant."""
+    origin = name if "/" in name else roster.origin(name.upper())
+    roster.log_key(origin)  # RosterError naming the roster version if not listed
+    return origin

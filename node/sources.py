@@ -104,7 +104,8 @@ class HttpSource:
             if response.status_code >= 500:
                 raise _Retry(f"HTTP {response.status_code}")
             if response.status_code != 200:
-                raise PeerError(f"{url}: HTTP {response.status_code}{_reason(response)}")
+                reason = _reason(response, deadline)
+                raise PeerError(f"{url}: HTTP {response.status_code}{reason}")
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
@@ -128,18 +129,26 @@ _REASON_BYTES = 512
 _REASON_CHARS = 200
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: httpx.Response, deadline: float) -> str:
     """``": "`` and the first line of a plain-text refusal (a node's "keyid 'x' is not a
-    roster member"), bounded and stripped of control characters; "" for anything else."""
+    roster member"), bounded and stripped of control characters; "" for anything else.
+
+    Reading stops at the first newline, at `_REASON_BYTES`, or once `deadline` (the
+    fetch's, `time.monotonic()`) has passed, checked after every chunk: a peer dripping its
+    refusal a byte at a time holds the fetch no longer than `fetch_seconds` plus one read.
+    """
     if not response.headers.get("content-type", "").startswith("text/plain"):
         return ""
     head = b""
-    for chunk in response.iter_bytes():
-        head += chunk
-        if len(head) >= _REASON_BYTES:
-            break
-    lines = head[:_REASON_BYTES].decode("utf-8", "replace").splitlines()
-    line = "".join(c for c in lines[0] if c.isprintable()).strip() if lines else ""
+    try:
+        for chunk in response.iter_bytes():
+            head += chunk
+            if b"\n" in head or len(head) >= _REASON_BYTES or time.monotonic() > deadline:
+                break
+    except httpx.HTTPError:  # a reason cut short is still a refusal: say what arrived
+        pass
+    line = head[:_REASON_BYTES].split(b"\n", 1)[0].decode("utf-8", "replace")
+    line = "".join(c for c in line if c.isprintable()).strip()
     return f": {line[:_REASON_CHARS]}" if line else ""
 
 

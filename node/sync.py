@@ -58,6 +58,20 @@ class SyncReport:
     checkpoint_size: int
 
 
+def fetch_checkpoint(
+    source: TileSource, log_key: Verifier, limits: SyncLimits = SyncLimits()
+) -> bytes:
+    """The source's checkpoint note, verified with the log's key.
+
+    PeerError when the source cannot serve one (unreachable, refusing, not holding the log),
+    NoteError when what it serves is not the log's signed checkpoint: either way the source
+    cannot serve this log, and nothing it said is trusted.
+    """
+    note = source.fetch("checkpoint", limits.max_checkpoint)
+    open_checkpoint(note, log_key)
+    return note
+
+
 def pull(
     store: Store,
     log_key: Verifier,
@@ -66,16 +80,23 @@ def pull(
     limits: SyncLimits = SyncLimits(),
     progress: Progress | None = None,
     roster: Roster | None = None,
+    note: bytes | None = None,
 ) -> SyncReport:
     """Bring the replica of `log_key.name` up to the source's checkpoint, verifying all.
 
     With `roster`, every record must also keep the custody rules of its log (see
     `ledger.replica`); the node always passes it, bare replication is for tests and tools.
+    `note` is the source's checkpoint when the caller fetched it already
+    (`fetch_checkpoint`); it is verified again here.
+
+    A source that cannot serve the hash tiles of the consistency proof raises PeerError
+    (it cannot serve this log), not a fork: only a proof that fails is a conflict.
     """
     origin = log_key.name
     with store.read() as txn:
         freeze.check_not_frozen(store, txn, origin)
-    note = source.fetch("checkpoint", limits.max_checkpoint)
+    if note is None:
+        note = source.fetch("checkpoint", limits.max_checkpoint)
     cp, _ = open_checkpoint(note, log_key)
     replica = Replica(store, log_key, roster=roster)
     have = replica.size()
@@ -99,7 +120,7 @@ def pull(
         try:
             proof = merkle.consistency_proof(have, cp.size, tree.node)
             merkle.verify_consistency(have, cp.size, replica.root(have), cp.root, proof)
-        except LedgerError as e:
+        except ProofError as e:  # a PeerError (a tile not served) is no evidence of a fork
             raise _conflict(
                 store,
                 log_key,

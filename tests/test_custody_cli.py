@@ -348,7 +348,15 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
         "--json",
     )
     assert json.loads(out) == [
-        {"origin": "kp.example/BW", "before": 0, "after": 2, "checkpoint": 2}
+        {
+            "origin": "kp.example/BW",
+            "before": 0,
+            "after": 2,
+            "checkpoint": 2,
+            "source": f"{tmp}/mirror",
+            "from_owner": False,
+            "skipped": [],
+        }
     ]
 
 

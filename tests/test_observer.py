@@ -6,22 +6,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import stat
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ledger.datadir import DataDir
-from ledger.errors import LedgerError, LogError, ObserverDirError, PeerError, RosterError
+from ledger.errors import LogError, ObserverDirError, PeerError, RosterError
 from ledger.held_logs import resolve_origin
 from ledger.keys import Signer, Verifier
 from ledger.observer_dir import ObserverDir
-from ledger.roster import Observer, Participant, Roster
+from ledger.roster import Observer, Participant, Roster, SignedRoster
 from ledger.roster_files import load_roster
 from ledger.roster_membership import check_observer
-from node.pull_logs import logs_to_pull, pull_first, roster_sources
-from node.sources import DirectorySource, HttpSource, TileSource
+from node.pull_logs import logs_to_pull, roster_sources
+from node.sources import HttpSource, SyncLimits
 from tests.test_cli import run
 from tests.test_custody_cli import _actor, _export, _import, _mine, cli
 
@@ -87,10 +90,17 @@ def signed_roster(
     return roster
 
 
+def anchor(v1: str) -> list[str]:
+    """``--v1-sha256`` with the hash of the v1 file `v1`, which an observer's first install
+    needs (as published out of band)."""
+    return ["--v1-sha256", hashlib.sha256(Path(v1).read_bytes()).hexdigest()]
+
+
 def install(capsys: pytest.CaptureFixture[str], roster: str, dirs: list[str]) -> None:
-    """Install `roster` in every data directory of `dirs`."""
+    """Install `roster` in every data directory of `dirs` (a v1 with its hash)."""
+    first = SignedRoster.from_bytes(Path(roster).read_bytes()).roster.version == 1
     for path in dirs:
-        cli(capsys, "roster", "install", roster, "--data", path)
+        cli(capsys, "roster", "install", roster, *(anchor(roster) if first else []), "--data", path)
 
 
 def one_error_line(err: str) -> str:
@@ -205,7 +215,7 @@ def test_roster_install_takes_a_roster_listing_this_observer_key(
     dirs = init_participants(tmp_path, capsys, ["BW", "EU"])
     obs, key = init_observer(tmp_path, capsys)
     roster = signed_roster(tmp_path, capsys, dirs, URLS, {"KP Monitoring": key})
-    out = cli(capsys, "roster", "install", roster, "--data", obs)
+    out = cli(capsys, "roster", "install", roster, *anchor(roster), "--data", obs)
     assert "installed roster v1 of kp.example (2 participants)" in out
     assert f"observer {AUDITOR}" in out
     shown = json.loads(cli(capsys, "roster", "show", "--json", "--data", obs))
@@ -222,7 +232,7 @@ def test_roster_install_refuses_another_key_under_this_observer_name(
     obs, key = init_observer(tmp_path, capsys)
     other = Signer.generate(AUDITOR).verifier.to_text()
     roster = signed_roster(tmp_path, capsys, dirs, URLS, {"KP Monitoring": other})
-    code, _, err = run(capsys, "roster", "install", roster, "--data", obs)
+    code, _, err = run(capsys, "roster", "install", roster, *anchor(roster), "--data", obs)
     line = one_error_line(err)
     assert code == 1
     assert f"lists observer {AUDITOR} with another key" in line
@@ -238,7 +248,7 @@ def test_roster_install_refuses_a_roster_without_this_observer(
     obs, _ = init_observer(tmp_path, capsys)
     _, civil_key = init_observer(tmp_path, capsys, "civil-society")
     roster = signed_roster(tmp_path, capsys, dirs, URLS, {"Civil Society": civil_key})
-    code, _, err = run(capsys, "roster", "install", roster, "--data", obs)
+    code, _, err = run(capsys, "roster", "install", roster, *anchor(roster), "--data", obs)
     assert code == 1
     assert f"lists no observer {AUDITOR} (its observers: civil-society)" in one_error_line(err)
     with pytest.raises(RosterError, match="no roster installed"):
@@ -256,7 +266,7 @@ def test_roster_install_checks_the_signatures_for_an_observer_too(
     half = str(tmp_path / "half.roster")
     cli(capsys, "roster", "init", str(tmp_path / "draft-v1.json"), "--out", half)
     cli(capsys, "roster", "sign", half, "--data", dirs["BW"])
-    code, _, err = run(capsys, "roster", "install", half, "--data", obs)
+    code, _, err = run(capsys, "roster", "install", half, *anchor(half), "--data", obs)
     assert code == 1
     assert "missing signatures: EU" in one_error_line(err)
     assert not (Path(obs) / "roster" / "v1.roster").exists()
@@ -272,11 +282,11 @@ def test_an_observer_admitted_in_v2_installs_v1_and_v2_at_once(
     v1 = signed_roster(tmp_path, capsys, dirs, URLS, {})
     install(capsys, v1, list(dirs.values()))
     v2 = signed_roster(tmp_path, capsys, dirs, URLS, {"KP Monitoring": key}, version=2)
-    code, _, err = run(capsys, "roster", "install", v1, "--data", obs)
+    code, _, err = run(capsys, "roster", "install", v1, *anchor(v1), "--data", obs)
     assert code == 1 and "lists no observer" in one_error_line(err)
-    code, _, err = run(capsys, "roster", "install", v2, "--data", obs)
+    code, _, err = run(capsys, "roster", "install", v2, *anchor(v1), "--data", obs)
     assert code == 1 and "first trusted roster must be v1" in one_error_line(err)
-    out = cli(capsys, "roster", "install", v1, v2, "--data", obs)
+    out = cli(capsys, "roster", "install", v1, v2, *anchor(v1), "--data", obs)
     assert "installed roster v2" in out
     assert load_roster(Path(obs)).version == 2
     assert sorted(p.name for p in (Path(obs) / "roster").iterdir()) == ["v1.roster", "v2.roster"]
@@ -306,6 +316,11 @@ def test_check_observer_wants_the_network_name_and_key() -> None:
 
 @pytest.fixture
 def observer_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """`make_observer_dir`."""
+    return make_observer_dir(tmp_path, capsys)
+
+
+def make_observer_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
     """BW and EU with a roster that lists the auditor, installed on all three directories."""
     dirs = init_participants(tmp_path, capsys, ["BW", "EU"])
     obs, key = init_observer(tmp_path, capsys)
@@ -505,40 +520,6 @@ def test_an_observer_pulls_every_log_and_each_first_from_its_owner() -> None:
     assert roster_sources(roster, f"{NET}/IN", "BW") == [URLS["IN"], URLS["EU"]]
 
 
-def test_pull_first_moves_on_only_from_a_source_that_cannot_serve(
-    observer_dir: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A missing mirror is skipped for the next; a mirror that serves another log's
-    checkpoint under BW's name is a verification failure, raised without trying the next."""
-    obs, tmp = observer_dir["obs"], Path(observer_dir["tmp"])
-    mirror = _trade_and_publish(observer_dir, capsys)
-    forged = tmp / "forged" / NET
-    forged.mkdir(parents=True)
-    os.symlink(Path(mirror) / NET / "EU", forged / "BW")
-    tried: list[str] = []
-
-    def open_source(location: str, origin: str) -> TileSource:
-        tried.append(location)
-        return DirectorySource(Path(location), origin)
-
-    node = ObserverDir.open(Path(obs))
-    try:
-        roster = load_roster(Path(obs))
-        report = pull_first(node.store, roster, f"{NET}/BW", [f"{tmp}/none", mirror], open_source)
-        assert (report.after, tried) == (4, [f"{tmp}/none", mirror])
-        tried.clear()
-        with pytest.raises(LedgerError) as refused:
-            pull_first(node.store, roster, f"{NET}/BW", [str(tmp / "forged"), mirror], open_source)
-        assert not isinstance(refused.value, PeerError)
-        assert tried == [str(tmp / "forged")]
-        with pytest.raises(PeerError, match="none.*; .*nothing"):
-            pull_first(
-                node.store, roster, f"{NET}/EU", [f"{tmp}/none", f"{tmp}/nothing"], open_source
-            )
-    finally:
-        node.close()
-
-
 def test_a_node_s_plain_text_refusal_is_quoted_in_the_sync_error() -> None:
     """A 401's first line (the node's reason) is quoted, without control characters and
     bounded; an HTML error page is not quoted."""
@@ -561,3 +542,58 @@ def test_a_node_s_plain_text_refusal_is_quoted_in_the_sync_error() -> None:
     with pytest.raises(PeerError) as missing:
         html.fetch("checkpoint", 1000)
     assert str(missing.value) == f"http://node/html/{NET}/BW/checkpoint: HTTP 404"
+
+
+def _dripping_refusal(head: bytes, stop: threading.Event) -> tuple[socket.socket, threading.Thread]:
+    """A 127.0.0.1 server answering one request with a text/plain 401 whose body is `head`
+    and then a byte every 0.05 s, until `stop` (or 600 bytes)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def serve() -> None:
+        with server, server.accept()[0] as conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 1000\r\n\r\n" + head
+            )
+            for _ in range(600):
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize(
+    ("head", "fetch_seconds", "reason"),
+    [(b"", 1.0, ": xxx"), (b"keyid 'rogue' is not a roster member\n", 30.0, ": keyid 'rogue'")],
+    ids=["no-newline", "after-the-first-line"],
+)
+def test_a_dripping_refusal_holds_a_fetch_no_longer_than_fetch_seconds(
+    head: bytes, fetch_seconds: float, reason: str
+) -> None:
+    """A 401 whose reason drips a byte per 0.05 s ends the fetch at `fetch_seconds` (not after
+    512 bytes, 26 s), and at once after the reason's first line."""
+    stop = threading.Event()
+    server, thread = _dripping_refusal(head, stop)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    limits = SyncLimits(timeout=1, fetch_seconds=fetch_seconds, retries=1)
+    source = HttpSource(url, f"{NET}/BW", limits)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PeerError) as refused:
+            source.fetch("checkpoint", 1000)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        source.close()
+        thread.join(timeout=5)
+    assert f"HTTP 401{reason}" in str(refused.value)
+    assert took < 4, f"the refusal held the fetch {took:.1f} s"

@@ -14,7 +14,14 @@ import pytest
 from node.local import LocalNodes, free_port
 from tests.test_cli import run
 from tests.test_custody_cli import _actor, _export, _import, _mine, cli
-from tests.test_observer import NET, init_observer, init_participants, install, signed_roster
+from tests.test_observer import (
+    NET,
+    anchor,
+    init_observer,
+    init_participants,
+    install,
+    signed_roster,
+)
 
 CODES = ["BW", "EU", "IN"]
 
@@ -41,7 +48,7 @@ def served(
     install(capsys, v1, [*dirs.values(), obs])
     observers = {"KP Monitoring": key, "Civil Society": civil_key}
     v2 = signed_roster(tmp_path, capsys, dirs, urls, observers, version=2)
-    cli(capsys, "roster", "install", v1, v2, "--data", civil)
+    cli(capsys, "roster", "install", v1, v2, *anchor(v1), "--data", civil)
     nodes = LocalNodes(
         {code: Path(path) for code, path in dirs.items()},
         ports,
