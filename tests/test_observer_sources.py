@@ -160,7 +160,17 @@ def test_a_rule_refusal_is_not_replaced_by_another_source(
     good = _publish(capsys, bw, tmp / "good")
     body = {"parcel": "P", "mine": "NONE", "carats": 1, "value": 1, "date": "2026-03-09",
             "origin": "BW"}  # fmt: skip
-    cli(capsys, "log", "append", "parcel.mine", "--body", json.dumps(body), "--data", bw)
+    cli(
+        capsys,
+        "log",
+        "append",
+        "parcel.mine",
+        "--body",
+        json.dumps(body),
+        "--unchecked",
+        "--data",
+        bw,
+    )
     bad = _publish(capsys, bw, tmp / "bad")
     done = pull(bad, good)
     assert isinstance(done.error, RuleViolation)
