@@ -27,10 +27,12 @@ from ledger.quantities import format_carats
 from ledger.roster import MAX_ROSTER_SIZE
 from ledger.roster_files import roster_chain
 from ledger.trace import (
+    ABSENT_REASONS,
     BACKWARD,
     CERTIFICATE,
     ENDS,
     FORWARD,
+    FROZEN_ORIGIN,
     VERIFIED,
     Edge,
     Node,
@@ -39,6 +41,11 @@ from ledger.trace import (
     trace,
 )
 from ledger.trace_store import open_reader
+
+#: Statuses, ends and break reasons that rest on a reader's answer that something is absent
+#: (or an origin frozen), not on an entry: in a verified bundle, the builder's declarations.
+#: (HASH_MISMATCH and EXPORT_MISMATCH the walk finds in proved entries itself.)
+DECLARED_REASONS = frozenset((*ABSENT_REASONS, FROZEN_ORIGIN))
 
 Ident = Annotated[str, typer.Argument(metavar="PARCEL_ID|CERT_NO", help="What to trace.")]
 Dot = Annotated[bool, typer.Option("--dot", help="Print Graphviz DOT.")]
@@ -237,8 +244,11 @@ def _id(key: NodeKey) -> str:
     return f"{key[0]}:{key[1]}:{key[2]}"
 
 
-def trace_json(result: Trace) -> dict[str, Any]:
-    """The trace for scripts: exact fractions as strings beside rounded carats."""
+def trace_json(result: Trace, *, declared: bool = False) -> dict[str, Any]:
+    """The trace for scripts: exact fractions as strings beside rounded carats.
+
+    `declared` (a verified bundle's trace): each node and break says `"declared": true` when
+    it rests on the builder's word (its status, end, note or detail), false when proved."""
     total = result.node(result.root).flow
 
     def share(value: Fraction) -> dict[str, str]:
@@ -250,7 +260,7 @@ def trace_json(result: Trace) -> dict[str, Any]:
         "root": _id(result.root),
         "complete": result.complete,
         "carats": carats(total),
-        "nodes": [_node_json(n) for n in result.nodes],
+        "nodes": [_node_json(n, declared) for n in result.nodes],
         "edges": [
             {
                 "source": _id(e.source),
@@ -297,15 +307,17 @@ def trace_json(result: Trace) -> dict[str, Any]:
         ],
         "breaks": [
             {"reason": b.reason, "origin": b.origin, "where": b.where, "detail": b.detail}
+            | ({"declared": b.reason in DECLARED_REASONS} if declared else {})
             for b in result.breaks
         ],
         "entries": [{"origin": o, "index": i} for o, i in result.entries],
     }
 
 
-def _node_json(n: Node) -> dict[str, Any]:
+def _node_json(n: Node, declared: bool) -> dict[str, Any]:
     mined = n.mined
-    return {
+    marked = {"declared": _declared(n)} if declared else {}
+    return marked | {
         "id": _id(n.key),
         "kind": n.kind,
         "origin": n.origin,
@@ -351,8 +363,13 @@ def verified_json(verified: VerifiedBundle, trusted: bytes) -> dict[str, Any]:
             for d in verified.declared
         ],
         "frozen": list(verified.frozen),
-        "trace": trace_json(verified.trace),
+        "trace": trace_json(verified.trace, declared=True),
     }
+
+
+def _declared(n: Node) -> bool:
+    """Whether the node's status, end or note is the builder's word (in a bundle)."""
+    return bool(n.note) or n.status in DECLARED_REASONS or n.end in DECLARED_REASONS
 
 
 # -- DOT -----------------------------------------------------------------------------
@@ -422,16 +439,22 @@ def _show(result: Trace, as_json: bool, dot: bool) -> None:
         show_trace(result)
 
 
-def show_trace(result: Trace) -> None:
-    """Print the trace as a tree, the origins or destinations, and every break."""
+def show_trace(result: Trace, *, declared: bool = False) -> None:
+    """Print the trace as a tree, the origins or destinations, and every break; `declared`
+    (a verified bundle's trace) labels what rests on the builder's word "builder says"."""
     root = result.node(result.root)
     what = "where it came from" if result.direction == BACKWARD else "where it went"
     console.print(f"[bold]{escape(_label(root))}[/]: {carats(root.flow)} ct, {what}")
-    console.print(_tree(result), soft_wrap=False)
-    _summary(result)
+    console.print(_tree(result, declared), soft_wrap=False)
+    _summary(result, declared)
 
 
-def _tree(result: Trace) -> Tree:
+def _says(declared: bool, reason: str | None) -> str:
+    """ "builder says: " before what a bundle's builder declared."""
+    return "builder says: " if declared and reason in DECLARED_REASONS else ""
+
+
+def _tree(result: Trace, declared: bool) -> Tree:
     """The walk from the traced node, each node shown once (a DAG: repeats say so)."""
     backward = result.direction == BACKWARD
     nodes = {n.key: n for n in result.nodes}
@@ -447,7 +470,7 @@ def _tree(result: Trace) -> Tree:
         edges = links.get(key, [])
         for e, shown in zip(edges, apportion([e.carats for e in edges], whole), strict=True):
             far = nodes[e.source if backward else e.target]
-            text = _hop(e, shown, far, nodes[result.root].flow)
+            text = _hop(e, shown, far, nodes[result.root].flow, declared)
             if far.key in seen:
                 branch.add(text + " [dim](shown above)[/]")
                 continue
@@ -457,7 +480,7 @@ def _tree(result: Trace) -> Tree:
     return tree
 
 
-def _hop(e: Edge, shown: int, far: Node, total: Fraction) -> str:
+def _hop(e: Edge, shown: int, far: Node, total: Fraction, declared: bool) -> str:
     """Two lines: the node reached (mining facts, status, where goods rest), then the entry
     that moved the goods, its status, and the traced carats along it (`shown`, rounded so
     that siblings add up) by country."""
@@ -466,9 +489,9 @@ def _hop(e: Edge, shown: int, far: Node, total: Fraction) -> str:
         m = far.mined
         text += f" [cyan]mined in {m.country} at {escape(m.mine)} on {m.date}[/]"
     if far.status != VERIFIED:
-        text += f" {_status(far.status)}"
+        text += f" {_says(declared, far.status)}{_status(far.status)}"
     if far.end is not None:
-        text += f" [yellow]{escape(far.end)}[/]"
+        text += f" [yellow]{_says(declared, far.end)}{escape(far.end)}[/]"
     verb = {"split": "split", "merge": "merged", "export": "exported", "import": "imported"}
     text += (
         f"\n{verb.get(e.kind, e.kind)} by {_code(e.origin)} entry {e.index}, {_status(e.status)}: "
@@ -481,7 +504,7 @@ def _hop(e: Edge, shown: int, far: Node, total: Fraction) -> str:
     return text
 
 
-def _summary(result: Trace) -> None:
+def _summary(result: Trace, declared: bool) -> None:
     """Origins (backward) or resting places (forward), then every break."""
     total = result.node(result.root).flow
     *shown, unknown = apportion([*(s.carats for s in result.sources), result.unknown], total)
@@ -501,15 +524,17 @@ def _summary(result: Trace) -> None:
     for d, ct in zip(result.destinations, resting, strict=True):
         portion = "" if d.portion is None else f", {percent(d.portion)} of it"
         note = nodes[d.node].note
+        says = _says(declared, d.end)
         rests = f"rests {escape(d.end)}" if d.end in ENDS else f"stops at a break ({d.end})"
         console.print(
-            f"{rests}: {escape(_label(nodes[d.node]))}: {carats(ct)} ct, "
+            f"{says}{rests}: {escape(_label(nodes[d.node]))}: {carats(ct)} ct, "
             f"{percent(d.share)} of the traced goods{portion}"
-            + (f" [dim]({escape(note)})[/]" if note else "")
+            + (f" [dim]({says}{escape(note)})[/]" if note else "")
         )
     for b in result.breaks:
         console.print(
-            f"[bold red]break[/] {b.reason} on {b.origin} ({b.where}): {escape(b.detail)}"
+            f"[bold red]break[/] {b.reason} on {escape(b.origin)} ({escape(b.where)}): "
+            f"{_says(declared, b.reason)}{escape(b.detail)}"
         )
     if result.complete:
         console.print(f"complete: {len(result.edges)} hops, every one verified")
@@ -540,8 +565,8 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         console.print(
             f"  declared by the bundle's builder, not provable offline: {d.ask} "
             f"{escape(d.subject)} {escape(d.origin)} is {d.reason}"
-            + (f" ({escape(d.detail)})" if d.detail else "")
+            + (f" (builder says: {escape(d.detail)})" if d.detail else "")
         )
     for origin in verified.frozen:
-        console.print(f"  declared frozen by the bundle's builder: {origin}")
-    show_trace(verified.trace)
+        console.print(f"  declared frozen by the bundle's builder: {escape(origin)}")
+    show_trace(verified.trace, declared=True)

@@ -6,13 +6,21 @@ v1 and the answers the walk got that no entry can prove (an export whose log was
 held, a parcel still in custody, an origin the builder's node has frozen). The file is
 canonical msgpack (`ledger.encoding`), decoded strictly and bounded in size:
 
-    {"bundle": "kimberley/trace-bundle/v1", "direction": "backward" | "forward",
+    {"bundle": "kimberley/trace-bundle/v1" | ".../v2", "direction": "backward" | "forward",
      "start": {"kind": "parcel" | "certificate", "origin": str ("" for a certificate),
                "name": str},
      "rosters": [roster file v1, v2, ...],
      "proofs": [tlog-proof@v1 text with the entry as `extra`, ...]   sorted by (origin, index)
      "absent": [{"ask", ["detail",] "origin", "subject", "reason"}, ...]   sorted
      "frozen": [origin, ...]}                                        sorted
+
+Every text field is NFC text of 1 to MAX_DETAIL characters with no leading or trailing space
+and no control, format, line or paragraph separator characters (`ledger.fields.text_problem`;
+the start's and a certificate declaration's origin may be ""), so that nothing a builder
+writes can pose as a verifier's line on a terminal. One declaration per question: a second
+answer to the same (ask, origin, subject) is refused. The format id is v1 when no declaration
+carries a `detail` (what verifiers before `detail` accept) and v2 when one does (an older
+verifier refuses it as another format); a file with the other id is refused.
 
 `verify_bundle` needs the bytes of the trusted roster v1 and nothing else: it checks the
 roster chain (every signature in it), each checkpoint (the log's signature and the witness
@@ -22,13 +30,14 @@ entry must be used by that walk and every declared absence asked for, so a dropp
 added, reordered or swapped part fails, naming it. Declared absences and frozen origins are
 the builder's word (`detail`, present only when not empty, says in words as of what: the
 log's size held, the rule of an entry the builder's node refused): shown as breaks or
-ends, but not provable offline (nor can their removal be
+ends, labelled as the builder's, but not provable offline (nor can their removal be
 noticed). A forward bundle proves each hop it shows; that goods are still "in custody" is
 the builder's word as of its checkpoint.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +55,7 @@ from ledger.checkpoint import (
 from ledger.encoding import decode, encode
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, LedgerError, NoteError, ProofError, RosterError
+from ledger.fields import text_problem
 from ledger.keys import Verifier
 from ledger.note import Note
 from ledger.records import Export, Import, ParcelMerge, ParcelMine, ParcelSplit, parse_record
@@ -65,7 +75,11 @@ from ledger.trace import (
 )
 from ledger.trace_store import StoreTraceReader
 
-FORMAT: Final = "kimberley/trace-bundle/v1"
+#: The format id of a bundle none of whose declarations carries a `detail`.
+FORMAT_V1: Final = "kimberley/trace-bundle/v1"
+#: The format id of a bundle with at least one declared `detail`.
+FORMAT: Final = "kimberley/trace-bundle/v2"
+FORMATS: Final = (FORMAT_V1, FORMAT)
 #: Largest bundle file read: a generous cap, not a bound the format implies (MAX_PROOFS
 #: entries of up to 64 KiB each would allow over a gigabyte). A proof of a typical entry
 #: (about 1 KiB, its 20-odd hashes and checkpoint, in base64) is under 4 KiB, so 64 MiB
@@ -164,7 +178,7 @@ class Bundle:
         s = self.start
         return encode(
             {
-                "bundle": FORMAT,
+                "bundle": FORMAT if any(d.detail for d in self.absent) else FORMAT_V1,
                 "direction": self.direction,
                 "start": {"kind": s.kind, "origin": s.origin, "name": s.name},
                 "rosters": list(self.rosters),
@@ -184,21 +198,22 @@ class Bundle:
         except EncodingError as e:
             why = str(e).removesuffix(": ") or "not canonical msgpack"
             raise NotABundleError(f"bundle: not a Kimberley proof bundle ({why})") from e
-        if not isinstance(doc, dict) or doc.get("bundle") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("bundle") not in FORMATS:
             got = "a " + type(doc).__name__ if not isinstance(doc, dict) else "another format"
-            raise NotABundleError(f"bundle: not a Kimberley proof bundle ({got}, want {FORMAT})")
+            raise NotABundleError(
+                f"bundle: not a Kimberley proof bundle ({got}, want {FORMAT_V1} or {FORMAT})"
+            )
         top = _fields(
             doc, ("absent", "bundle", "direction", "frozen", "proofs", "rosters", "start")
         )
-        if top["bundle"] != FORMAT:
-            raise BundleError(f"bundle: format {str(top['bundle'])[:40]!r}, want {FORMAT!r}")
         direction = top["direction"]
         if direction not in (BACKWARD, FORWARD):
             raise BundleError(
                 f"bundle: direction {str(direction)[:20]!r} is not {BACKWARD}/{FORWARD}"
             )
         start = _fields(top["start"], ("kind", "name", "origin"), "start")
-        kind, name, origin = (_text(start[k], f"start.{k}") for k in ("kind", "name", "origin"))
+        kind, name = (_text(start[k], f"start.{k}") for k in ("kind", "name"))
+        origin = _text(start["origin"], "start.origin", empty=True)
         if (kind, bool(origin)) not in ((PARCEL, True), (CERTIFICATE, False)):
             raise BundleError("bundle: start must be a parcel on a log or a certificate")
         absent = tuple(
@@ -208,6 +223,18 @@ class Bundle:
         for what, items in (("absent", absent), ("frozen", frozen)):
             if not _strictly_sorted(items):
                 raise BundleError(f"bundle: {what} list is not sorted without repeats")
+        for a, b in pairwise(absent):  # sorted: two answers to one question are neighbours
+            if (a.ask, a.origin, a.subject) == (b.ask, b.origin, b.subject):
+                raise BundleError(
+                    f"bundle: absent declares two answers to one question ({a.ask} "
+                    f"{a.subject!r} of {a.origin!r}: {a.reason}, {b.reason})"
+                )
+        want = FORMAT if any(d.detail for d in absent) else FORMAT_V1
+        if top["bundle"] != want:
+            raise BundleError(
+                f"bundle: format {top['bundle']} but {'a' if want == FORMAT else 'no'} declaration"
+                f" carries a detail (want {want})"
+            )
         rosters = tuple(_bin(r, "rosters") for r in _list(top, "rosters", MAX_ROSTERS, 1))
         proofs = tuple(_proof(p, i) for i, p in enumerate(_list(top, "proofs", MAX_PROOFS, 1)))
         return cls(direction, Start(kind, name, origin), rosters, proofs, absent, frozen)
@@ -237,10 +264,26 @@ def _list(top: Mapping[str, Any], key: str, limit: int, least: int = 0) -> list[
     return items
 
 
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_DETAIL:
-        raise BundleError(f"bundle: {where} must be text")
+def _text(value: object, where: str, *, empty: bool = False) -> str:
+    """A text field: printable NFC text (`text_problem`), "" only where `empty` allows it."""
+    if empty and value == "":
+        return ""
+    problem = text_problem(value, MAX_DETAIL)
+    if problem is not None:
+        raise BundleError(f"bundle: {where} {problem}")
+    assert isinstance(value, str)
     return value
+
+
+_NOT_SHOWN: Final = ("Cc", "Cf", "Zl", "Zp")
+
+
+def clean_detail(text: str) -> str:
+    """`text` as a bundle may carry it: control and format characters as spaces, NFC, cut to
+    MAX_DETAIL and stripped ("" if it still fails `text_problem`)."""
+    spaced = "".join(" " if unicodedata.category(c) in _NOT_SHOWN else c for c in text)
+    cut = unicodedata.normalize("NFC", spaced)[:MAX_DETAIL].strip()
+    return cut if text_problem(cut, MAX_DETAIL) is None else ""
 
 
 def _bin(value: object, where: str) -> bytes:
@@ -254,13 +297,12 @@ def _declared(item: object, i: int) -> Declared:
     keys = ("ask", "origin", "reason", "subject")
     with_detail = isinstance(item, dict) and "detail" in item
     d = _fields(item, ("ask", "detail", *keys[1:]) if with_detail else keys, where)
-    ask, origin, subject, reason = (
-        _text(d[k], where) for k in ("ask", "origin", "subject", "reason")
-    )
-    detail = _text(d["detail"], where) if with_detail else ""
-    declared = Declared(ask, origin, subject, reason, detail)
-    if with_detail and not declared.detail:
+    if with_detail and d["detail"] == "":
         raise BundleError(f"bundle: {where} has an empty detail (leave it out)")
+    ask, subject, reason = (_text(d[k], f"{where}.{k}") for k in ("ask", "subject", "reason"))
+    origin = _text(d["origin"], f"{where}.origin", empty=ask == "certificate")
+    detail = _text(d["detail"], f"{where}.detail") if with_detail else ""
+    declared = Declared(ask, origin, subject, reason, detail)
     if declared.ask not in ASKS or declared.reason not in ABSENT_REASONS:
         raise BundleError(f"bundle: {where} asks {declared.ask!r}, reason {declared.reason!r}")
     return declared
@@ -291,7 +333,7 @@ class _Recorder:
 
     def _note(self, ask: str, origin: str, subject: str, got: Any) -> Any:
         if isinstance(got, Absent):
-            detail = got.detail[:MAX_DETAIL]
+            detail = clean_detail(got.detail)
             self.absent.add(Declared(ask, origin, subject, got.reason, detail))
         return got
 

@@ -16,16 +16,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.bundle import (
+    MAX_DETAIL,
     Bundle,
     BundleError,
     WitnessPolicyError,
     build_bundle,
+    clean_detail,
     trusted_roster,
     verify_bundle,
 )
+from ledger.encoding import decode, encode
+from ledger.fields import text_problem
 from ledger.note import Note
 from ledger.roster import SignedRoster
 from ledger.trace import (
+    ABSENT_REASONS,
     BACKWARD,
     ENTRY_NOT_HELD,
     FORWARD,
@@ -180,6 +185,20 @@ def _of(proof: object, origin: str) -> bool:
     return Note.from_bytes(proof.checkpoint).text.startswith(origin + "\n")  # type: ignore[attr-defined]
 
 
+#: Builder text that could pose as a verifier's own line or hide what it says on a terminal.
+UNPRINTABLE = [
+    "as of size 9\ncomplete: 1 hops, every one verified",
+    "\x1b[1;32mALL GOOD\x1b[0m",
+    "as of size 9\r",
+    "tab\there",
+    "bidi \u202egnorw\u202c",
+    "zero\u200bwidth",
+    "line\u2028separator",
+    "next\x85line",
+    " leading space",
+]
+
+
 def mutate(data: bytes, how: str, i: int, j: int, byte: int) -> bytes:
     """One mutation of a bundle file; `i`, `j` pick parts, `byte` is what a flip XORs in."""
     bundle = Bundle.from_bytes(data)
@@ -215,6 +234,15 @@ def mutate(data: bytes, how: str, i: int, j: int, byte: int) -> bytes:
             return _without_cosignatures(bundle, i).to_bytes()
         case "drop-declared":
             return dataclasses.replace(bundle, absent=bundle.absent[1:]).to_bytes()
+        case "detail":  # builder text that would pose as the verifier's own
+            first = dataclasses.replace(bundle.absent[0], detail=UNPRINTABLE[i % len(UNPRINTABLE)])
+            return dataclasses.replace(bundle, absent=(first, *bundle.absent[1:])).to_bytes()
+        case "declare-twice":  # a second answer to the same question
+            first = bundle.absent[0]
+            other = dataclasses.replace(first, reason=ABSENT_REASONS[j % len(ABSENT_REASONS)])
+            if other == first:
+                other = dataclasses.replace(first, detail=first.detail + " again")
+            return dataclasses.replace(bundle, absent=tuple(sorted({first, other}))).to_bytes()
     return dataclasses.replace(bundle, proofs=tuple(proofs)).to_bytes()
 
 
@@ -228,6 +256,8 @@ MUTATIONS = [
     "replace-proof",
     "uncosign",
     "drop-declared",
+    "detail",
+    "declare-twice",
 ]
 
 
@@ -249,9 +279,10 @@ def test_every_mutation_of_a_bundle_is_refused_with_a_reason(
     byte: int,
 ) -> None:
     """A flipped byte anywhere, a dropped, swapped, duplicated or replaced proof, stripped
-    cosignatures or a dropped declaration: verification fails, saying why."""
+    cosignatures, a dropped or doubled declaration or an unprintable detail: verification fails,
+    saying why."""
     data = hub[1] if which == "hub" else broken[1]
-    if how == "drop-declared" and which == "hub":
+    if how in ("drop-declared", "detail", "declare-twice") and which == "hub":
         how = "drop"  # the hub bundle declares nothing
     mutated = mutate(data, how, i, j, byte)
     assert mutated != data
@@ -397,3 +428,114 @@ def test_trace_bundle_write_errors_name_the_path_given(
     code, _, err = run(capsys, *args, "--bundle", str(missing))
     assert code == 2 and err.startswith(f"error: cannot write the bundle to {missing}: ")
     assert ".tmp" not in err
+
+
+# -- what the builder declares ----------------------------------------------------------------
+
+
+def _declaring(data: bytes, **changes: str) -> bytes:
+    """The bundle with its first declaration changed."""
+    bundle = Bundle.from_bytes(data)
+    first = dataclasses.replace(bundle.absent[0], **changes)
+    return dataclasses.replace(bundle, absent=(first, *bundle.absent[1:])).to_bytes()
+
+
+@pytest.mark.parametrize("text", UNPRINTABLE)
+def test_a_declared_detail_must_be_printable_text(
+    network: Network, broken: tuple[Trace, bytes], text: str
+) -> None:
+    """Control characters, newlines, bidi and other format characters in a detail (and in
+    every other text field a bundle carries) are refused by the strict parse."""
+    with pytest.raises(BundleError, match=r"^bundle: absent\[0\]\.detail must "):
+        verify_bundle(_declaring(broken[1], detail=text), network.roster_file)
+    for field in ("subject", "origin"):
+        with pytest.raises(BundleError, match=rf"^bundle: absent\[0\]\.{field} must "):
+            Bundle.from_bytes(_declaring(broken[1], **{field: text}))
+    bundle = Bundle.from_bytes(broken[1])
+    for where, changed in (
+        ("start.name", dataclasses.replace(bundle, start=Start(PARCEL, text, at("IN")))),
+        ("start.origin", dataclasses.replace(bundle, start=Start(PARCEL, "X", text))),
+        ("frozen", dataclasses.replace(bundle, frozen=(text,))),
+    ):
+        with pytest.raises(BundleError, match=rf"^bundle: {where} must "):
+            Bundle.from_bytes(changed.to_bytes())
+
+
+def test_two_answers_to_one_question_are_refused(
+    network: Network, broken: tuple[Trace, bytes]
+) -> None:
+    """A second declaration of the same (ask, origin, subject), with another reason or only
+    another detail, is refused: the last one must not silently win."""
+    bundle = Bundle.from_bytes(broken[1])
+    (first,) = bundle.absent
+    for other in (
+        dataclasses.replace(first, reason="not-imported", detail=""),
+        dataclasses.replace(first, detail="another sentence"),
+    ):
+        twice = dataclasses.replace(bundle, absent=tuple(sorted([first, other]))).to_bytes()
+        with pytest.raises(BundleError, match="two answers to one question"):
+            verify_bundle(twice, network.roster_file)
+
+
+def test_a_bundle_without_details_is_v1_and_still_verifies(
+    network: Network, broken: tuple[Trace, bytes]
+) -> None:
+    """Without any detail a bundle keeps format v1 (what older verifiers read); with one it is
+    v2; the other id, or an empty detail, is a second encoding of the same bundle: refused."""
+    built, data = broken
+    assert b"kimberley/trace-bundle/v2" in data and Bundle.from_bytes(data).absent[0].detail
+    plain = _declaring(data, detail="")
+    assert b"kimberley/trace-bundle/v1" in plain and b"detail" not in plain
+    verified = verify_bundle(plain, network.roster_file)
+    assert verified.trace.unknown == built.unknown and len(verified.trace.breaks) == 1
+    assert Bundle.from_bytes(plain).to_bytes() == plain
+    with pytest.raises(BundleError, match="format kimberley/trace-bundle/v1 but a declaration"):
+        Bundle.from_bytes(data.replace(b"trace-bundle/v2", b"trace-bundle/v1"))
+    with pytest.raises(BundleError, match="format kimberley/trace-bundle/v2 but no declaration"):
+        Bundle.from_bytes(plain.replace(b"trace-bundle/v1", b"trace-bundle/v2"))
+    doc = decode(data)
+    doc["absent"][0]["detail"] = ""
+    with pytest.raises(BundleError, match=r"absent\[0\] has an empty detail"):
+        Bundle.from_bytes(encode(doc))
+
+
+def test_the_builder_cleans_a_detail_it_bundles() -> None:
+    """A sentence with line breaks or control characters is bundled printable, never refused."""
+    assert clean_detail("as of size 9\n\x1b[1mbold\u202e ") == "as of size 9  [1mbold"
+    assert clean_detail("\n\t") == "" and clean_detail("x" * 2000) == "x" * MAX_DETAIL
+    for text in UNPRINTABLE:
+        assert text_problem(clean_detail(text), MAX_DETAIL) is None
+
+
+def test_verify_bundle_shows_declarations_as_the_builders_word(
+    network: Network,
+    broken: tuple[Trace, bytes],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every line with builder text says "builder says"; JSON marks declared nodes and breaks."""
+    (tmp_path / "v1.roster").write_bytes(network.roster_file)
+    forward = bundled(
+        network.dirs["IN"], Start(PARCEL, "BW-P1", at("BW")), [network.roster_file], FORWARD
+    )[1]
+    for name, data in (("broken", broken[1]), ("forward", forward)):
+        (tmp_path / name).write_bytes(data)
+        args = ("verify-bundle", str(tmp_path / name), "--trust", str(tmp_path / "v1.roster"))
+        _, out, _ = run(capsys, *args)
+        details = {d.detail for d in Bundle.from_bytes(data).absent}
+        assert details and all(details)
+        for line in out.splitlines():
+            if any(d in line for d in details):
+                assert "builder says: " in line, line
+        if name == "forward":
+            assert "builder says: rests in-custody: " in out
+        else:
+            assert f"break {ENTRY_NOT_HELD} on " in out
+        _, out, _ = run(capsys, *args, "--json")
+        doc = json.loads(out)["trace"]
+        noted = [n for n in doc["nodes"] if n["note"]]
+        assert noted or doc["breaks"]
+        assert all(n["declared"] for n in noted) and all(b["declared"] for b in doc["breaks"])
+        assert not any(
+            n["declared"] for n in doc["nodes"] if n["status"] == "verified" and not n["end"]
+        )
