@@ -302,3 +302,17 @@ def test_wording_is_singular_for_one_and_overdue_is_the_audits_rule() -> None:
     report = Report({}, (one,), {}, AS_OF, 1, StatsOptions())
     assert anomaly_table([one], report).title == "1 anomaly in 1 entry"
     assert OVERDUE == EXPORT_OVERDUE == "export.overdue"
+
+
+def test_a_refused_entry_is_dated_by_its_record(
+    holder: Holder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """India's refused import says it was received on 2026-03-09 and was appended on
+    2026-03-10: the anomaly is dated by the record, as every other anomaly is."""
+    _, out = _stats(holder, "--json", capsys=capsys)
+    refused = [
+        a
+        for a in json.loads(out)["anomalies"]
+        if a["kind"] == REFUSED and a["origin"] == f"{NET}/IN"
+    ]
+    assert [a["date"] for a in refused] == ["2026-03-09"]
