@@ -7,8 +7,9 @@ every `--json` here), or CSV with clerk-readable quantities with `--csv`.
 
 When a log is held only in part (a sync refused an entry) or not at all, the figures are
 partial and every output says so: notes under the tables, a `notes` list and a `logs`
-list in the JSON, and `#` comment lines before the CSV header. A year with no figures and
-no anomalies is an error (exit 1), as "nothing found" is for the other commands.
+list in the JSON, and `note: ` lines on stderr with `--csv` (stdout stays pure CSV). A
+year with no figures and no anomalies is an error (exit 1), as "nothing found" is for the
+other commands.
 """
 
 from __future__ import annotations
@@ -87,10 +88,9 @@ def stats(
         bool,
         typer.Option(
             "--csv",
-            help="Print CSV for spreadsheets (no totals row, so sums are not doubled). When "
-            "the figures are partial, lines starting with '#' before the header say why: "
-            "a spreadsheet shows them as text rows; pandas reads with comment='#', R with "
-            "comment.char='#'.",
+            help="Print CSV for spreadsheets (no totals row, so sums are not doubled); "
+            "stdout is CSV only. When the figures are partial, lines starting with "
+            "'note: ' on stderr say why.",
         ),
     ] = False,
     data: DataOption = DEFAULT_DATA,
@@ -114,9 +114,8 @@ def stats(
     with node.store.read() as txn, progress_bar("stats", 0, enabled=not (as_json or as_csv)) as bar:
         task = bar.add_task("reading logs", total=2 * held_entries(node.store, txn))
         logs = held_logs(node.store, txn, roster)
-        report = compute_stats(
-            lambda: _counted(held_records(node.store, txn), bar, task), roster, options, logs
-        )
+        records = lambda: _counted(held_records(node.store, txn, roster), bar, task)  # noqa: E731
+        report = compute_stats(records, roster, options, logs)
     rows = report.rows(by.value, period.value, year)
     found = report.anomalies_in(year)
     if not rows and not found:
@@ -125,8 +124,8 @@ def stats(
         emit_json(_document(report, rows, found, by.value, period.value, year))
     elif as_csv:
         out = csv.writer(sys.stdout, lineterminator="\n")
-        for note in report.notes():
-            sys.stdout.write(f"# {note}\n")
+        for note in report.notes():  # on stderr: any CSV reader takes stdout as it is
+            sys.stderr.write("note: " + " ".join(note.split()) + "\n")
         if anomalies:
             _anomalies_csv(out, found)
         else:

@@ -33,8 +33,7 @@ from ledger.audit_findings import (
 )
 from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
 from ledger.custody_index import Index, LmdbTables, apply_record
-from ledger.entry import parse_entry
-from ledger.errors import IntegrityError, LedgerError, RecordError, RosterError, RuleViolation
+from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
 from ledger.keys import Verifier
 from ledger.records import (
     ActorRegister,
@@ -48,7 +47,7 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import refusal
+from ledger.refusals import verified_refusal
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
@@ -203,18 +202,8 @@ class _Auditor:
         """The entry a sync here refused for breaking a rule, when it is the one that would
         follow the `size` entries held: signed by the log's roster `key`, at index `size`,
         chained to the last entry held. Anything else recorded proves nothing: None."""
-        kept = refusal(self.store, self.txn, log_id)
-        if kept is None or kept.index != size:
-            return None
-        try:
-            entry = parse_entry(kept.entry)
-        except LedgerError:
-            return None
-        head = self.store.head(self.txn, log_id)
-        chained = entry.prev == head.last_leaf and entry.time_ms >= head.time_ms
-        if entry.origin != key.name or entry.index != size or not chained:
-            return None
-        return kept.entry if key.verify(entry.signed_message, entry.signature) else None
+        kept = verified_refusal(self.store, self.txn, log_id, key)
+        return None if kept is None else kept.entry
 
     def record(
         self,

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import lmdb
 
 from ledger.encoding import decode, pack_canonical
-from ledger.errors import EncodingError
+from ledger.entry import parse_entry
+from ledger.errors import EncodingError, LedgerError
+from ledger.keys import Verifier
 from ledger.store import Store
 
 #: The store's table of refusals, keyed by log id (listed in `ledger.store` too).
@@ -66,3 +68,28 @@ def refusal(store: Store, txn: lmdb.Transaction, log_id: bytes) -> Refusal | Non
         return None  # not a record this module wrote
     index, entry, rule, reason, note, proof = fields
     return Refusal(index, entry, rule, reason, note, tuple(proof))
+
+
+def verified_refusal(
+    store: Store, txn: lmdb.Transaction, log_id: bytes, key: Verifier | None
+) -> Refusal | None:
+    """The log's kept refusal when it is the entry that would follow the entries held here:
+    at index == the size held, of the log's origin (`key.name`, never this node's own log,
+    which is not synced), chained to the last entry held (`prev`, time not earlier) and
+    signed by the log's roster `key`. Anything else recorded proves nothing: None (also
+    with no `key`, for an origin not on the roster). The audit, trace and stats all use it."""
+    kept = refusal(store, txn, log_id)
+    if kept is None or key is None:
+        return None
+    head = store.head(txn, log_id)
+    if kept.index != head.size or store.get_meta(txn, "origin") == key.name:
+        return None
+    try:
+        entry = parse_entry(kept.entry)
+    except LedgerError:
+        return None
+    if entry.origin != key.name or entry.index != head.size:
+        return None
+    if entry.prev != head.last_leaf or entry.time_ms < head.time_ms:
+        return None
+    return kept if key.verify(entry.signed_message, entry.signature) else None

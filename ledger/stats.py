@@ -394,6 +394,24 @@ def _day(time_ms: int) -> str:
     return datetime.datetime.fromtimestamp(time_ms / 1000, tz=datetime.UTC).date().isoformat()
 
 
+def _record_day(record: Record | None) -> str | None:
+    """The date a record states (mined, issued, received), as every other anomaly is dated;
+    None when it states none or one that does not read as a date."""
+    match record:
+        case ParcelMine():
+            day = record.date
+        case Export():
+            day = record.issued
+        case Import():
+            day = record.received
+        case _:
+            return None
+    try:
+        return datetime.date.fromisoformat(day).isoformat()
+    except ValueError:
+        return None
+
+
 class _Analysis:
     """The state of pass 2: `feed` takes one record, `finish` builds the report."""
 
@@ -466,7 +484,7 @@ class _Analysis:
         """An entry the custody rules did not accept: listed, never counted."""
         what = "unreadable" if item.record is None else item.record.KIND
         number = getattr(item.record, "certificate", None)
-        at = (item.origin, item.index, number, _day(item.time_ms))
+        at = (item.origin, item.index, number, _record_day(item.record) or _day(item.time_ms))
         values: dict[str, Detail] = {"rule": item.refused or "", "entry_kind": what}
         if item.refused:
             say = (

@@ -28,7 +28,7 @@ import lmdb
 from ledger.checkpoint import open_checkpoint
 from ledger.custody_index import decode_value
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, IntegrityError, LedgerError, RecordError
+from ledger.errors import EncodingError, IntegrityError, LedgerError, RecordError, RosterError
 from ledger.records import (
     ActorRegister,
     ActorRevoke,
@@ -41,7 +41,7 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import Refusal, refusal
+from ledger.refusals import Refusal, verified_refusal
 from ledger.roster import Roster
 from ledger.rules import VOIDED
 from ledger.stats import LoggedRecord
@@ -70,17 +70,24 @@ def _judged(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bool:
     return False
 
 
-def _cut(store: Store, txn: lmdb.Transaction, log_id: bytes, size: int) -> Refusal | None:
-    """The entry a sync here refused right where the held log stops, if any."""
-    kept = refusal(store, txn, log_id)
-    return kept if kept is not None and kept.index == size else None
+def _cut(
+    store: Store, txn: lmdb.Transaction, origin: str, log_id: bytes, roster: Roster | None
+) -> Refusal | None:
+    """The entry a sync here refused right where the held log stops, if any and if it
+    checks out against the roster key (`ledger.refusals.verified_refusal`; with no roster,
+    or for an origin not on it, nothing kept is trusted)."""
+    try:
+        key = None if roster is None else roster.log_key(origin)
+    except RosterError:
+        key = None
+    return verified_refusal(store, txn, log_id, key)
 
 
 def held_logs(store: Store, txn: lmdb.Transaction, roster: Roster) -> tuple[HeldLog, ...]:
     """How much of each log the snapshot holds, whether judged, and where a sync refused."""
     found = []
     for origin, log_id, size in _logs(store, txn):
-        cut = _cut(store, txn, log_id, size)
+        cut = _cut(store, txn, origin, log_id, roster)
         signed = None
         if cut is not None and cut.note:
             try:
@@ -136,9 +143,15 @@ def _record(
 
 
 def log_records(
-    store: Store, txn: lmdb.Transaction, origin: str, log_id: bytes, size: int
+    store: Store,
+    txn: lmdb.Transaction,
+    origin: str,
+    log_id: bytes,
+    size: int,
+    roster: Roster | None = None,
 ) -> Iterator[LoggedRecord]:
-    """One log's entries [0, size) in index order, then the entry a sync refused after them."""
+    """One log's entries [0, size) in index order, then the entry a sync refused after them
+    (when it checks out against the `roster`)."""
     judged = _judged(store, txn, log_id)
     for index, raw in enumerate(store.entries(txn, log_id, 0, size)):
         item = _record(origin, index, raw)
@@ -146,7 +159,7 @@ def log_records(
         if judged and r is not None and not _indexed(store, txn, log_id, index, r):
             item = LoggedRecord(origin, index, item.time_ms, r, refused="")
         yield item
-    cut = _cut(store, txn, log_id, size)
+    cut = _cut(store, txn, origin, log_id, roster)
     if cut is not None:
         try:
             yield _record(origin, size, cut.entry, cut.rule, held=False)
@@ -154,9 +167,12 @@ def log_records(
             return  # kept bytes that do not parse: the audit reports them
 
 
-def held_records(store: Store, txn: lmdb.Transaction) -> Iterator[LoggedRecord]:
-    """Every held log's records merged by entry time (then origin and index)."""
-    streams = [log_records(store, txn, *held) for held in _logs(store, txn)]
+def held_records(
+    store: Store, txn: lmdb.Transaction, roster: Roster | None = None
+) -> Iterator[LoggedRecord]:
+    """Every held log's records merged by entry time (then origin and index); a refused
+    entry comes out only when it checks out against the `roster` (none without one)."""
+    streams = [log_records(store, txn, *held, roster) for held in _logs(store, txn)]
     return heapq.merge(*streams, key=lambda r: (r.time_ms, r.origin, r.index))
 
 

@@ -29,10 +29,12 @@ import lmdb
 from ledger import freeze
 from ledger.custody_index import INDEX_DBS, Index, LmdbTables
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError
+from ledger.errors import EncodingError, RosterError
 from ledger.fields import certificate_problem
+from ledger.keys import Verifier
 from ledger.records import (
     Export,
+    ExportVoid,
     Import,
     ParcelMerge,
     ParcelMine,
@@ -40,7 +42,9 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import Refusal, refusal
+from ledger.refusals import Refusal, verified_refusal
+from ledger.roster import Roster
+from ledger.roster_files import load_roster
 from ledger.store import Store, entry_key
 from ledger.trace import (
     CERTIFICATE,
@@ -67,10 +71,17 @@ class StoreTraceReader:
     """Answers the walk's questions from every log in `store`, inside read transaction `txn`."""
 
     def __init__(
-        self, store: Store, txn: lmdb.Transaction, network: str, *, frozen: Frozen | None = None
+        self,
+        store: Store,
+        txn: lmdb.Transaction,
+        network: str,
+        *,
+        frozen: Frozen | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.store, self.txn, self.network = store, txn, network
         self._frozen = frozen
+        self._roster = roster
         self._dbs = {name: store.db(name) for name in INDEX_DBS}
         self._entries = store.db("entries")
         self._ids: dict[str, bytes | None] = {}
@@ -102,15 +113,27 @@ class StoreTraceReader:
 
     def refused(self, origin: str) -> tuple[Refusal, Record | None] | None:
         """The entry a sync here refused where `origin`'s held log stops, with its record
-        (None when it does not parse), or None when the log is not held short of one."""
+        (None when it does not parse), or None when the log is not held short of one: a
+        kept refusal counts only when it checks out against the roster key
+        (`ledger.refusals.verified_refusal`; with no roster, none does)."""
         if origin not in self._refused:
             log_id = self.log_id(origin)
-            found = None if log_id is None else refusal(self.store, self.txn, log_id)
-            if found is not None and found.index == self.size(origin):
+            key = self._key(origin)
+            found = None if log_id is None else verified_refusal(self.store, self.txn, log_id, key)
+            if found is not None:
                 self._refused[origin] = (found, _record(found.entry))
             else:
                 self._refused[origin] = None
         return self._refused[origin]
+
+    def _key(self, origin: str) -> Verifier | None:
+        """The roster key of `origin`'s log, or None (no roster, or not on it)."""
+        if self._roster is None:
+            return None
+        try:
+            return self._roster.log_key(origin)
+        except RosterError:
+            return None
 
     def as_of(self, origin: str) -> str:
         """How much of `origin`'s log the answers come from: its size and last entry's time."""
@@ -184,8 +207,11 @@ class StoreTraceReader:
 
     def importer(self, origin: str, certificate: str) -> int | Absent:
         """The import of `certificate` on destination log `origin`; VOIDED, NOT_IMPORTED (as
-        of the destination's log held), LOG_HELD_IN_PART when that log stops at a refusal."""
-        issuer = self.index(f"{self.network}/{certificate[:2]}")
+        of the destination's log held), LOG_HELD_IN_PART when that log stops at a refusal,
+        or, for a certificate not imported, when the issuer's log does (a void is written
+        there)."""
+        issuing = f"{self.network}/{certificate[:2]}"
+        issuer = self.index(issuing)
         issued = None if issuer is None else issuer.certificate(certificate)
         if issued is not None and issued.status == VOIDED:
             return Absent(VOIDED)
@@ -197,6 +223,10 @@ class StoreTraceReader:
             if self.refused(origin) is not None:
                 what = "an import of the goods"
                 return self._held_in_part(origin, what, lambda r: _imports(r, certificate))
+            if issued is not None and issued.origin == issuing and self.refused(issuing):
+                # a void is written on the issuer's log, which goes on past what is held here
+                what = f"a void of certificate {certificate}"
+                return self._held_in_part(issuing, what, lambda r: _voids(r, certificate))
             return Absent(NOT_IMPORTED, self.as_of(origin))
         return state.import_index
 
@@ -374,6 +404,13 @@ def _creates(record: Record, parcel: str) -> str | None:
     return None
 
 
+def _voids(record: Record, certificate: str) -> str | None:
+    """`record` in words when it voids `certificate`; else None."""
+    if isinstance(record, ExportVoid) and record.certificate == certificate:
+        return "voids it"
+    return None
+
+
 def _imports(record: Record, certificate: str) -> str | None:
     """`record` in words when it imports `certificate`; else None."""
     if isinstance(record, Import) and record.certificate == certificate:
@@ -383,8 +420,21 @@ def _imports(record: Record, certificate: str) -> str | None:
 
 @contextmanager
 def open_reader(
-    store: Store, network: str, *, frozen: Frozen | None = None
+    store: Store, network: str, *, frozen: Frozen | None = None, roster: Roster | None = None
 ) -> Iterator[StoreTraceReader]:
-    """A reader over one consistent snapshot of every log in `store`."""
+    """A reader over one consistent snapshot of every log in `store`; the `roster` checks
+    the refusals kept (by default the one installed in the data directory holding the
+    store, if any: without a roster no refusal is trusted)."""
+    if roster is None:
+        roster = installed_roster(store)
     with store.read() as txn:
-        yield StoreTraceReader(store, txn, network, frozen=frozen)
+        yield StoreTraceReader(store, txn, network, frozen=frozen, roster=roster)
+
+
+def installed_roster(store: Store) -> Roster | None:
+    """The roster installed in the data directory that holds `store` (`<dir>/store`), or
+    None when there is none to be had."""
+    try:
+        return load_roster(store.path.parent)
+    except (RosterError, OSError):
+        return None

@@ -489,16 +489,16 @@ def test_cli_csv(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None
     data = str(scenario.eu)
     code, out, err = run(capsys, "stats", "--csv", "--by", "hs", "--data", data)
     assert code == 0, err
-    notes = [line for line in out.splitlines() if line.startswith("#")]
-    assert notes and all("held verbatim" in line for line in notes)  # replicas pulled unjudged
-    rows = {r["hs"]: r for r in csv.DictReader(line for line in io.StringIO(out) if line[0] != "#")}
+    notes = err.splitlines()  # on stderr: stdout is CSV alone
+    assert notes and all(n.startswith("note: ") and "held verbatim" in n for n in notes)
+    rows = {r["hs"]: r for r in csv.DictReader(io.StringIO(out))}
     assert set(rows) == {NO_HS, "7102.10", "7102.31"}
     production = (rows[NO_HS]["production_carats"], rows[NO_HS]["production_usd"])
     assert production == ("6720.00", "1006000.00")
     assert rows["7102.10"]["exports_certificates"] == "2"
     code, out, err = run(capsys, "stats", "--anomalies", "--csv", "--data", data)
     assert code == 0, err
-    listed = list(csv.DictReader(line for line in io.StringIO(out) if line[0] != "#"))
+    listed = list(csv.DictReader(io.StringIO(out)))
     assert sorted(r["kind"] for r in listed) == sorted(p[0] for p in PLANTED)
     excess = next(r for r in listed if r["kind"] == EXPORTS_EXCEED_SUPPLY)
     assert "exported=500.00 ct; produced=100.00 ct" in excess["values"]  # not hundredths

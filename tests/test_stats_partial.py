@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,12 +20,15 @@ from ledger import merkle
 from ledger.audit_findings import EXPORT_OVERDUE
 from ledger.custody import Custody
 from ledger.datadir import DataDir
+from ledger.entry import encode_payload, sign_entry
 from ledger.keys import Signer
 from ledger.records import ExportRef, Import
+from ledger.refusals import Refusal, put_refusal
 from ledger.replica import PeerRuleError
 from ledger.roster import Roster, SignedRoster
 from ledger.roster_files import install_roster
 from ledger.stats import OVERDUE, REFUSED, SUSPENDED, Anomaly, Report, StatsOptions
+from ledger.store import Store
 from node.sources import DirectorySource
 from node.sync import pull
 from tests.conftest import NET, actor, data_dirs, export, mined, roster_for, shares
@@ -156,16 +160,87 @@ def test_an_export_to_a_log_held_in_part_is_not_called_overdue(
 def test_text_and_csv_say_the_figures_are_partial(
     holder: Holder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The table for people ends with the note; the CSV starts with it as a '#' line, and
-    the rows after it still read as CSV."""
+    """The table for people ends with the note; with --csv the note goes to stderr as a
+    'note: ' line and stdout is CSV that any reader takes as it is (header first)."""
     _, out = _stats(holder, "--anomalies", capsys=capsys)
     assert "IN's log is held here only to entry 0" in " ".join(out.split())
     assert "export.overdue" not in out
-    _, out = _stats(holder, "--csv", capsys=capsys)
-    lines = out.splitlines()
-    assert lines[0].startswith("# IN's log is held here only to entry 0")
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    code, out, err = run(capsys, "stats", "--as-of", AS_OF, "--csv", "--data", str(holder.eu))
+    assert code == 0, err
+    assert err.startswith("note: IN's log is held here only to entry 0")
+    assert all(line.startswith("note: ") for line in err.splitlines())
+    reader = csv.DictReader(io.StringIO(out))
+    assert reader.fieldnames is not None and "participant" in reader.fieldnames
+    rows = list(reader)
     assert {r["participant"] for r in rows} == {"BW", "EU"}  # IN: nothing held but an actor
+
+
+def _plant(holder: Holder, code: str, raw: bytes) -> None:
+    """Keep `raw` as a refusal of `code`'s log at the size EU's node holds."""
+    store = Store(holder.eu / "store")
+    try:
+        with store.write() as txn:
+            log_id = store.log_id(txn, f"{NET}/{code}")
+            assert log_id is not None
+            size = store.head(txn, log_id).size
+            put_refusal(store, txn, log_id, Refusal(size, raw, "certificate.unique", "planted"))
+    finally:
+        store.close()
+
+
+def _signed_next(holder: Holder, code: str, *, prev: bytes | None = None) -> bytes:
+    """A mine entry signed by `code`, at the size of its log held by EU's node, chained to
+    its last entry (or to `prev`)."""
+    store = Store(holder.eu / "store")
+    try:
+        with store.read() as txn:
+            log_id = store.log_id(txn, f"{NET}/{code}")
+            assert log_id is not None
+            head = store.head(txn, log_id)
+    finally:
+        store.close()
+    r = mined("PLANTED", 9_00)
+    payload = encode_payload(
+        f"{NET}/{code}", head.size, prev or head.last_leaf, head.time_ms, r.KIND, r.to_body()
+    )
+    return sign_entry(holder.signers[code], payload)
+
+
+@pytest.mark.parametrize("row", ["own-junk", "own-signed", "bw-junk", "bw-unchained"])
+def test_a_refusal_row_that_does_not_check_out_changes_nothing(
+    holder: Holder, capsys: pytest.CaptureFixture[str], row: str
+) -> None:
+    """A row for the node's own log (even signed by its key and chained), or for BW's log
+    but junk or not chained to the last entry held, is not a refusal: the logs are not
+    called held in part, and the entry count and anomalies stay as they were."""
+    _, out = _stats(holder, "--json", capsys=capsys)
+    before = json.loads(out)
+    raw = {
+        "own-junk": lambda: b"\x00junk",
+        "own-signed": lambda: _signed_next(holder, "EU"),
+        "bw-junk": lambda: b"\x00junk",
+        "bw-unchained": lambda: _signed_next(holder, "BW", prev=bytes(32)),
+    }[row]()
+    _plant(holder, "EU" if row.startswith("own") else "BW", raw)
+    _, out = _stats(holder, "--json", capsys=capsys)
+    after = json.loads(out)
+    assert after == before
+    assert [n for n in after["notes"] if n.startswith(("EU", "BW"))] == []
+
+
+def test_a_refusal_row_that_checks_out_is_counted(
+    holder: Holder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same row for BW's log, signed and chained: BW's log is held here in part, and
+    its refused entry is an anomaly, not a production figure."""
+    _, out = _stats(holder, "--json", capsys=capsys)
+    before = json.loads(out)
+    _plant(holder, "BW", _signed_next(holder, "BW"))
+    _, out = _stats(holder, "--json", capsys=capsys)
+    after = json.loads(out)
+    assert [n for n in after["notes"] if n.startswith("BW")] != []
+    assert after["totals"] == before["totals"]
+    assert len(after["anomalies"]) == len(before["anomalies"]) + 1
 
 
 def test_entries_the_rules_refused_are_listed_not_counted(
@@ -227,3 +302,17 @@ def test_wording_is_singular_for_one_and_overdue_is_the_audits_rule() -> None:
     report = Report({}, (one,), {}, AS_OF, 1, StatsOptions())
     assert anomaly_table([one], report).title == "1 anomaly in 1 entry"
     assert OVERDUE == EXPORT_OVERDUE == "export.overdue"
+
+
+def test_a_refused_entry_is_dated_by_its_record(
+    holder: Holder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """India's refused import says it was received on 2026-03-09 and was appended on
+    2026-03-10: the anomaly is dated by the record, as every other anomaly is."""
+    _, out = _stats(holder, "--json", capsys=capsys)
+    refused = [
+        a
+        for a in json.loads(out)["anomalies"]
+        if a["kind"] == REFUSED and a["origin"] == f"{NET}/IN"
+    ]
+    assert [a["date"] for a in refused] == ["2026-03-09"]

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import random
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ledger.bundle import BundleReader, Declared
 from ledger.checkpoint import Checkpoint, TlogProof, cosign
 from ledger.custody import Custody
 from ledger.datadir import DataDir
-from ledger.entry import encode_payload, sign_entry
+from ledger.entry import encode_payload, parse_entry, sign_entry
 from ledger.evidence import Evidence, SameSize
 from ledger.keys import Signer
 from ledger.log import Log
@@ -42,23 +43,26 @@ from ledger.records import (
 from ledger.refusals import Refusal, put_refusal
 from ledger.replica import PeerRuleError, Replica
 from ledger.roster import Roster, SignedRoster
-from ledger.roster_files import install_roster
+from ledger.roster_files import install_roster, roster_dir
 from ledger.rules import OutsidePermittedZone
 from ledger.store import Store
 from ledger.trace import (
     BACKWARD,
     CERTIFICATE,
     ENTRY_NOT_HELD,
+    ENTRY_REFUSED,
     FORWARD,
     FROZEN_ORIGIN,
     HASH_MISMATCH,
     IN_CUSTODY,
+    LOG_HELD_IN_PART,
     LOG_NOT_HELD,
     NOT_IMPORTED,
     PARCEL,
     UNKNOWN_COUNTRY,
     VERIFIED,
     VOIDED,
+    Absent,
     Start,
     Trace,
     TraceError,
@@ -114,6 +118,12 @@ def refuse(store: Store, origin: str, refusal: Refusal) -> None:
         log_id = store.log_id(txn, origin)
         assert log_id is not None
         put_refusal(store, txn, log_id, refusal)
+
+
+def install_view_roster(view: Path, roster_file: bytes) -> None:
+    """Install `roster_file` as v1 in `view`, a data directory without a key of its own."""
+    roster_dir(view).mkdir(parents=True)
+    (roster_dir(view) / "v1.roster").write_bytes(roster_file)
 
 
 def cosign_latest(store: Store, signers: Mapping[str, Signer]) -> None:
@@ -250,8 +260,9 @@ def build_network(root: Path) -> Network:
 
     # A node whose syncs refused Central Africa's doctored export and (planted here, as a
     # sync would keep it) India's last import: it holds each log only up to the refused entry.
-    views["refused"] = root / "view-refused"
-    store = Store(views["refused"], create=True)
+    views["refused"] = root / "view-refused"  # laid out as a data directory, with the roster
+    store = Store(views["refused"] / "store", create=True)
+    install_view_roster(views["refused"], signed.to_bytes())
     for code in ("BW", "RU", "CA", "AO", "AE", "EU"):
         replicate(c[code].log, store, roster)
     replicate(c["CF"].log, store, roster, cf_doctored)
@@ -266,11 +277,13 @@ def build_network(root: Path) -> Network:
     # A node holding Central Africa's log up to an entry it refused: a second export under
     # the number CF-2026-000001, validly signed by CF (a re-used certificate number).
     views["reused"] = root / "view-reused"
-    store = Store(views["reused"], create=True)
+    store = Store(views["reused"] / "store", create=True)
+    install_view_roster(views["reused"], signed.to_bytes())
     replicate(c["CF"].log, store, roster, cf_doctored)
     again = export("CF-2026-000001", ("CF-BAD",), 40_00, dest="EU", origins=("CF",))
     prev = leaf_hash(c["CF"].log.entry(cf_doctored - 1))
-    payload = encode_payload(at("CF"), cf_doctored, prev, 1, again.KIND, again.to_body())
+    when = parse_entry(c["CF"].log.entry(cf_doctored - 1)).time_ms
+    payload = encode_payload(at("CF"), cf_doctored, prev, when, again.KIND, again.to_body())
     reused = sign_entry(signers["CF"], payload)
     why = "export: certificate already issued"
     refuse(store, at("CF"), Refusal(cf_doctored, reused, "certificate.unique", why))
@@ -765,3 +778,112 @@ def test_thirds_of_a_parcel_show_as_parts_of_it() -> None:
     """Three equal thirds of 100.00 ct show as 33.34 + 33.33 + 33.33, not 3 x 33.33."""
     third = Fraction(10_000, 3)
     assert apportion([third, third, third], Fraction(10_000)) == [3334, 3333, 3333]
+
+
+# -- refusal rows are checked before they count ---------------------------------------------
+
+
+def _held_head(store: Store, origin: str) -> tuple[int, bytes, int]:
+    """(size, last leaf, time) of `origin`'s log held in `store`."""
+    with store.read() as txn:
+        log_id = store.log_id(txn, origin)
+        assert log_id is not None
+        head = store.head(txn, log_id)
+        return head.size, head.last_leaf, head.time_ms
+
+
+def _copy_of(network: Network, code: str, tmp_path: Path) -> Path:
+    """A copy of `code`'s data directory, to plant refusal rows in."""
+    copy = tmp_path / code
+    shutil.copytree(network.dirs[code], copy)
+    return copy
+
+
+def _planted(
+    network: Network, copy: Path, code: str, record: Record, change: str = "", rule: str = "x.y"
+) -> int:
+    """Plant, in the store of data directory `copy`, a refusal of `code`'s log: `record` at
+    the size held, signed by `code` and chained, unless `change` breaks one of those."""
+    store = Store(copy / "store")
+    try:
+        size, last, when = _held_head(store, at(code))
+        index = size + 1 if change == "entry-index" else size
+        prev = bytes(32) if change == "prev" else last
+        time_ms = when - 1 if change == "time" else when
+        origin = at("EU" if code != "EU" else "BW") if change == "origin" else at(code)
+        payload = encode_payload(origin, index, prev, time_ms, record.KIND, record.to_body())
+        signer = network.signers["RU" if change == "key" else code]
+        raw = b"\x00junk" if change == "junk" else sign_entry(signer, payload)
+        kept = size + 1 if change == "row-index" else size
+        refuse(store, at(code), Refusal(kept, raw, rule, "planted"))
+    finally:
+        store.close()
+    return size
+
+
+BROKEN_ROWS = ("junk", "prev", "time", "key", "origin", "entry-index", "row-index")
+
+
+@pytest.mark.parametrize("change", BROKEN_ROWS)
+def test_a_refusal_row_that_does_not_check_out_is_ignored(
+    network: Network, tmp_path: Path, change: str
+) -> None:
+    """On a copy of India's node, a kept refusal of CF's log re-using CF-2026-000001 counts
+    only when signed by CF's roster key, of CF's log, at the size held, chained to the last
+    entry held and not earlier: each broken variant leaves the name one certificate, and
+    the entry past the log an ordinary entry-not-held."""
+    copy = _copy_of(network, "IN", tmp_path)
+    again = export("CF-2026-000001", ("CF-OK",), 50_00, dest="EU", origins=("CF",))
+    size = _planted(network, copy, "CF", again, change, "certificate.unique")
+    with reader_of(copy) as reader:
+        assert reader.refused(at("CF")) is None
+        assert reader.resolve("CF-2026-000001") == Start(CERTIFICATE, "CF-2026-000001")
+        past = reader.entry(at("CF"), size + 1)
+        assert isinstance(past, Absent) and past.reason == ENTRY_NOT_HELD
+
+
+def test_a_refusal_row_that_checks_out_is_used(network: Network, tmp_path: Path) -> None:
+    """The same row, valid: the number is ambiguous and an entry past it is behind a break
+    (held in part, not merely not held)."""
+    copy = _copy_of(network, "IN", tmp_path)
+    again = export("CF-2026-000001", ("CF-OK",), 50_00, dest="EU", origins=("CF",))
+    size = _planted(network, copy, "CF", again, rule="certificate.unique")
+    with reader_of(copy) as reader:
+        assert reader.refused(at("CF")) is not None
+        with pytest.raises(TraceError, match="issued by 2 export entries"):
+            reader.resolve("CF-2026-000001")
+        past = reader.entry(at("CF"), size + 1)
+        assert isinstance(past, Absent) and past.reason == LOG_HELD_IN_PART
+        refused = reader.entry(at("CF"), size)
+        assert isinstance(refused, Absent) and refused.reason == ENTRY_REFUSED
+
+
+def test_the_nodes_own_log_is_never_held_in_part(
+    network: Network, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusal row for the node's own log, even one signed by its key and chained, is not
+    taken: India's log is its own, all of it here; the trace into it stays complete."""
+    copy = _copy_of(network, "IN", tmp_path)
+    _planted(network, copy, "IN", mined("IN-NEW", 1_00, origin="IN"))
+    result = traced(copy, Start(CERTIFICATE, "EU-2026-000003"), FORWARD)
+    assert result.complete and not result.breaks
+    code, out, _ = run(capsys, "trace", "EU-2026-000003", "--forward", "--data", str(copy))
+    assert code == 0, out
+
+
+def test_a_certificate_not_imported_on_an_issuer_log_held_in_part_is_a_break(
+    network: Network, tmp_path: Path
+) -> None:
+    """BW-2026-000002 is not imported by India; on a node holding BW's log only up to an
+    entry it refused, a void after that is not known: a break naming BW, not "not imported"."""
+    copy = _copy_of(network, "IN", tmp_path)
+    size = _planted(network, copy, "BW", ExportVoid("BW-2026-000002", 8, "x"), rule="void.x")
+    result = traced(copy, Start(PARCEL, "BW-P2", at("BW")), FORWARD)
+    assert not result.complete
+    (broken,) = result.breaks
+    assert broken.reason == LOG_HELD_IN_PART  # asked of India's log; the detail names BW
+    assert (
+        f"BW's log is held here only to entry {size - 1}: this node refused entry {size} for "
+        f"rule void.x (BW entry {size} voids it), so a void of certificate BW-2026-000002 "
+        "after that is not known here"
+    ) in broken.detail
