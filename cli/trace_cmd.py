@@ -23,6 +23,7 @@ from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import CommandFailed, console, emit_json
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
+from ledger.observer_dir import ObserverDir
 from ledger.quantities import format_carats
 from ledger.roster import MAX_ROSTER_SIZE
 from ledger.roster_files import roster_chain
@@ -38,6 +39,7 @@ from ledger.trace import (
     Node,
     NodeKey,
     Trace,
+    TraceError,
     trace,
 )
 from ledger.trace_store import open_reader
@@ -115,6 +117,12 @@ def _trace(
     """Run and print the trace; whether it is complete."""
     _one_format(as_json, dot)
     node = open_reading(data)
+    if isinstance(node, ObserverDir) and node.verbatim:
+        raise TraceError(
+            f"{data} holds its logs verbatim (pulled without the custody rules, as the demo's "
+            "auditor copy is): nothing is indexed to trace through; `kimberley audit` and "
+            "`stats` read it, and an observer's own synced directory traces"
+        )
     direction = FORWARD if forward else BACKWARD
     with open_reader(node.store, node.network) as reader:
         start = reader.resolve(ident, origin)

@@ -158,6 +158,8 @@ def test_sync_refuses_a_directory_pulled_verbatim(
     assert code == 1 and "pulled verbatim" in one_error_line(err)
     assert fingerprint(obs) == before
     assert json.loads(cli(capsys, "log", "show", "--json", "--data", obs)) == []
+    code, out, err = run(capsys, "trace", "BW-2026-000001", "--data", obs)  # nothing indexed
+    assert code == 2 and out == "" and "holds its logs verbatim" in one_error_line(err)
     node = ObserverDir.open(Path(obs))
     try:
         assert node.verbatim
