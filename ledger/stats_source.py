@@ -105,9 +105,15 @@ def _indexed(store: Store, txn: lmdb.Transaction, log_id: bytes, at: int, r: Rec
     if actor is not None:
         key = log_id + actor.encode() + b"\x00" + u64(at)
         return txn.get(key, db=store.db("actor_log")) is not None
-    if isinstance(r, ExportVoid):
+    if isinstance(r, ExportVoid):  # the void that took effect put its parcels back, at `at`
         row = txn.get(log_id + r.certificate.encode(), db=store.db("certificates"))
-        return row is not None and decode_value(bytes(row))[8] == VOIDED
+        if row is None:
+            return False
+        fields = decode_value(bytes(row))
+        if fields[8] != VOIDED or not fields[10]:
+            return False
+        key = log_id + str(fields[10][0]).encode() + b"\x00" + u64(at)
+        return txn.get(key, db=store.db("parcel_log")) is not None
     match r:
         case ParcelMine():
             parcel = r.parcel

@@ -22,7 +22,7 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.entry import encode_payload, sign_entry
 from ledger.keys import Signer
-from ledger.records import ExportRef, Import
+from ledger.records import ExportRef, ExportVoid, Import
 from ledger.refusals import Refusal, put_refusal
 from ledger.replica import PeerRuleError
 from ledger.roster import Roster, SignedRoster
@@ -316,3 +316,35 @@ def test_a_refused_entry_is_dated_by_its_record(
         if a["kind"] == REFUSED and a["origin"] == f"{NET}/IN"
     ]
     assert [a["date"] for a in refused] == ["2026-03-09"]
+
+
+def test_a_second_void_of_one_certificate_is_refused_not_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BW voids its certificate, then a doctored tool voids it again on BW's own log: the
+    custody rules refuse a second void, so stats lists it as a refused entry instead of
+    taking it as accepted because the certificate is, by then, voided."""
+    with data_dirs(tmp_path, CODES) as nodes:
+        signers = {code: node.signer for code, node in nodes.items()}
+        roster = roster_for({code: s.verifier for code, s in signers.items()})
+        bw = Custody(nodes["BW"], roster, clock=at("2026-03-05"))
+        bw.append_many([actor("MINE-1", "mine"), actor("EXP-1", "exporter"), mined("P1", 100_00)])
+        bw.append(export("BW-2026-000001", ("P1",), 100_00, "EU"))
+        void = ExportVoid("BW-2026-000001", 3, "buyer withdrew")
+        assert bw.append(void).index == 4
+        doctored = nodes["BW"].own_log(clock=at("2026-03-06"))
+        assert doctored.append(void.KIND, void.to_body()).index == 5
+        signed = SignedRoster(roster)
+        for signer in signers.values():
+            signed = signed.sign(signer)
+        install_roster(tmp_path / "BW", signed.to_bytes(), signers["BW"].verifier)
+        for node in nodes.values():
+            node.close()
+    code, out, err = run(
+        capsys, "stats", "--as-of", AS_OF, "--json", "--data", str(tmp_path / "BW")
+    )
+    assert code == 0, err
+    refused = [
+        (a["origin"], a["index"]) for a in json.loads(out)["anomalies"] if a["kind"] == REFUSED
+    ]
+    assert refused == [(f"{NET}/BW", 5)]
