@@ -105,7 +105,8 @@ def _init_observer(name: str, network: str, data: Path, as_json: bool) -> None:
         console.print(f"observer key: {key}")
         console.print(
             "next: have the roster's authors list it under observers, then "
-            "`kimberley roster install FILE` and `kimberley sync`"
+            "`kimberley roster install FILE... --v1-sha256 HEX` (v1's hash as the KP chair "
+            "publishes it) and `kimberley sync`"
         )
 
 

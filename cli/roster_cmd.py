@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,17 @@ from cli.output import console, emit_json
 from ledger.errors import RosterError
 from ledger.observer_dir import ObserverDir
 from ledger.roster import Roster, SignedRoster, verify_chain
-from ledger.roster_files import install_versions, load_roster, roster_dir
+from ledger.roster_files import (
+    install_versions,
+    load_roster,
+    roster_chain,
+    roster_dir,
+    sha256_hex,
+)
 from ledger.roster_membership import check_listed
+
+#: What --v1-sha256 must look like: a SHA-256 in hex.
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
 
@@ -95,7 +105,16 @@ def install(
     directory; v1's SHA-256 (printed whenever v1 is installed) is what anchors the chain.
     """
     node = open_reading(data)
+    if v1_sha256 is not None and not _SHA256_HEX.fullmatch(v1_sha256.strip()):
+        raise RosterError(f"--v1-sha256 {v1_sha256!r} is not a SHA-256 (64 hex digits)")
     first = not roster_dir(data).is_dir() or not any(roster_dir(data).glob("v*.roster"))
+    if first and files:
+        version = SignedRoster.from_bytes(files[0].read_bytes()).roster.version
+        if version != 1:
+            raise RosterError(
+                f"roster v{version}: the first trusted roster must be v1; give v1 first "
+                "and the later versions after it, in order"
+            )
     if isinstance(node, ObserverDir) and first and v1_sha256 is None:
         raise RosterError(
             "an observer's first install needs --v1-sha256 HEX: v1's SHA-256 as published out "
@@ -112,6 +131,9 @@ def install(
         console.print(f"roster v1 SHA-256: {done.v1_sha256}", soft_wrap=True)
         console.print(f"roster v1 signed by its Participants: {signers}", soft_wrap=True)
     who = f"; this directory reads as observer {node.name}" if isinstance(node, ObserverDir) else ""
+    if not done.written:
+        console.print(f"nothing new installed: the current roster is v{roster.version}{who}")
+        return
     console.print(
         f"installed roster v{roster.version} of {roster.network} "
         f"({len(roster.participants)} participants){who}"
@@ -140,8 +162,12 @@ def _show(roster: Roster, as_json: bool) -> None:
 
 @roster_app.command("show")
 def show(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) -> None:
-    """Show the current trusted roster (re-verified from version 1)."""
-    _show(load_roster(data), as_json)
+    """Show the current trusted roster (re-verified from version 1), and v1's SHA-256,
+    the chain's anchor, to compare with the one the KP chair publishes."""
+    roster = load_roster(data)
+    _show(roster, as_json)
+    if not as_json:
+        console.print(f"roster v1 SHA-256: {sha256_hex(roster_chain(data)[0])}", soft_wrap=True)
 
 
 @roster_app.command("verify")
@@ -151,5 +177,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a roster chain from a trusted version 1, with no data directory."""
-    roster = verify_chain(trusted.read_bytes(), [p.read_bytes() for p in later or []])
+    anchor = trusted.read_bytes()
+    roster = verify_chain(anchor, [p.read_bytes() for p in later or []])
     _show(roster, as_json)
+    if not as_json:
+        console.print(f"roster v1 SHA-256: {sha256_hex(anchor)}", soft_wrap=True)

@@ -105,7 +105,11 @@ def test_re_installing_versions_held_skips_them(
     cli(capsys, "roster", "install", v1, v2, *anchor(v1), "--data", obs)
     out = cli(capsys, "roster", "install", v1, v2, "--data", obs)
     assert "v1 already installed" in out and "v2 already installed" in out
-    assert "installed roster v2" in out and load_roster(Path(obs)).version == 2
+    assert "nothing new installed: the current roster is v2" in out  # not "installed"
+    assert load_roster(Path(obs)).version == 2
+    v1_hash = hashlib.sha256(Path(v1).read_bytes()).hexdigest()
+    assert f"roster v1 SHA-256: {v1_hash}" in cli(capsys, "roster", "show", "--data", obs)
+    assert f"roster v1 SHA-256: {v1_hash}" in cli(capsys, "roster", "verify", v1, v2)
     other = signed_roster(tmp_path / "o", capsys, _dirs(tmp_path / "o", capsys), URLS, {"KP": key})
     code, _, _ = run(capsys, "roster", "install", other, "--data", obs)
     assert code == 1
@@ -165,3 +169,20 @@ def test_sync_refuses_a_directory_pulled_verbatim(
         assert node.verbatim
     finally:
         node.close()
+
+
+def test_a_first_install_says_what_is_wrong_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v2 alone into a new directory is told it must start from v1 (not first asked for a
+    hash it would then refuse anyway); a --v1-sha256 that is no SHA-256 is refused before
+    anything is read; nothing is installed either way."""
+    dirs = init_participants(tmp_path, capsys, ["BW", "EU"])
+    obs, key = init_observer(tmp_path, capsys)
+    v2 = signed_roster(tmp_path, capsys, dirs, URLS, {"KP": key}, version=2)
+    code, _, err = run(capsys, "roster", "install", v2, "--data", obs)
+    assert code == 1 and "roster v2: the first trusted roster must be v1" in one_error_line(err)
+    v1 = signed_roster(tmp_path, capsys, dirs, URLS, {"KP": key})
+    code, _, err = run(capsys, "roster", "install", v1, "--v1-sha256", "b7d52a80", "--data", obs)
+    assert code == 1 and "is not a SHA-256 (64 hex digits)" in one_error_line(err)
+    assert not (Path(obs) / "roster").exists() or not any((Path(obs) / "roster").iterdir())
