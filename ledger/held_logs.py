@@ -23,6 +23,9 @@ def resolve_origin(held: Sequence[str], name: str) -> str:
     several."""
     if name in held:
         return name
+    folded = [o for o in held if o.lower() == name.lower()]  # kp.example/bw: case is no name
+    if len(folded) == 1:
+        return folded[0]
     if "/" not in name:
         matches = [o for o in held if o.rpartition("/")[2] == name.upper()]
         if len(matches) == 1:

@@ -502,6 +502,7 @@ def test_resolve_origin_takes_a_full_origin_or_a_unique_code() -> None:
     held = ["kp.example/BW", "kp.example/EU", "other.example/EU"]
     assert resolve_origin(held, "kp.example/EU") == "kp.example/EU"
     assert resolve_origin(held, "bw") == "kp.example/BW"
+    assert resolve_origin(held, "kp.example/bw") == "kp.example/BW"  # any case, as the code
     with pytest.raises(LogError, match="names several logs"):
         resolve_origin(held, "EU")
     with pytest.raises(LogError, match=r"no log IN is held here \(held: kp.example/BW"):
