@@ -98,7 +98,12 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
         console.print(
             f"{r.origin}: {r.before} -> {r.after} entries verified "
             f"(checkpoint size {r.checkpoint_size}) from {p.source}"
-            + ("" if p.from_owner else " [yellow](not the owner's node)[/]"),
+            + ("" if p.from_owner else " [yellow](not the owner's node)[/]")
+            + (
+                f" [yellow](behind the {r.before} entries held here)[/]"
+                if r.checkpoint_size < r.before
+                else ""
+            ),
             soft_wrap=True,
         )
         for u in p.skipped:

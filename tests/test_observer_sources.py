@@ -216,6 +216,9 @@ def test_sync_reports_each_log_s_source_and_refuses_to_fall_back(
     out = cli(capsys, "sync", "--origin", BW, "--peer", forked["A"], "--json", "--data", obs)
     (shown,) = json.loads(out)
     assert (shown["after"], shown["source"], shown["from_owner"]) == (3, forked["A"], False)
+    out = cli(capsys, "sync", "--origin", BW, "--peer", forked["A2"], "--data", obs)  # stale
+    assert "3 -> 3 entries verified (checkpoint size 2)" in out
+    assert "(behind the 3 entries held here)" in out
     code, _, err = run(capsys, "sync", "--origin", "ZZ", "--data", obs)
     assert code == 1 and "no participant with log origin 'kp.example/ZZ'" in one_error_line(err)
 
