@@ -71,6 +71,7 @@ from ledger.audit_facts import ExportFact, ImportFact, cross_check
 from ledger.audit_findings import (
     EXPORT_OVERDUE,
     INTEGRITY,
+    LOG_HELD_WHOLE,
     LOG_INTEGRITY,
     RECORD_WELL_FORMED,
     ROSTER_LISTED,
@@ -86,10 +87,11 @@ from ledger.audit_findings import (
 from ledger.audit_replay import COMMIT_EVERY, Progress, _Auditor
 from ledger.audit_scratch import _Scratch
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError, LogError
+from ledger.errors import LedgerError, LogError, RosterError
 from ledger.held_logs import resolve_origin
 from ledger.records import Import
 from ledger.roster import Roster
+from ledger.seen_checkpoints import seen_size
 from ledger.store import Store, entry_key
 from ledger.verify import shared_workers
 
@@ -198,7 +200,8 @@ def audit(
                 logs = auditor.logs([(o, *held[o][:2]) for o in order], workers)
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
-            short = {log.origin for log in logs if not log.intact} | auditor.refused
+            behind = _held_short(store, txn, roster, logs, auditor.refused, tally)
+            short = {log.origin for log in logs if not log.intact} | auditor.refused | behind
             cut_short = frozenset(o.rpartition("/")[2] for o in short)
             auditor.cross(audited, as_of, overdue_days, cut_short)
         finally:
@@ -210,6 +213,37 @@ def audit(
         as_of,
         overdue_days,
     )
+
+
+def _held_short(
+    store: Store,
+    txn: lmdb.Transaction,
+    roster: Roster,
+    logs: Sequence[LogAudit],
+    refused: set[str],
+    tally: _Tally,
+) -> set[str]:
+    """The logs held short of a checkpoint a sync here verified (a pull that stopped
+    midway), each noted as a finding: what is held checks out, but the log signed more.
+    A log stopped by a refused entry is left out: its rule is reported already."""
+    behind = set()
+    for log in logs:
+        if log.origin in refused:
+            continue
+        try:
+            key = roster.log_key(log.origin)
+        except RosterError:
+            continue
+        signed = seen_size(store, txn, log.origin, key)
+        if signed > log.size:
+            behind.add(log.origin)
+            why = (
+                f"{log.origin} is held here only to entry {log.size - 1}: a sync here verified "
+                f"the log's checkpoint of {signed} entries and stopped before the rest"
+            )
+            values = (("held", log.size), ("signed", signed))
+            tally(Finding(UNVERIFIABLE, LOG_HELD_WHOLE, log.origin, log.size, why, values))
+    return behind
 
 
 def replay_order(

@@ -32,6 +32,8 @@ LOG_INTEGRITY: Final = "log.integrity"
 ROSTER_LISTED: Final = "roster.listed"
 RECORD_WELL_FORMED: Final = "record.well-formed"
 EXPORT_OVERDUE: Final = "export.overdue"
+#: A log held here short of a checkpoint a sync here verified (the pull stopped midway).
+LOG_HELD_WHOLE: Final = "log.held-whole"
 
 Value = str | int
 FindingSink = Callable[["Finding"], None]

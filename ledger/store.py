@@ -58,6 +58,8 @@ _DB_NAMES = (
     "evidence",
     # the entry a sync last refused for breaking a custody rule, per log (ledger.refusals)
     "refusals",
+    # the largest checkpoint a sync verified, per log (ledger.seen_checkpoints)
+    "seen_checkpoints",
 )
 _U64 = struct.Struct(">Q")
 #: A log's id: its number among the store's logs, 4 bytes, so every entry key is 12.

@@ -38,6 +38,7 @@ from ledger.read_ahead import ReadAhead
 from ledger.refusals import Refusal, put_refusal, refusal
 from ledger.replica import Checking, PeerRuleError, Replica
 from ledger.roster import Roster
+from ledger.seen_checkpoints import put_seen
 from ledger.store import Store, checkpoint_key
 from ledger.tiles import TILE_WIDTH
 from ledger.worker_start import worker_pool
@@ -132,6 +133,8 @@ def pull(
                 ),
             ) from None
     _check_refused_index(store, log_key, replica.log_id, have, note, source, tree)
+    with store.write() as txn:  # the log signed this size: an audit of a pull cut short says so
+        put_seen(store, txn, origin, note, cp.size)
     batches = _batches(source, tree, cp.size, have, limits.batch_entries)
     workers = limits.workers or os.cpu_count() or 1
     in_processes = cp.size - have >= limits.processes_from

@@ -41,6 +41,7 @@ from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.encoding import pack_canonical
 from ledger.entry import encode_payload, parse_entry, sign_entry
+from ledger.errors import PeerError
 from ledger.evidence import LeafFork, verify_evidence
 from ledger.keys import Signer
 from ledger.log import Log
@@ -424,7 +425,8 @@ def test_an_entry_a_sync_refused_is_audited_where_the_held_log_stops(
         forged = bytearray(kept.entry)
         forged[-1] ^= 1
         put_refusal(india.store, txn, log_id, dataclasses.replace(kept, entry=bytes(forged)))
-    assert audited(india, network.roster, origins=["BW"])[1] == []
+    found = audited(india, network.roster, origins=["BW"])[1]  # held short of its checkpoint
+    assert [(f.kind, f.rule, f.index) for f in found] == [(UNVERIFIABLE, "log.held-whole", 4)]
 
 
 def _refused_at_india(network: Network, tmp_path: Path) -> tuple[DataDir, bytes, Refusal]:
@@ -459,7 +461,8 @@ def test_a_refusal_that_does_not_follow_the_held_log_proves_nothing(
 ) -> None:
     """The audit replays a refused entry only when it is the one that follows the log held:
     signed for this log at the next index, chained to the last entry held and not earlier.
-    Anything else in the refusals table (or a damaged row) is ignored, not an error."""
+    Anything else in the refusals table (or a damaged row) is ignored, not an error: the
+    audit then says only that the log is held short of the checkpoint the sync verified."""
     india, log_id, kept = _refused_at_india(network, tmp_path)
     entry = kept.entry
     changed: dict[str, dict[str, Any]] = {
@@ -484,7 +487,8 @@ def test_a_refusal_that_does_not_follow_the_held_log_proves_nothing(
             txn.put(log_id, b"\xff\x00junk", db=table)
         else:
             txn.put(log_id, pack_canonical([4, 7, "r", "x"]), db=table)  # an int for the entry
-    assert audited(india, network.roster, origins=["BW"])[1] == []
+    found = audited(india, network.roster, origins=["BW"])[1]  # held short of its checkpoint
+    assert [(f.kind, f.rule, f.index) for f in found] == [(UNVERIFIABLE, "log.held-whole", 4)]
 
 
 def test_another_entry_served_where_one_was_refused_is_evidence_of_two_histories(
@@ -564,6 +568,38 @@ def test_an_export_to_a_log_held_only_in_part_is_not_called_overdue(network: Net
         "kp.example/IN's log is held here only up to entry 0: a sync here refused entry 1 "
         "(some.rule)"
     )
+
+
+def test_a_pull_that_stopped_midway_leaves_a_log_held_short_and_the_audit_says_so(
+    network: Network, tmp_path: Path
+) -> None:
+    """India holds BW's first 4 entries; BW appends a fifth; a mirror serves its checkpoint
+    but not its entries, so the pull stops after verifying the checkpoint. The entries held
+    check out, yet the audit says the log is held short of the size BW signed (before, it
+    found the shorter log clean), and a damaged record of that checkpoint proves nothing."""
+    india = network.nodes["IN"]
+    key = network.signers["BW"].verifier
+    publish(network.nodes["BW"].path, tmp_path / "at4")
+    pull(india.store, key, DirectorySource(tmp_path / "at4", origin("BW")), roster=network.roster)
+    assert network.write("BW", "2026-03-06", mined("P9", 5_00)) == [4]
+    publish(network.nodes["BW"].path, tmp_path / "at5")
+    shutil.rmtree(tmp_path / "at5" / NET / "BW" / "tile" / "entries")
+    with pytest.raises(PeerError):
+        pull(
+            india.store, key, DirectorySource(tmp_path / "at5", origin("BW")), roster=network.roster
+        )
+    report, found = audited(india, network.roster, origins=["BW"])
+    assert [(f.kind, f.rule, f.origin, f.index) for f in found] == [
+        (UNVERIFIABLE, "log.held-whole", origin("BW"), 4)
+    ]
+    assert dict(found[0].values) == {"held": 4, "signed": 5}
+    (bw,) = report.logs
+    assert (bw.size, bw.intact) == (4, True)  # what is held checks out
+    with india.store.write() as txn:  # a seen checkpoint that no longer verifies is ignored
+        row = bytearray(txn.get(origin("BW").encode(), db=india.store.db("seen_checkpoints")))
+        row[-3] ^= 1
+        txn.put(origin("BW").encode(), bytes(row), db=india.store.db("seen_checkpoints"))
+    assert audited(india, network.roster, origins=["BW"])[1] == []
 
 
 def test_a_log_cut_short_by_a_refusal_is_cut_short_for_the_cross_log_checks(

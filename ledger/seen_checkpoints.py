@@ -1,0 +1,47 @@
+"""The largest checkpoint a sync here verified for each log, kept even when the sync stopped
+before holding all its entries, so the audit can say that a log is held only in part.
+
+A pull verifies the served checkpoint before it fetches a single entry. If it then stops
+(the peer went away, a tile was missing), the entries held are a clean prefix, and without
+this record an audit of them would find the shorter log whole: the log's own signature on
+the larger size is the evidence that more exists.
+"""
+
+from __future__ import annotations
+
+import lmdb
+
+from ledger.checkpoint import open_checkpoint
+from ledger.errors import LedgerError
+from ledger.keys import Verifier
+from ledger.store import Store
+
+#: The store's table of checkpoints seen, keyed by log origin (listed in `ledger.store`).
+SEEN = "seen_checkpoints"
+
+
+def put_seen(store: Store, txn: lmdb.Transaction, origin: str, note: bytes, size: int) -> None:
+    """Keep `note` (a verified checkpoint of `size` entries) as `origin`'s largest seen, unless
+    a larger one is kept already."""
+    key = origin.encode()
+    db = store.db(SEEN)
+    held = txn.get(key, db=db)
+    if held is not None and int.from_bytes(bytes(held)[:8], "big") >= size:
+        return
+    txn.put(key, size.to_bytes(8, "big") + note, db=db)
+
+
+def seen_size(store: Store, txn: lmdb.Transaction, origin: str, key: Verifier | None) -> int:
+    """The size of the largest checkpoint of `origin` a sync here verified, checked again
+    with the log's roster `key`; 0 when none is kept, or it does not check out."""
+    db = store.dbs.get(SEEN)
+    if db is None or key is None:
+        return 0
+    row = txn.get(origin.encode(), db=db)
+    if row is None:
+        return 0
+    try:
+        checkpoint, _ = open_checkpoint(bytes(row)[8:], key)
+    except LedgerError:
+        return 0  # a damaged or forged row proves nothing
+    return checkpoint.size if checkpoint.origin == origin else 0
