@@ -73,7 +73,7 @@ from ledger.records import (
     certificate_issuer,
     parse_record,
 )
-from ledger.refusals import refusal
+from ledger.refusals import verified_refusal
 from ledger.roster import Roster
 from ledger.rules import (
     VOIDED,
@@ -270,7 +270,8 @@ class Custody:
         confirmed: the destination's log holds an import of this very export entry;
         voided; overdue: neither, and more than `overdue_days` since issue; else awaiting.
         Past due, it is unverifiable instead of overdue when the destination's log is not
-        held here, or is held only up to an entry a sync here refused.
+        held here, or is held only up to an entry a sync here refused (a kept refusal
+        counts as the audit's does: `ledger.refusals.verified_refusal`).
         """
         state = self.certificate(number)
         if state is None or state.origin != self.origin:
@@ -281,7 +282,8 @@ class Custody:
             seen = stopped = None
             if log_id is not None:
                 seen = Index(LmdbTables(txn, self._dbs), log_id).certificate(number)
-                stopped = refusal(self.store, txn, log_id)
+                key = self.roster.log_key(destination)
+                stopped = verified_refusal(self.store, txn, log_id, key)
             held = 0 if log_id is None else self.store.head(txn, log_id).size
         if state.status == VOIDED:
             return Confirmation(number, "voided", destination, held, None)
@@ -292,7 +294,7 @@ class Custody:
             return Confirmation(number, "awaiting", destination, held, None)
         if log_id is None:
             why = f"{destination}'s log is not held here"
-        elif stopped is not None and stopped.index == held:
+        elif stopped is not None:  # verified: the entry that would follow those held
             held_here = f"is held here only up to entry {held - 1}" if held else "is not held here"
             refused = f"a sync here refused entry {held} ({stopped.rule})"
             why = f"{destination}'s log {held_here}: {refused}"
