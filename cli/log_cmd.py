@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cli.custody_cmd import open_custody
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
 from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
-from ledger.custody import Custody
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, LogError, RosterError
 from ledger.held_logs import held_logs
@@ -22,7 +22,6 @@ from ledger.keys import Verifier
 from ledger.log import Log
 from ledger.note import b64decode_strict
 from ledger.records import parse_record
-from ledger.roster_files import load_roster
 from ledger.verify import verify_log
 
 log_app = typer.Typer(
@@ -66,15 +65,14 @@ def append(
     """Append one record, checked against every custody rule under the installed roster
     (as the record commands are); `--unchecked` appends it raw."""
     fields = parse_body(body)
-    node = open_data(data)
     if unchecked:
-        done = node.own_log().append(kind, fields)
+        done = open_data(data).own_log().append(kind, fields)
     else:
         try:
-            roster = load_roster(data)
+            custody = open_custody(data)
         except RosterError as e:
             raise RosterError(f"{e}: the custody rules need it (or append --unchecked)") from e
-        done = Custody(node, roster).append(parse_record(kind, fields))
+        done = custody.append(parse_record(kind, fields))
     if as_json:
         emit_json({"index": done.index, "leaf_hash": done.leaf_hash, "size": done.size})
     else:
