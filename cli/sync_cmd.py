@@ -47,7 +47,8 @@ def sync(
     a tile it cannot serve) fails that log for this sync. Each log line names its source and
     the sources passed over, and says when it is not the owner's node. A log that cannot be
     pulled is reported on its own line and the others are still pulled; the exit status is
-    then 1.
+    then 1. So it is when a log stays held short of a checkpoint an earlier sync verified
+    (a source behind that size is passed over for the next, which may hold the rest).
     """
     node = open_reading(data)
     if isinstance(node, ObserverDir) and node.verbatim:
@@ -73,7 +74,7 @@ def sync(
             places = peer or roster_sources(roster, name, own_code)
             pulls.append(pull_first(node.store, roster, name, places, open_source, advance))
     _print(pulls, as_json)
-    if any(p.error is not None for p in pulls):
+    if any(p.error is not None or p.short_of is not None for p in pulls):
         raise typer.Exit(1)
 
 
@@ -106,6 +107,14 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
             ),
             soft_wrap=True,
         )
+        if p.short_of is not None:
+            errors.print(
+                f"error: {r.origin}: held here to {r.after} of the {p.short_of} entries the "
+                "log has signed (a checkpoint an earlier sync verified); no source served "
+                "the rest",
+                markup=False,
+                soft_wrap=True,
+            )
         for u in p.skipped:
             console.print(f"  passed over: {u.reason}", markup=False, soft_wrap=True)
     for p in pulls:
@@ -120,6 +129,7 @@ def _json(p: LogPull) -> dict[str, object]:
     if p.report is not None:
         r = p.report
         shown |= {"before": r.before, "after": r.after, "checkpoint": r.checkpoint_size}
+        shown["short_of"] = p.short_of
     else:
         shown["error"] = str(p.error)
     return shown | {
