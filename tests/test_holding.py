@@ -1,7 +1,7 @@
 """How much of a log is held here (`ledger.holding`): after a pull that stopped midway (the
-owner's signed checkpoint verified, only a prefix of its entries fetched), the audit says
-the log is held only in part, naming both sizes. A refusal, the own log and a missing key
-keep their rules."""
+owner's signed checkpoint verified, only a prefix of its entries fetched), the audit, stats
+and `certificate show` all say the log is held only in part, naming both sizes; trace's
+side is in tests/test_trace.py. A refusal, the own log and a missing key keep their rules."""
 
 from __future__ import annotations
 
@@ -82,6 +82,50 @@ def short(tmp_path: Path) -> Iterator[Short]:
         install_roster(tmp_path / "BW", signed.to_bytes(), signers["BW"].verifier)
         size = log.size()
     yield Short(tmp_path / "BW", 1, size)  # every store closed: the commands open them
+
+
+def test_certificate_show_calls_an_export_to_a_log_a_pull_left_short_unverifiable(
+    short: Short, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past due and not imported in the entry of India's log held here, BW-2026-000001 is
+    not overdue: its import may lie in the entries India signed that the pull never fetched.
+    The reason names the entries held and the size India signed."""
+    assert (short.held, short.signed) == (1, 3)
+    args = ("certificate", "show", "BW-2026-000001", "--as-of", AS_OF, "--json")
+    code, out, err = run(capsys, *args, "--data", str(short.bw))
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["status"] == shown["confirmation"] == "unverifiable"
+    assert shown["destination_entries_held"] == 1
+    assert shown["unverifiable"] == (
+        f"{NET}/IN's log is held here only to entry 0 (1 of the 3 entries its owner signed: "
+        "a sync here stopped before the rest)"
+    )
+
+
+def test_stats_does_not_call_an_export_to_a_log_a_pull_left_short_overdue(
+    short: Short, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stats leaves BW-2026-000001 unjudged instead of overdue, and says India's log is held
+    only in part: in the JSON (both sizes, no refusal) and in a note naming both sizes."""
+    args = ("stats", "--as-of", AS_OF, "--json", "--data", str(short.bw))
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [a for a in doc["anomalies"] if a["kind"] == "export.overdue"] == []
+    assert doc["partial"] is True
+    india = next(log for log in doc["logs"] if log["participant"] == "IN")
+    assert (india["entries_held"], india["held_in_part"], india["signed_size"]) == (1, True, 3)
+    assert india["refused"] is None
+    assert india["exports_not_judged_overdue"] == 1
+    (note,) = [n for n in doc["notes"] if n.startswith("IN")]
+    assert note == (
+        "IN's log is held here only to entry 0 (1 of the 3 entries its owner signed: a sync "
+        "here stopped before the rest). IN's figures stop there, and 1 export to or from IN "
+        "cannot be judged overdue (the import or void may lie beyond)."
+    )
+    bw = next(log for log in doc["logs"] if log["participant"] == "BW")
+    assert (bw["held_in_part"], bw["signed_size"]) == (False, None)
 
 
 def test_the_audit_says_the_same_of_that_log(
