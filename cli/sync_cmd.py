@@ -108,10 +108,14 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
             soft_wrap=True,
         )
         if p.short_of is not None:
+            why = (
+                "no source served the rest"
+                if p.refused is None
+                else f"a sync here refused entry {p.refused[0]} ({p.refused[1]}; see the audit)"
+            )
             errors.print(
                 f"error: {r.origin}: held here to {r.after} of the {p.short_of} entries the "
-                "log has signed (a checkpoint an earlier sync verified); no source served "
-                "the rest",
+                f"log has signed (a checkpoint a sync here verified); {why}",
                 markup=False,
                 soft_wrap=True,
             )
@@ -130,6 +134,7 @@ def _json(p: LogPull) -> dict[str, object]:
         r = p.report
         shown |= {"before": r.before, "after": r.after, "checkpoint": r.checkpoint_size}
         shown["short_of"] = p.short_of
+        shown["refused"] = None if p.refused is None else list(p.refused)
     else:
         shown["error"] = str(p.error)
     return shown | {

@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, NoteError, PeerError
+from ledger.holding import Holding, holding
 from ledger.keys import Verifier
 from ledger.roster import Roster
-from ledger.seen_checkpoints import seen_size
 from ledger.store import Store
 from node.sources import TileSource
 from node.sync import Progress, SyncReport, fetch_checkpoint, pull
@@ -62,7 +62,8 @@ class LogPull:
     no source served one); `owner` the owner's node URL on the roster; `skipped` the
     sources passed over before it. Exactly one of `report` (pulled) and `error` (not) is
     set. `short_of` is the size the log is known to have signed when the entries held
-    after the pull stop short of it (no source served the rest), else None.
+    after the pull stop short of it (no source served the rest), else None; `refused`
+    then names the entry a sync here refused (index, rule) when that is where it stops.
     """
 
     origin: str
@@ -72,6 +73,7 @@ class LogPull:
     report: SyncReport | None = None
     error: LedgerError | None = None
     short_of: int | None = None
+    refused: tuple[int, str] | None = None
 
     @property
     def from_owner(self) -> bool:
@@ -148,8 +150,14 @@ def pull_first(
     if pulled is not None:  # every source that served the log is behind
         location, report = pulled
         passed = tuple(u for u in skipped if u.location != location)
-        short = signed if report.after < signed else None
-        return LogPull(origin, location, owner_url, passed, report=report, short_of=short)
+        if report.after >= signed:
+            return LogPull(origin, location, owner_url, passed, report=report)
+        held = _holding(store, key)
+        stop = None if held is None or held.refusal is None else held.refusal
+        refused = None if stop is None else (stop.index, stop.rule)
+        return LogPull(
+            origin, location, owner_url, passed, report=report, short_of=signed, refused=refused
+        )
     if not skipped:
         why = PeerError(f"{origin}: no source to pull from")
     else:
@@ -159,11 +167,16 @@ def pull_first(
 
 def _known_size(store: Store, key: Verifier) -> int:
     """The largest size `key.name`'s log is known here to have signed: the entries held, or
-    a larger checkpoint an earlier sync verified and then stopped short of."""
+    a larger checkpoint a sync here verified (`ledger.holding`)."""
+    held = _holding(store, key)
+    return 0 if held is None else max(held.size, held.signed_at_least or 0)
+
+
+def _holding(store: Store, key: Verifier) -> Holding | None:
+    """How `key.name`'s log stands here (None when none of it is held)."""
     with store.read() as txn:
         log_id = store.log_id(txn, key.name)
-        held = 0 if log_id is None else store.head(txn, log_id).size
-        return max(held, seen_size(store, txn, key.name, key))
+        return None if log_id is None else holding(store, txn, key.name, log_id, key)
 
 
 def roster_origin(roster: Roster, name: str) -> str:

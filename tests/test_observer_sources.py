@@ -175,6 +175,8 @@ def test_a_rule_refusal_is_not_replaced_by_another_source(
     done = pull(bad, good)
     assert isinstance(done.error, RuleViolation)
     assert (done.source, pull.tried, pull.held()) == (bad, [bad], 1)
+    after = pull(good)  # the mirror from before the entry: short, and the refusal is why
+    assert (after.error, after.short_of, after.refused) == (None, 2, (1, done.error.rule))
 
 
 def test_a_source_missing_a_hash_tile_cannot_serve_it_and_is_no_fork(
@@ -269,8 +271,8 @@ def test_sync_exits_1_for_a_log_held_short_of_a_checkpoint_it_verified(
     code, out, err = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--data", obs)
     assert code == 1 and "2 -> 2 entries verified (checkpoint size 2)" in out
     assert one_error_line(err) == (
-        f"error: {BW}: held here to 2 of the 3 entries the log has signed (a checkpoint an "
-        "earlier sync verified); no source served the rest"
+        f"error: {BW}: held here to 2 of the 3 entries the log has signed (a checkpoint a "
+        "sync here verified); no source served the rest"
     )
     code, out, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--json",
                        "--data", obs)  # fmt: skip
