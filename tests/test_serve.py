@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import secrets
 import string
 import time
 from collections.abc import Iterator
@@ -26,7 +27,14 @@ from ledger.keys import Signer, Verifier
 from ledger.log import Log
 from ledger.roster import Observer, Participant, Roster, SignedRoster
 from ledger.roster_files import install_roster
-from node.auth import SignatureAuth, sign_request
+from node.auth import (
+    RequestParts,
+    SignatureAuth,
+    SignatureParams,
+    parse_dictionary,
+    sign_parts,
+    sign_request,
+)
 from node.local import LocalNodes, free_port
 from node.serve import accepts_gzip
 from node.tlog_tiles import ENTRIES, TileRef, decode_bundle, tiles_for_size
@@ -428,6 +436,49 @@ def test_a_replayed_or_stale_signature_is_401(served: Served) -> None:
     for skew in (-600, 600):
         old = signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=int(time.time()) + skew)
         assert send(old).status_code == 401
+
+
+def test_a_stale_signature_is_401_saying_which_way_the_clocks_differ(served: Served) -> None:
+    """A request created 400 s ago hears "400 s ago"; one 400 s ahead, "in the future"."""
+    now = int(time.time())
+    behind = send(signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=now - 400))
+    assert behind.status_code == 401
+    assert re.search(
+        r", 40\d s ago by this node's clock \(allowed: 300 s either way\)", behind.text
+    )
+    ahead = send(signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=now + 400))
+    assert ahead.status_code == 401
+    assert re.search(r", (39\d|400) s in the future by this node's clock", ahead.text)
+
+
+def signed_as_hinted(hint: str, signer: Signer, url: str) -> httpx.Request:
+    """A GET of `url` signed as an RFC 9421 client reads a 401's Accept-Signature `hint`:
+    covering exactly the components it lists, with the parameters it names."""
+    [(inner, params)] = parse_dictionary(hint, "Accept-Signature").values()
+    assert isinstance(inner, tuple)
+    assert [k for k, _ in params] == ["created", "nonce", "keyid", "alg"]
+    request = httpx.Request("GET", url)
+    parts = RequestParts.from_httpx(request)
+    signature = SignatureParams.make(
+        (str(c) for c, _ in inner),
+        created=int(time.time()),
+        nonce=secrets.token_urlsafe(16),
+        keyid=signer.name,
+    )
+    request.headers.update(sign_parts(parts, signature, signer))
+    return request
+
+
+@pytest.mark.parametrize("path", [f"/{BW}/checkpoint", f"/{BW}/checkpoint?fresh=1"])
+def test_a_request_signed_as_the_401_hint_says_is_served(served: Served, path: str) -> None:
+    """Following the Accept-Signature of a 401 gets the same request in, query or not."""
+    with httpx.Client(trust_env=False) as anonymous:
+        refused = anonymous.get(served.base + path)
+    assert refused.status_code == 401
+    hint = refused.headers["accept-signature"]
+    response = send(signed_as_hinted(hint, served.keys[ZA], served.base + path))
+    assert response.status_code == 200, response.text
+    assert open_checkpoint(response.content, served.bw)[0].size == SIZE
 
 
 def test_a_signature_over_another_path_is_401(served: Served) -> None:
