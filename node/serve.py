@@ -5,7 +5,7 @@
     GET /<origin>/tile/entries/<N>[.p/<W>]   entry bundle, gzip when the client accepts it
     GET /health                              JSON: ok and the size of each log
     GET /metrics                             Prometheus text: entries per log, requests served
-    POST /add-checkpoint                     C2SP tlog-witness: cosign a roster log's checkpoint
+    POST /add-checkpoint                     tlog-witness: cosign another roster log's checkpoint
 
 Access (`MembersOnly`, `node.auth`): KP trade data is confidential, so every request but
 /health must carry an RFC 9421 Ed25519 signature by a roster Participant or observer (or
