@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from ledger.datadir import no_own_log
 from ledger.errors import LedgerError, ObserverDirError
 from ledger.observer_dir import is_observer_dir
 from node.publish import publish
-from node.serve import make_app
+from node.serve import listen_socket, make_app
 
 node_app = typer.Typer(
     help="The HTTP node: every log it holds, as C2SP tlog-tiles.", no_args_is_help=True
@@ -78,10 +79,17 @@ def serve(
             f"{no_own_log(data)} to serve, and an observer is no witness (pull logs with "
             "`kimberley sync`; mirror them with `kimberley tiles publish`)"
         )
-    app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
-    who = "to anyone" if public else "to roster members' signed requests"
-    errors.print(f"serving the logs in {data} on http://{listen}/ {who}", markup=False)
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    with listen_socket(host, port) as sock:  # before the store opens and the sync starts
+        app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
+        who = "to anyone" if public else "to roster members' signed requests"
+        errors.print(
+            f"serving the logs in {data} on http://{listen}/ {who}", markup=False, soft_wrap=True
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False))
+        # On Ctrl-C uvicorn shuts down, then raises the signal again: the node exits 0, as
+        # it did under uvicorn.run.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
 
 
 @tiles_app.command("publish")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -52,7 +53,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.errors import RosterError
+from ledger.errors import LedgerError, RosterError
 from ledger.keys import Signer, Verifier, load_signer
 from ledger.note import MAX_NOTE_SIZE
 from ledger.roster import Roster
@@ -87,6 +88,35 @@ MAX_KEY_SIZE = 511
 GZIP_LEVEL = 6
 #: Largest add-checkpoint body: the old line, 63 proof lines, the blank line and a note.
 MAX_WITNESS_BODY = 32 + MAX_PROOF_LINES * 45 + 1 + MAX_NOTE_SIZE
+#: Connections waiting to be accepted (uvicorn's default).
+BACKLOG = 2048
+
+
+class ListenError(LedgerError):
+    """The address to serve on cannot be listened on: in use, not this host's, not allowed."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` and listening, for `uvicorn.Server.run(sockets=)`.
+
+    The node binds before anything else starts: uvicorn binds only after the app's startup
+    (which starts the peer sync), and on failure logs several lines and exits 3. Here an
+    address in use is one ListenError (``cannot listen on 127.0.0.1:8470: address already in
+    use``) and nothing has run. SO_REUSEADDR as uvicorn sets it: a restarted node may bind
+    while old connections linger in TIME_WAIT, never beside a socket that listens.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        why = e.strerror or str(e)
+        raise ListenError(f"cannot listen on {shown}: {why[:1].lower()}{why[1:]}") from e
+    return sock
 
 
 def make_app(

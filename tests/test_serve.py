@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import re
 import secrets
+import socket
 import string
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -370,6 +373,31 @@ def test_listen_addresses_parse_or_fail_with_a_ledger_error() -> None:
     for bad in ["8470", "127.0.0.1:", ":80", "host:0", "host:65536", "host:\uff18\uff10"]:
         with pytest.raises(LedgerError, match="HOST:PORT"):
             parse_listen(bad)
+
+
+NODE_SERVE = (sys.executable, "-c", "from cli.main import main; main()", "node", "serve")
+
+
+def test_serving_on_an_address_in_use_is_one_error_line_and_nothing_starts(
+    tmp_path: Path,
+) -> None:
+    """`node serve` on a port another socket listens on exits 1 with one error line naming
+    the address, before the app (and its peer sync) starts; uvicorn logs nothing."""
+    DataDir.init(tmp_path / "bw", "BW", "kp.example").close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [*NODE_SERVE, "--data", str(tmp_path / "bw"), "--listen", listen, "--sync-every", "1"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"error: cannot listen on {listen}: address already in use\n"
 
 
 # -- who may read: RFC 9421 signatures checked against the roster ----------------------------
