@@ -15,7 +15,10 @@ suspended Participant. A network configured public (`make_app(public=True)`, `no
 
 An origin holds a '/' (``kp.example/BW``), so a path is split where the rest is
 ``checkpoint`` or starts with ``tile/``, and the part before must be a log in the store;
-else 404. A known log with a tile path that is not the canonical spelling gets 400.
+else 404. A known log with a tile path that is not the canonical spelling gets 400. A
+method a route does not take gets 405 with Allow (`_Node.refused_by_router`). Every
+answer is counted for /metrics by endpoint and status, and every error is one text line
+marked no-store.
 
 Every request reads one LMDB snapshot, so a tile and the size it is checked against come
 from the same commit. The only write is the witness's: `POST /add-checkpoint` updates the
@@ -47,6 +50,7 @@ from pathlib import Path
 import lmdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -88,6 +92,8 @@ MAX_KEY_SIZE = 511
 GZIP_LEVEL = 6
 #: Largest add-checkpoint body: the old line, 63 proof lines, the blank line and a note.
 MAX_WITNESS_BODY = 32 + MAX_PROOF_LINES * 45 + 1 + MAX_NOTE_SIZE
+#: The /metrics endpoint labels of the paths that are not a log's resource.
+_FIXED_ENDPOINTS = {"/health": "health", "/metrics": "metrics", "/add-checkpoint": "witness"}
 #: Connections waiting to be accepted (uvicorn's default).
 BACKLOG = 2048
 
@@ -164,7 +170,12 @@ def make_app(
     ]
     own = signer.verifier if signer is not None else None
     access = Middleware(MembersOnly, data_dir=data_dir, own=own, public=public, count=node.count)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[access])
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[access],
+        exception_handlers={HTTPException: node.refused_by_router},
+    )
 
 
 class _Node:
@@ -182,6 +193,32 @@ class _Node:
         with self._lock:
             self._served[kind, response.status_code] += 1
         return response
+
+    def refused_by_router(self, request: Request, error: Exception) -> Response:
+        """What Starlette's router answers itself (405 for a method a route does not take),
+        in the node's shape: one text line, no-store, counted under the path's endpoint."""
+        assert isinstance(error, HTTPException)
+        response = _error(error.status_code, error.detail)
+        response.headers.update(error.headers or {})
+        if error.status_code == 405 and "Allow" in response.headers:
+            # Starlette lists a route's methods from a set, in no fixed order.
+            allow = ", ".join(sorted(m.strip() for m in response.headers["Allow"].split(",")))
+            response = _error(405, f"{request.method} is not allowed here: {allow} only")
+            response.headers["Allow"] = allow
+        return self.count(self._endpoint(request.url.path), response)
+
+    def _endpoint(self, path: str) -> str:
+        """The /metrics endpoint label of a request for `path`, as a GET of it is counted."""
+        fixed = _FIXED_ENDPOINTS.get(path)
+        if fixed is not None:
+            return fixed
+        with self.store.read() as txn:
+            found = self._find_log(txn, path.removeprefix("/"))
+        if found is None:
+            return "unknown"
+        if found[1] == "checkpoint":
+            return "checkpoint"
+        return "entries" if found[1].startswith("tile/entries/") else "tile"
 
     # -- tlog-tiles --------------------------------------------------------------------
 

@@ -311,7 +311,27 @@ def test_nothing_can_be_written(served: Served, method: str, path: str) -> None:
     response = served.client.request(method, path, content=b"tile/0/000")
     assert response.status_code == 405
     assert "GET" in response.headers["allow"]
+    assert response.headers["cache-control"] == "no-store"
     assert get_ok(served.client, f"/{BW}/checkpoint").content == before
+
+
+def test_a_refused_method_is_an_error_like_any_other_and_counted(served: Served) -> None:
+    """A signed POST, PUT, DELETE or OPTIONS of a checkpoint gets a 405 saying what is
+    allowed, not to be stored by any cache, and /metrics counts it under the checkpoint."""
+    counter = r'kimberley_http_requests_total\{endpoint="checkpoint",code="405"\} (\d+)'
+
+    def counted() -> int:
+        found = re.search(counter, get_ok(served.client, "/metrics").text)
+        return 0 if found is None else int(found[1])
+
+    before = counted()
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        response = served.client.request(method, f"/{BW}/checkpoint")
+        assert response.status_code == 405
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["allow"] == "GET, HEAD"
+        assert response.text == f"{method} is not allowed here: GET, HEAD only\n"
+    assert counted() == before + 4
 
 
 def test_head_answers_like_get_without_a_body(served: Served) -> None:
