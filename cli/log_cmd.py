@@ -16,7 +16,7 @@ from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, LogError, RosterError
+from ledger.errors import EncodingError, LogError, ProofError, RosterError
 from ledger.held_logs import held_logs
 from ledger.keys import Verifier
 from ledger.log import Log
@@ -248,7 +248,12 @@ def consistency(
     new: Annotated[int, typer.Argument(help="The newer tree size.")],
     data: DataOption = DEFAULT_DATA,
 ) -> None:
-    """Print an RFC 9162 consistency proof, one base64 hash per line."""
+    """Print an RFC 9162 consistency proof, one base64 hash per line (empty for equal sizes)."""
+    if old == 0 and new > 0:  # as `proof verify-consistency` and RFC 9162 would refuse it
+        raise ProofError(
+            f"consistency from size 0 to size {new}: the empty tree is a prefix of every tree, "
+            "so there is nothing to prove (give an older size of at least 1)"
+        )
     log = open_data(data).own_log()
     for digest in log.consistency_proof(old, new):
         console.out(base64.b64encode(digest).decode())

@@ -144,6 +144,7 @@ def test_verify_reports_entries_and_checkpoints(
         (["log", "show", "99"], "no entry 99"),
         (["proof", "inclusion", "7"], "not in the checkpoint"),
         (["proof", "consistency", "5", "2"], "old size 5"),
+        (["proof", "consistency", "0", "2"], "nothing to prove"),
         (["init", "--participant", "Botswana", "--network", "kp.example"], "alpha-2"),
         (["log", "show", "notanumber"], "'index'"),
         (["frobnicate"], "No such command"),
