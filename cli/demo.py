@@ -359,7 +359,11 @@ def demo(
                 f"   the auditor's copy is an observer's data directory: `kimberley audit "
                 f"--data {observer.path}` replays it again"
             )
-        console.print("[bold]7. statistics[/]")
+        console.print(
+            "[bold]7. statistics[/]  from the auditor's verbatim copy, so the figures count "
+            "every entry, the planted ones the audit flagged above included (`kimberley stats` "
+            "on a node counts only what the rules accepted)"
+        )
         for table in flow_tables(
             statistics.rows("participant", "year"), "participant", statistics, None
         ):
