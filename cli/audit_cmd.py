@@ -24,6 +24,7 @@ from ledger.audit import AuditError, AuditReport, Finding, audit
 from ledger.audit_scratch import ScratchError
 from ledger.errors import LedgerError
 from ledger.roster_files import load_roster
+from ledger.words import counted
 
 
 def audit_command(
@@ -184,7 +185,7 @@ def _print_text(
         console.print(f"HTML report written to {html_file}", markup=False)
     if report.findings:
         rules = ", ".join(f"{rule} {n}" for rule, n in report.by_rule)
-        console.print(f"{report.findings} findings: {rules}", markup=False)
+        console.print(f"{counted(report.findings, 'finding')}: {rules}", markup=False)
     else:
         console.print(
             "no findings: every byte, signature, hash, checkpoint and custody rule checks out"
@@ -210,9 +211,9 @@ def write_html(out: IO[str], report: AuditReport, findings: Iterator[dict[str, A
     out.write(f"<title>Kimberley audit as of {e(report.as_of)}</title>")
     out.write(f"<style>{_STYLE}</style></head><body>\n")
     out.write(f"<h1>Kimberley Ledger audit as of {e(report.as_of)}</h1>\n")
-    verdict = f"{report.findings} findings" if report.findings else "No findings"
+    verdict = counted(report.findings, "finding") if report.findings else "No findings"
     out.write(
-        f"<p>{e(verdict)}. Exports not imported {report.overdue_days} days after issue "
+        f"<p>{e(verdict)}. Exports not imported {counted(report.overdue_days, 'day')} after issue "
         "count as overdue.</p>\n"
     )
     out.write("<h2>Logs</h2>\n<table><tr><th>log</th><th>entries</th><th>replayed</th>")

@@ -34,6 +34,7 @@ from ledger.records import (
 )
 from ledger.roster_files import load_roster
 from ledger.rules import UnknownParcel
+from ledger.words import counted
 
 actor_app = typer.Typer(help="Licensed mines, exporters, importers and traders.")
 parcel_app = typer.Typer(help="Parcels on this log.")
@@ -161,7 +162,7 @@ def split(
 ) -> None:
     """Split (sort) a parcel into outputs; carats must be conserved."""
     record = ParcelSplit(input=parcel, outputs=tuple(_share(o) for o in output))
-    _record(data, record, as_json, f"split {parcel} into {len(output)} parcels")
+    _record(data, record, as_json, f"split {parcel} into {counted(len(output), 'parcel')}")
 
 
 def merge(
@@ -183,7 +184,7 @@ def merge(
         emit_json({"kind": record.KIND, "index": done.index, "carats": carats})
     else:
         console.print(
-            f"merged {len(parcels)} parcels into {into}: {format_carats(carats)} ct "
+            f"merged {counted(len(parcels), 'parcel')} into {into}: {format_carats(carats)} ct "
             f"(entry {done.index})"
         )
 
@@ -400,7 +401,7 @@ def custody_now(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) ->
     if as_json:
         emit_json([asdict(p) for p in parcels])
         return
-    table = Table(title=f"in custody: {len(parcels)} parcels")
+    table = Table(title=f"in custody: {counted(len(parcels), 'parcel')}")
     for column in ("parcel", "carats", "US$", "origins", "entry"):
         table.add_column(column)
     for p in parcels:

@@ -24,6 +24,7 @@ from ledger.roster_files import (
     sha256_hex,
 )
 from ledger.roster_membership import check_listed
+from ledger.words import counted
 
 #: What --v1-sha256 must look like: a SHA-256 in hex.
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -136,7 +137,7 @@ def install(
         return
     console.print(
         f"installed roster v{roster.version} of {roster.network} "
-        f"({len(roster.participants)} participants){who}"
+        f"({counted(len(roster.participants), 'participant')}){who}"
     )
 
 

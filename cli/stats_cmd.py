@@ -40,6 +40,7 @@ from ledger.stats import (
 )
 from ledger.stats_holding import HeldLog
 from ledger.stats_source import held_entries, held_logs, held_records
+from ledger.words import counted
 
 
 class GroupBy(StrEnum):
@@ -317,14 +318,10 @@ def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> l
     return tables
 
 
-def _many(n: int, one: str, many: str) -> str:
-    return f"{n:,} {one if n == 1 else many}"
-
-
 def anomaly_table(found: list[Anomaly], report: Report) -> Table:
     """The anomalies for a person: kind, log, entry, certificate and what is wrong."""
-    counted = _many(report.entries, "entry", "entries")
-    table = Table(title=f"{_many(len(found), 'anomaly', 'anomalies')} in {counted}")
+    read = counted(report.entries, "entry", "entries")
+    table = Table(title=f"{counted(len(found), 'anomaly', 'anomalies')} in {read}")
     table.add_column("kind", no_wrap=True)
     table.add_column("log", no_wrap=True)
     table.add_column("entry", justify="right")

@@ -19,6 +19,7 @@ from ledger.errors import DataDirError
 from ledger.keys import Signer
 from ledger.observer_dir import ObserverDir
 from ledger.roster_files import load_roster
+from ledger.words import counted
 from node.pull_logs import LogPull, logs_to_pull, pull_first, roster_origin, roster_sources
 from node.sources import DirectorySource, HttpSource, TileSource
 
@@ -96,11 +97,11 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
             continue
         r = p.report
         console.print(
-            f"{r.origin}: {r.before} -> {r.after} entries verified "
-            f"(checkpoint size {r.checkpoint_size}) from {p.source}"
+            f"{r.origin}: {r.before:,} -> {counted(r.after, 'entry', 'entries')} verified "
+            f"(checkpoint size {r.checkpoint_size:,}) from {p.source}"
             + ("" if p.from_owner else " [yellow](not the owner's node)[/]")
             + (
-                f" [yellow](behind the {r.before} entries held here)[/]"
+                f" [yellow](behind the {counted(r.before, 'entry', 'entries')} held here)[/]"
                 if r.checkpoint_size < r.before
                 else ""
             ),

@@ -48,6 +48,7 @@ from ledger.trace import (
     trace,
 )
 from ledger.trace_store import StoreTraceReader, installed_roster, open_reader
+from ledger.words import counted
 
 #: Statuses, ends and break reasons that rest on a reader's answer that something is absent
 #: (or an origin frozen), not on an entry: in a verified bundle, the builder's declarations.
@@ -156,7 +157,8 @@ def _trace(
         (errors if dot else console).print(f"note: {note}", markup=False, soft_wrap=True)
     if bundle is not None and not dot:
         console.print(
-            f"proof bundle: {bundle} ({len(made):,} bytes, {len(result.entries)} entries); "
+            f"proof bundle: {bundle} ({counted(len(made), 'byte')}, "
+            f"{counted(len(result.entries), 'entry', 'entries')}); "
             f"check it with `kimberley verify-bundle {bundle} --trust ROSTER_V1`"
         )
     return result.complete
@@ -615,7 +617,7 @@ def _summary(result: Trace, declared: bool) -> None:
             f"{_says(declared, b.reason)}{escape(b.detail)}"
         )
     if result.complete:
-        console.print(f"complete: {len(result.edges)} hops, every one verified")
+        console.print(f"complete: {counted(len(result.edges), 'hop')}, every one verified")
 
 
 def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
@@ -627,9 +629,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         + (
             ""
             if verified.trace.complete
-            else f"; the trace it proves has {breaks} break"
-            + ("" if breaks == 1 else "s")
-            + " (below)"
+            else f"; the trace it proves has {counted(breaks, 'break')} (below)"
         )
     )
     console.print(f"witness policy: {verified.policy}")
@@ -637,7 +637,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         cosigned = ", ".join(log.witnesses) or "nobody"
         console.print(
             f"  {log.origin}: checkpoint size {log.size}, cosigned by {cosigned}; "
-            f"{log.entries} entries proved"
+            f"{counted(log.entries, 'entry', 'entries')} proved"
         )
     for d in verified.declared:
         console.print(

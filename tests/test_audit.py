@@ -889,6 +889,18 @@ def test_cli_json_lists_every_finding_and_exits_1(
     assert json.loads(out)["findings"] == []
 
 
+def test_cli_text_counts_one_finding_in_the_singular(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """India's log alone has one finding: the text says "1 finding", not "1 findings"."""
+    doctor(network)
+    network.gather()
+    data = install(network)
+    code, out, _ = run(capsys, "audit", "--origin", "IN", "--data", data)
+    assert code == 1
+    assert out.rstrip().endswith("1 finding: import.destination 1")
+
+
 def test_cli_text_report_of_a_clean_network_exits_0(
     network: Network, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -792,6 +792,15 @@ def test_a_certificate_number_that_is_also_a_parcel_id_says_so(
     assert code == 0 and json.loads(out)["notes"] == []
 
 
+def test_a_count_of_one_is_said_in_the_singular(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate of one mined parcel is one hop from its mine: "1 hop", not "1 hops"."""
+    code, out, _ = run(capsys, "trace", "BW-2026-000002", "--data", str(network.dirs["IN"]))
+    assert code == 0
+    assert "complete: 1 hop, every one verified" in out
+
+
 def test_an_origin_on_no_roster_or_without_the_parcel_is_refused(
     network: Network, capsys: pytest.CaptureFixture[str]
 ) -> None:
