@@ -912,6 +912,29 @@ def test_cli_text_report_of_a_clean_network_exits_0(
     assert "no findings" in out and "kp.example/IN" in out
 
 
+def test_cli_title_says_the_as_of_day_counts_overdue_exports_only(
+    network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--as-of is the day overdue exports are counted at, not a cut-off of the replay: the
+    text and HTML reports say so rather than "audit as of"; by default, the latest entry's."""
+    network.gather()
+    data = install(network)
+    page = tmp_path / "audit.html"
+    code, out, _ = run(
+        capsys, "audit", "--as-of", "2026-05-01", "--html", str(page), "--data", data
+    )
+    assert code == 0
+    assert "audit of every entry held; overdue counted at 2026-05-01\n" in out
+    assert "as of" not in out
+    text = page.read_text()
+    assert "<title>Kimberley audit, overdue counted at 2026-05-01</title>" in text
+    assert "after issue count as overdue, counted at 2026-05-01.</p>" in text
+    assert "as of" not in text
+    code, out, _ = run(capsys, "audit", "--data", data)
+    assert code == 0
+    assert "overdue counted at 2026-04-20 (the latest entry's day)" in out
+
+
 def test_cli_exits_2_when_the_audit_cannot_run(
     network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
