@@ -18,7 +18,7 @@ from typing import IO, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_reading
 from cli.output import CommandFailed, console, os_error_text, progress_bar
 from ledger.audit import AuditError, AuditReport, Finding, audit
 from ledger.audit_scratch import ScratchError
@@ -38,8 +38,9 @@ def audit_command(
     as_of: Annotated[
         str | None,
         typer.Option(
+            callback=check_as_of,
             help="Day (YYYY-MM-DD) at which exports not imported are counted overdue (default: "
-            "the latest entry's); every entry is replayed whatever its date."
+            "the latest entry's); every entry is replayed whatever its date.",
         ),
     ] = None,
     html_file: Annotated[

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_data
 from cli.output import console, emit_json, jsonable
 from ledger.checkpoint import TlogProof
 from ledger.custody import Custody, ParcelState
@@ -362,7 +362,8 @@ def certificate_show(
         int, typer.Option(help="Days after issue an unconfirmed export is overdue.", min=1)
     ] = 30,
     as_of: Annotated[
-        str | None, typer.Option(help="Judge overdue as of this date (default today).")
+        str | None,
+        typer.Option(callback=check_as_of, help="Judge overdue as of this date (default today)."),
     ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,

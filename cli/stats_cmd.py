@@ -24,7 +24,7 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_reading
 from cli.output import console, emit_json, progress_bar
 from ledger.quantities import format_carats, format_usd
 from ledger.roster_files import load_roster
@@ -80,7 +80,10 @@ def stats(
         int, typer.Option(help="Days after issue an unconfirmed export is overdue.")
     ] = 30,
     as_of: Annotated[
-        str | None, typer.Option(help="Date for overdue imports (default: the latest entry).")
+        str | None,
+        typer.Option(
+            callback=check_as_of, help="Date for overdue imports (default: the latest entry)."
+        ),
     ] = None,
     anomalies: Annotated[
         bool, typer.Option("--anomalies", help="Print the anomalies instead of the table.")

@@ -945,7 +945,7 @@ def test_cli_exits_2_when_the_audit_cannot_run(
     cases = [
         (["--data", str(tmp_path / "none")], "no ledger in"),
         (["--origin", "kp.example/ZZ", "--data", data], "no log kp.example/ZZ is held here"),
-        (["--as-of", "2026-02-30", "--data", data], "as-of date '2026-02-30'"),
+        (["--as-of", "2026-02-30", "--data", data], "'2026-02-30' is not a date YYYY-MM-DD"),
         (["--html", str(tmp_path / "no" / "a.html"), "--data", data], "no directory"),
         (["--html", str(tmp_path), "--data", data], "is a directory"),
     ]
