@@ -21,6 +21,7 @@ from rich.tree import Tree
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import CommandFailed, console, emit_json, errors
+from cli.roster_cmd import not_a_draft
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
 from ledger.fields import certificate_problem
@@ -242,7 +243,7 @@ def verify_bundle_command(
     try:
         _one_format(as_json, dot)
         data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
-        trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
+        trusted = not_a_draft(trust, read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster"))
         verified = verify_bundle(data, trusted, witnesses=witnesses)
     except LedgerError as e:
         raise CommandFailed(str(e), CANNOT_TRACE) from e
