@@ -167,23 +167,27 @@ def install(
 
 
 def _show(roster: Roster, as_json: bool) -> None:
+    """The roster for a person: a table of who is who, then each key whole on a line of its
+    own (never cut to the terminal's width nor broken by a table's borders: keys are copied
+    from here), as `kimberley log key` prints them; its name says whose it is."""
     if as_json:
         emit_json(roster.to_body())
         return
     table = Table(title=f"{roster.network} roster v{roster.version}")
-    for column in ("code", "name", "status", "zones", "node", "key"):
+    for column in ("code", "name", "status", "zones"):
         table.add_column(column)
+    longest = max((len(p.url) for p in roster.participants), default=0)
+    table.add_column("node", overflow="fold", min_width=min(longest, 40))  # whole, if it fits
     for p in roster.participants:
         zones = "any" if p.zones is None else ", ".join(p.zones)
-        table.add_row(p.code, p.name, p.status, zones, p.url, p.key.to_text())
+        table.add_row(p.code, p.name, p.status, zones, p.url)
     console.print(table)
-    if roster.observers:
-        observers = Table(title="observers (read-only)")
-        for column in ("name", "key"):
-            observers.add_column(column)
-        for o in roster.observers:
-            observers.add_row(o.name, o.key.to_text())
-        console.print(observers)
+    console.print("log keys:")
+    for p in roster.participants:
+        console.print(p.key.to_text(), markup=False, soft_wrap=True)
+    for o in roster.observers:
+        console.print(f"observer (read-only) {o.name}, key:", markup=False, soft_wrap=True)
+        console.print(o.key.to_text(), markup=False, soft_wrap=True)
 
 
 @roster_app.command("show")

@@ -1,14 +1,17 @@
 """The roster commands as a new user meets them: a JSON draft given where the signed file
-belongs."""
+belongs, and keys shown whole whatever the terminal's width."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_cli import run
-from tests.test_custody_cli import PARTICIPANTS, init_network
+from tests.test_custody_cli import PARTICIPANTS, cli, init_network
 
 URLS = {code: f"https://node.{code.lower()}.kp.example:8470" for code in PARTICIPANTS}
 
@@ -45,3 +48,25 @@ def test_a_json_draft_given_for_a_roster_file_says_how_to_make_one(
     indented.write_text("\n  " + (tmp_path / "draft.json").read_text()[:40])  # cut short
     code, _, err = run(capsys, "roster", "verify", str(indented))
     assert code == 1 and "looks like a JSON roster draft" in err
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_roster_show_prints_every_key_and_node_whole(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str], columns: str
+) -> None:
+    """On a terminal 80 or 200 columns wide, each log key is one whole line (ready to copy)
+    and each node URL is shown uncut."""
+    keys = [cli(capsys, "log", "key", "--data", path).strip() for path in network.values()]
+    shown = subprocess.run(
+        [sys.executable, "-m", "cli.main", "roster", "show", "--data", network["EU"]],
+        env={**os.environ, "COLUMNS": columns},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = shown.splitlines()
+    for key in keys:
+        assert key in lines
+    for url in URLS.values():
+        assert url in shown
+    assert "…" not in shown
