@@ -372,8 +372,9 @@ def certificate_show(
 
     For a certificate issued here, `confirmation` cross-verifies it against the importer's
     log as synced here: confirmed, awaiting, overdue (no import after --overdue-days), voided,
-    or unverifiable (past due, but that log is not held here, or held only up to an entry
-    a sync here refused): `status` is that too.
+    or unverifiable (past due, but that log is not held here, or held only in part: up to an
+    entry a sync here refused, or short of a checkpoint its owner signed): `status` is that
+    too.
     """
     custody = open_custody(data)
     state = custody.certificate(number)

@@ -5,9 +5,11 @@ and checks, see `ledger.stats`) and prints a KP Working Group on Statistics styl
 for people, one JSON document with `--json` (carats in hundredths, values in US cents, as
 every `--json` here), or CSV with clerk-readable quantities with `--csv`.
 
-When a log is held only in part (a sync refused an entry) or not at all, the figures are
-partial and every output says so: notes under the tables, a `notes` list and a `logs`
-list in the JSON, and `note: ` lines on stderr with `--csv` (stdout stays pure CSV). A
+When a log is held only in part (`ledger.holding`: a sync refused an entry, or verified a
+checkpoint of more entries than it fetched) or not at all, the figures are partial and
+every output says so: notes under the tables, a `notes` list and a `logs` list in the JSON
+(each log's `held_in_part`, `signed_size` and `refused`), and `note: ` lines on stderr with
+`--csv` (stdout stays pure CSV). A
 year with no figures and no anomalies is an error (exit 1), as "nothing found" is for the
 other commands.
 """
@@ -184,18 +186,21 @@ def _anomaly(a: Anomaly) -> dict[str, Any]:
 
 
 def _log(log: HeldLog, report: Report) -> dict[str, Any]:
+    held = log.holding
     refused = None
-    if log.partial:
+    if held.refusal is not None:
         refused = {
-            "index": log.size,
-            "rule": log.refused_rule,
-            "reason": log.refused_reason,
-            "signed_size": log.signed_size,
+            "index": held.refusal.index,
+            "rule": held.refusal.rule,
+            "reason": held.refusal.reason,
+            "signed_size": held.signed_at_least,
         }
     return {
         "participant": log.participant,
         "origin": log.origin,
         "entries_held": log.size,
+        "held_in_part": log.partial,
+        "signed_size": held.signed_at_least,
         "judged": log.judged,
         "refused": refused,
         "exports_not_judged_overdue": report.unjudged.get(log.participant, 0),

@@ -48,7 +48,8 @@ def sync(
     a tile it cannot serve) fails that log for this sync. Each log line names its source and
     the sources passed over, and says when it is not the owner's node. A log that cannot be
     pulled is reported on its own line and the others are still pulled; the exit status is
-    then 1.
+    then 1. So it is when a log stays held short of a checkpoint an earlier sync verified
+    (a source behind that size is passed over for the next, which may hold the rest).
     """
     node = open_reading(data)
     if isinstance(node, ObserverDir) and node.verbatim:
@@ -74,7 +75,7 @@ def sync(
             places = peer or roster_sources(roster, name, own_code)
             pulls.append(pull_first(node.store, roster, name, places, open_source, advance))
     _print(pulls, as_json)
-    if any(p.error is not None for p in pulls):
+    if any(p.error is not None or p.short_of is not None for p in pulls):
         raise typer.Exit(1)
 
 
@@ -107,6 +108,18 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
             ),
             soft_wrap=True,
         )
+        if p.short_of is not None:
+            why = (
+                "no source served the rest"
+                if p.refused is None
+                else f"a sync here refused entry {p.refused[0]} ({p.refused[1]}; see the audit)"
+            )
+            errors.print(
+                f"error: {r.origin}: held here to {r.after} of the {p.short_of} entries the "
+                f"log has signed (a checkpoint a sync here verified); {why}",
+                markup=False,
+                soft_wrap=True,
+            )
         for u in p.skipped:
             console.print(f"  passed over: {u.reason}", markup=False, soft_wrap=True)
     for p in pulls:
@@ -121,6 +134,8 @@ def _json(p: LogPull) -> dict[str, object]:
     if p.report is not None:
         r = p.report
         shown |= {"before": r.before, "after": r.after, "checkpoint": r.checkpoint_size}
+        shown["short_of"] = p.short_of
+        shown["refused"] = None if p.refused is None else list(p.refused)
     else:
         shown["error"] = str(p.error)
     return shown | {

@@ -4,7 +4,10 @@ Per log, first integrity: `ledger.verify.verify_logs` re-checks every byte, sign
 `prev` link, tree tile and checkpoint. A fault is a finding, and the rules replay of that
 log stops before the faulty entry. A log held intact up to an entry a sync here refused
 (`ledger.refusals`) gets that entry replayed after it, once it is shown to be the log's
-next, signed entry: its rule is the finding, and the log counts as cut short. Then the
+next, signed entry: its rule is the finding, and the log counts as cut short. A log held
+short of a checkpoint a sync here verified, with no refused entry to explain it, is an
+unverifiable ``log.held-whole`` finding and counts as cut short too. Both are read through
+`ledger.holding`, as trace, stats and `certificate show` read them. Then the
 rules: each record goes through `ledger.custody_index.apply_record` in check mode (with
 the roster) into scratch custody state in a temporary LMDB environment, so memory stays
 flat whatever the log size (only the state the rules read: no listings of mentions,
@@ -57,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -87,11 +90,11 @@ from ledger.audit_findings import (
 from ledger.audit_replay import COMMIT_EVERY, Progress, _Auditor
 from ledger.audit_scratch import _Scratch
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError, LogError, RosterError
+from ledger.errors import LedgerError, LogError
 from ledger.held_logs import resolve_origin
+from ledger.holding import Holding
 from ledger.records import Import
 from ledger.roster import Roster
-from ledger.seen_checkpoints import seen_size
 from ledger.store import Store, entry_key
 from ledger.verify import shared_workers
 from ledger.words import counted
@@ -201,7 +204,7 @@ def audit(
                 logs = auditor.logs([(o, *held[o][:2]) for o in order], workers)
             logs.sort(key=lambda log: log.origin)
             audited = frozenset(o.rpartition("/")[2] for o in chosen)
-            behind = _held_short(store, txn, roster, logs, auditor.refused, tally)
+            behind = _held_short(logs, auditor.holdings, auditor.refused, tally)
             short = {log.origin for log in logs if not log.intact} | auditor.refused | behind
             cut_short = frozenset(o.rpartition("/")[2] for o in short)
             auditor.cross(audited, as_of, overdue_days, cut_short)
@@ -217,34 +220,25 @@ def audit(
 
 
 def _held_short(
-    store: Store,
-    txn: lmdb.Transaction,
-    roster: Roster,
-    logs: Sequence[LogAudit],
-    refused: set[str],
-    tally: _Tally,
+    logs: Sequence[LogAudit], holdings: Mapping[str, Holding], refused: set[str], tally: _Tally
 ) -> set[str]:
     """The logs held short of a checkpoint a sync here verified (a pull that stopped
-    midway), each noted as a finding: what is held checks out, but the log signed more.
-    A log stopped by a refused entry is left out: its rule is reported already."""
+    midway; `ledger.holding`), each noted as a finding: what is held checks out, but the
+    log signed more. A log stopped by a refused entry is left out: its rule is reported
+    already. A log the roster lacks has no holding: nothing kept of it is trusted."""
     behind = set()
     for log in logs:
-        if log.origin in refused:
+        held = holdings.get(log.origin)
+        if log.origin in refused or held is None or held.signed is None:
             continue
-        try:
-            key = roster.log_key(log.origin)
-        except RosterError:
-            continue
-        signed = seen_size(store, txn, log.origin, key)
-        if signed > log.size:
-            behind.add(log.origin)
-            why = (
-                f"{log.origin} is held here only to entry {log.size - 1}: a sync here verified "
-                f"the log's checkpoint of {counted(signed, 'entry', 'entries')} and stopped "
-                "before the rest"
-            )
-            values = (("held", log.size), ("signed", signed))
-            tally(Finding(UNVERIFIABLE, LOG_HELD_WHOLE, log.origin, log.size, why, values))
+        behind.add(log.origin)
+        why = (
+            f"{log.origin} is held here only to entry {log.size - 1}: a sync here verified "
+            f"the log's checkpoint of {counted(held.signed, 'entry', 'entries')} and stopped "
+            "before the rest"
+        )
+        values = (("held", log.size), ("signed", held.signed))
+        tally(Finding(UNVERIFIABLE, LOG_HELD_WHOLE, log.origin, log.size, why, values))
     return behind
 
 

@@ -34,6 +34,7 @@ from ledger.audit_findings import (
 from ledger.audit_scratch import _fact_key, _merge_groups, _Scratch, _unpack
 from ledger.custody_index import Index, LmdbTables, apply_record
 from ledger.errors import IntegrityError, RecordError, RosterError, RuleViolation
+from ledger.holding import Holding, holding
 from ledger.keys import Verifier
 from ledger.records import (
     ActorRegister,
@@ -47,7 +48,6 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import verified_refusal
 from ledger.roster import Roster
 from ledger.rules import ForeignProofInvalid, check_received_by
 from ledger.store import Store
@@ -125,6 +125,8 @@ class _Auditor:
         self.exports = ExportReader(store, txn, roster, scratch)
         #: Logs replayed with the entry a sync here refused: cut short of the owner's log.
         self.refused: set[str] = set()
+        #: How each log replayed is held here (`ledger.holding`), by origin.
+        self.holdings: dict[str, Holding] = {}
 
     def logs(
         self, logs: Sequence[tuple[str, bytes, int]], workers: SharedWorkers
@@ -182,13 +184,14 @@ class _Auditor:
         intact to its end first gets the entry a sync here refused right after it."""
         origin, size, stop = rules.origin, rules.size, rules.size
         replayed = stop
+        held = self.holdings[origin] = holding(self.store, self.txn, origin, rules.log_id, key)
         if isinstance(outcome, IntegrityError):
             why, values = str(outcome), (("reason", outcome.reason),)
             self.tally(Finding(INTEGRITY, LOG_INTEGRITY, origin, outcome.index, why, values))
             stop = replayed = min(stop, outcome.index)
-        elif (entry := self._sync_refused(rules.log_id, size, key)) is not None:
+        elif held.refusal is not None:  # the log's next entry, signed by its key, chained
             try:
-                rules.feed(size, [entry], held=False)  # its rules say why the log stops here
+                rules.feed(size, [held.refusal.entry], held=False)  # its rules say why it stops
             except BaseException:
                 rules.abort()
                 raise
@@ -197,13 +200,6 @@ class _Auditor:
         rules.close(replayed)
         self.exports.verified[origin] = stop
         return LogAudit(origin, size, stop, 0, stop == size)
-
-    def _sync_refused(self, log_id: bytes, size: int, key: Verifier) -> bytes | None:
-        """The entry a sync here refused for breaking a rule, when it is the one that would
-        follow the `size` entries held: signed by the log's roster `key`, at index `size`,
-        chained to the last entry held. Anything else recorded proves nothing: None."""
-        kept = verified_refusal(self.store, self.txn, log_id, key)
-        return None if kept is None else kept.entry
 
     def record(
         self,

@@ -62,6 +62,7 @@ from ledger.errors import (
     RecordError,
     RosterError,
 )
+from ledger.holding import holding
 from ledger.log import Appended, Clock, Log, wall_clock_ms
 from ledger.note import Note
 from ledger.records import (
@@ -73,7 +74,6 @@ from ledger.records import (
     certificate_issuer,
     parse_record,
 )
-from ledger.refusals import verified_refusal
 from ledger.roster import Roster
 from ledger.rules import (
     VOIDED,
@@ -106,7 +106,8 @@ class Confirmation:
     destination_size: int  # entries of it held here (0: not synced)
     import_index: int | None
     #: Why an export past due cannot be called overdue: the importer's log is not held
-    #: here, or held only up to an entry a sync here refused (it never goes further).
+    #: here, or held only up to an entry a sync here refused (it never goes further), or
+    #: short of a checkpoint its owner signed (a sync here stopped before the rest).
     unverifiable: str | None = None
 
 
@@ -270,8 +271,9 @@ class Custody:
         confirmed: the destination's log holds an import of this very export entry;
         voided; overdue: neither, and more than `overdue_days` since issue; else awaiting.
         Past due, it is unverifiable instead of overdue when the destination's log is not
-        held here, or is held only up to an entry a sync here refused (a kept refusal
-        counts as the audit's does: `ledger.refusals.verified_refusal`).
+        held here, or is held only in part (`ledger.holding`, as the audit, trace and stats
+        read it): up to an entry a sync here refused, or short of a checkpoint its owner
+        signed (a sync here stopped before the rest).
         """
         state = self.certificate(number)
         if state is None or state.origin != self.origin:
@@ -279,12 +281,12 @@ class Custody:
         destination = self.roster.origin(state.destination)
         with self.store.read() as txn:
             log_id = self.store.log_id(txn, destination)
-            seen = stopped = None
+            seen = part = None
             if log_id is not None:
                 seen = Index(LmdbTables(txn, self._dbs), log_id).certificate(number)
                 key = self.roster.log_key(destination)
-                stopped = verified_refusal(self.store, txn, log_id, key)
-            held = 0 if log_id is None else self.store.head(txn, log_id).size
+                part = holding(self.store, txn, destination, log_id, key)
+            held = 0 if part is None else part.size
         if state.status == VOIDED:
             return Confirmation(number, "voided", destination, held, None)
         if seen is not None and (seen.origin, seen.index) == (self.origin, state.index):
@@ -292,12 +294,14 @@ class Custody:
         due = date.fromisoformat(state.issued) + timedelta(days=overdue_days)
         if date.fromisoformat(today) <= due:
             return Confirmation(number, "awaiting", destination, held, None)
-        if log_id is None:
+        if part is None:
             why = f"{destination}'s log is not held here"
-        elif stopped is not None:  # verified: the entry that would follow those held
+        elif part.refusal is not None:  # verified: the entry that would follow those held
             held_here = f"is held here only up to entry {held - 1}" if held else "is not held here"
-            refused = f"a sync here refused entry {held} ({stopped.rule})"
+            refused = f"a sync here refused entry {held} ({part.refusal.rule})"
             why = f"{destination}'s log {held_here}: {refused}"
+        elif part.in_part:  # a checkpoint its owner signed goes past the entries held
+            why = part.stopped_short(destination)
         else:
             return Confirmation(number, "overdue", destination, held, None)
         return Confirmation(number, "unverifiable", destination, held, None, why)

@@ -66,6 +66,17 @@ def holds_ledger(path: Path) -> bool:
     return any((path / name).exists() for name in (LOG_KEY, OBSERVER_KEY, "store/data.mdb"))
 
 
+def not_initialised(path: Path) -> NotInitialisedError:
+    """The refusal to open `path`, which holds no key: naming a store left without one."""
+    if _keyless_store(path):
+        return NotInitialisedError(
+            f"{path} holds a store but no key file ({LOG_KEY} or {OBSERVER_KEY}): an init "
+            "that stopped before writing its key (run `kimberley init` again) or a key "
+            "that was removed (restore it)"
+        )
+    return NotInitialisedError(f"no ledger in {path} (run `kimberley init`)")
+
+
 def no_own_log(path: Path) -> ObserverDirError:
     """The refusal of a command that needs the own log, in an observer's data directory."""
     return ObserverDirError(f"{path} is an observer's data directory; it has no log of its own")
@@ -75,6 +86,7 @@ def create_store(path: Path, meta: dict[str, str], key_file: str, signer: Signer
     """Make a data directory's store with its `meta`, then its key file, last: the key marks
     a finished init (`holds_ledger`). On any failure, what this call created is removed
     again, so the directory can be initialised once the cause is fixed."""
+    _clear_unfinished_init(path)
     if holds_ledger(path):
         raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
     made_dir = not path.exists()
@@ -93,6 +105,33 @@ def create_store(path: Path, meta: dict[str, str], key_file: str, signer: Signer
         _undo(path, made_dir, made_store)
         raise
     return store
+
+
+def _keyless_store(path: Path) -> bool:
+    """True when `path` holds a store but neither key file: an init stopped (killed) before
+    it wrote its key, or a key that was removed."""
+    keys = ((path / name).exists() for name in (LOG_KEY, OBSERVER_KEY))
+    return (path / "store" / "data.mdb").exists() and not any(keys)
+
+
+def _clear_unfinished_init(path: Path) -> None:
+    """Remove the store an init left behind when it was killed before writing its key (the
+    key is written last), so init can run again: only when that store holds no log, so
+    nothing signed or pulled is ever removed. A keyless store with logs is refused."""
+    if not _keyless_store(path):
+        return
+    store = Store(path / "store")
+    try:
+        with store.read() as txn:
+            origins = store.origins(txn)
+    finally:
+        store.close()
+    if origins:
+        raise AlreadyInitialisedError(
+            f"{path}/store holds {len(origins)} log(s) but {path} has no {LOG_KEY} or "
+            f"{OBSERVER_KEY}: restore the key file; init will not overwrite a store with logs"
+        )
+    shutil.rmtree(path / "store")
 
 
 def _write_key(path: Path, signer: Signer) -> None:
@@ -141,7 +180,7 @@ class DataDir:
         if not (path / LOG_KEY).exists():
             if (path / OBSERVER_KEY).exists():
                 raise no_own_log(path)
-            raise NotInitialisedError(f"no ledger in {path} (run `kimberley init`)")
+            raise not_initialised(path)
         signer = load_signer(path / LOG_KEY)
         store = Store(path / "store")
         try:

@@ -77,7 +77,8 @@ def verified_refusal(
     at index == the size held, of the log's origin (`key.name`, never this node's own log,
     which is not synced), chained to the last entry held (`prev`, time not earlier) and
     signed by the log's roster `key`. Anything else recorded proves nothing: None (also
-    with no `key`, for an origin not on the roster). The audit, trace and stats all use it."""
+    with no `key`, for an origin not on the roster). The audit, trace, stats and
+    `certificate show` all read it through `ledger.holding`."""
     kept = refusal(store, txn, log_id)
     if kept is None or key is None:
         return None

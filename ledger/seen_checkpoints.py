@@ -1,5 +1,6 @@
 """The largest checkpoint a sync here verified for each log, kept even when the sync stopped
-before holding all its entries, so the audit can say that a log is held only in part.
+before holding all its entries, so the audit, trace, stats and `certificate show` can say
+that a log is held only in part (read through `ledger.holding`).
 
 A pull verifies the served checkpoint before it fetches a single entry. If it then stops
 (the peer went away, a tile was missing), the entries held are a clean prefix, and without
@@ -31,14 +32,18 @@ def put_seen(store: Store, txn: lmdb.Transaction, origin: str, note: bytes, size
     txn.put(key, size.to_bytes(8, "big") + note, db=db)
 
 
-def seen_size(store: Store, txn: lmdb.Transaction, origin: str, key: Verifier | None) -> int:
+def seen_size(
+    store: Store, txn: lmdb.Transaction, origin: str, key: Verifier | None, beyond: int = 0
+) -> int:
     """The size of the largest checkpoint of `origin` a sync here verified, checked again
-    with the log's roster `key`; 0 when none is kept, or it does not check out."""
+    with the log's roster `key`; 0 when none is kept, or it does not check out, or it is
+    kept as no larger than `beyond` (its signature is then not checked: the entries held
+    tell as much)."""
     db = store.dbs.get(SEEN)
     if db is None or key is None:
         return 0
     row = txn.get(origin.encode(), db=db)
-    if row is None:
+    if row is None or int.from_bytes(bytes(row)[:8], "big") <= beyond:
         return 0
     try:
         checkpoint, _ = open_checkpoint(bytes(row)[8:], key)

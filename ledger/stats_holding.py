@@ -1,10 +1,12 @@
 """How much of each log a node holds, and what that leaves the statistics unable to tell.
 
-A node's tables are only as whole as the logs it holds. A sync that refuses an entry for
-breaking a custody rule holds that log only up to it (`ledger.refusals`); a Participant
-whose log was never pulled is not held at all; a log pulled without the roster (an
-auditor's verbatim copy) has no custody index, so which of its entries the rules accept
-is not known here. Pure: `HeldLog`s come in, sentences for people go out.
+A node's tables are only as whole as the logs it holds. A log is held only in part
+(`ledger.holding`) when a sync here refused an entry for breaking a custody rule
+(`ledger.refusals`) or verified a checkpoint its owner signed of more entries than are held
+(a pull that stopped midway); a Participant whose log was never pulled is not held at all;
+a log pulled without the roster (an auditor's verbatim copy) has no custody index, so which
+of its entries the rules accept is not known here. Pure: `HeldLog`s come in, sentences for
+people go out.
 """
 
 from __future__ import annotations
@@ -12,17 +14,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ledger.holding import Holding
+
 
 @dataclass(frozen=True, slots=True)
 class HeldLog:
-    """One log as held here: entries [0, size), and why it stops there if a sync refused more."""
+    """One log as held here (`holding`), and whether the custody rules were applied to it."""
 
-    origin: str
-    size: int  #: entries held, 0 .. size - 1
+    holding: Holding
     judged: bool = True  #: custody rules applied here (the custody index knows what they accept)
-    refused_rule: str | None = None  #: entry `size` was refused by a sync here for this rule
-    refused_reason: str = ""
-    signed_size: int | None = None  #: size of the checkpoint the refused entry came under
+
+    @property
+    def origin(self) -> str:
+        """The log's origin."""
+        return self.holding.origin
+
+    @property
+    def size(self) -> int:
+        """Entries held, 0 .. size - 1."""
+        return self.holding.size
 
     @property
     def participant(self) -> str:
@@ -31,8 +41,9 @@ class HeldLog:
 
     @property
     def partial(self) -> bool:
-        """True when the owner's log goes on past what is held here (a refused entry)."""
-        return self.refused_rule is not None
+        """True when the owner's log goes on past what is held here (a refused entry, or a
+        checkpoint signed of more entries)."""
+        return self.holding.in_part
 
 
 def _entries(n: int) -> str:
@@ -41,6 +52,21 @@ def _entries(n: int) -> str:
 
 def _exports(n: int) -> str:
     return f"{n:,} {'export' if n == 1 else 'exports'}"
+
+
+def _stop(held: Holding, code: str) -> str:
+    """Where and why log `held` (of Participant `code`) stops short of its owner's, in words:
+    the refused entry and its rule, or else the entries held and the size signed."""
+    refused = held.refusal
+    if refused is None:
+        return held.stopped_short(code)
+    signed = ""
+    if held.signed_at_least is not None:
+        signed = f" of at least {_entries(held.signed_at_least)} (its signed checkpoint)"
+    return (
+        f"{code}'s log is held here only to entry {held.size - 1}{signed}: entry "
+        f"{held.size} was refused for rule {refused.rule}"
+    )
 
 
 def holding_notes(
@@ -52,13 +78,7 @@ def holding_notes(
         code = log.participant
         late = unjudged.get(code, 0)
         if log.partial:
-            signed = ""
-            if log.signed_size is not None:
-                signed = f" of at least {_entries(log.signed_size)} (its signed checkpoint)"
-            say = (
-                f"{code}'s log is held here only to entry {log.size - 1}{signed}: entry "
-                f"{log.size} was refused for rule {log.refused_rule}. {code}'s figures stop there"
-            )
+            say = f"{_stop(log.holding, code)}. {code}'s figures stop there"
             if late:
                 say += (
                     f", and {_exports(late)} to or from {code} cannot be judged overdue "

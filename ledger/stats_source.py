@@ -15,7 +15,9 @@ certificate it voided). The own log can hold entries the rules never took (a doc
 signs past the hook), and those come out with `refused` "". A replica ends where a sync
 refused an entry; that entry, kept in `ledger.refusals`, comes out after the log with its
 rule and `held` False. A log with no index at all (pulled without the roster) is read as
-it is, every entry taken, and `held_logs` marks it unjudged.
+it is, every entry taken, and `held_logs` marks it unjudged. How much of each log is held
+(a refusal, or a checkpoint signed past the entries held) is `ledger.holding`'s answer, the
+one the audit, trace and `certificate show` read too.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from collections.abc import Iterator
 
 import lmdb
 
-from ledger.checkpoint import open_checkpoint
 from ledger.custody_index import decode_value
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, IntegrityError, LedgerError, RecordError, RosterError
+from ledger.errors import EncodingError, IntegrityError, RecordError, RosterError
+from ledger.holding import Holding, holding
 from ledger.records import (
     ActorRegister,
     ActorRevoke,
@@ -41,7 +43,6 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import Refusal, verified_refusal
 from ledger.roster import Roster
 from ledger.rules import VOIDED
 from ledger.stats import LoggedRecord
@@ -70,33 +71,25 @@ def _judged(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bool:
     return False
 
 
-def _cut(
+def _holding(
     store: Store, txn: lmdb.Transaction, origin: str, log_id: bytes, roster: Roster | None
-) -> Refusal | None:
-    """The entry a sync here refused right where the held log stops, if any and if it
-    checks out against the roster key (`ledger.refusals.verified_refusal`; with no roster,
-    or for an origin not on it, nothing kept is trusted)."""
+) -> Holding:
+    """How much of the log is held here (`ledger.holding`: a refusal or a seen checkpoint
+    counts only when it checks out against the roster key; with no roster, or for an
+    origin not on it, nothing kept is trusted)."""
     try:
         key = None if roster is None else roster.log_key(origin)
     except RosterError:
         key = None
-    return verified_refusal(store, txn, log_id, key)
+    return holding(store, txn, origin, log_id, key)
 
 
 def held_logs(store: Store, txn: lmdb.Transaction, roster: Roster) -> tuple[HeldLog, ...]:
-    """How much of each log the snapshot holds, whether judged, and where a sync refused."""
-    found = []
-    for origin, log_id, size in _logs(store, txn):
-        cut = _cut(store, txn, origin, log_id, roster)
-        signed = None
-        if cut is not None and cut.note:
-            try:
-                signed = open_checkpoint(cut.note, roster.log_key(origin))[0].size
-            except LedgerError:
-                signed = None  # a note that does not verify tells nothing
-        rule, reason = (None, "") if cut is None else (cut.rule, cut.reason)
-        found.append(HeldLog(origin, size, _judged(store, txn, log_id), rule, reason, signed))
-    return tuple(found)
+    """How much of each log the snapshot holds, whether judged, and what shows it goes on."""
+    return tuple(
+        HeldLog(_holding(store, txn, origin, log_id, roster), _judged(store, txn, log_id))
+        for origin, log_id, _ in _logs(store, txn)
+    )
 
 
 def _indexed(store: Store, txn: lmdb.Transaction, log_id: bytes, at: int, r: Record) -> bool:
@@ -165,7 +158,7 @@ def log_records(
         if judged and r is not None and not _indexed(store, txn, log_id, index, r):
             item = LoggedRecord(origin, index, item.time_ms, r, refused="")
         yield item
-    cut = _cut(store, txn, origin, log_id, roster)
+    cut = _holding(store, txn, origin, log_id, roster).refusal
     if cut is not None:
         try:
             yield _record(origin, size, cut.entry, cut.rule, held=False)

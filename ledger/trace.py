@@ -61,8 +61,9 @@ UNKNOWN_CERTIFICATE: Final = "unknown-certificate"
 IN_CUSTODY: Final = "in-custody"
 NOT_IMPORTED: Final = "not-imported"
 VOIDED: Final = "voided"
-#: The log is held here only up to an entry this node refused for breaking a custody rule:
-#: what came after it is not known here.
+#: The log is held here only in part (`ledger.holding`): up to an entry this node refused
+#: for breaking a custody rule, or short of a checkpoint its owner signed (a sync stopped
+#: before the rest): what came after is not known here.
 LOG_HELD_IN_PART: Final = "log-held-in-part"
 #: The entry is one this node refused for breaking a custody rule (named in the detail).
 ENTRY_REFUSED: Final = "entry-refused"

@@ -11,11 +11,13 @@ have no origins): the trace never reads `origins`, it follows the import's `expo
 Frozen origins are the node's (`ledger.freeze`: proven equivocation evidence held) unless
 the caller passes its own `frozen`.
 
-A log whose sync refused an entry for a rule is held only up to it (`ledger.refusals`): an
+A log held here only in part (`ledger.holding`, as the audit, stats and `certificate show`
+read it) is one whose sync refused an entry for a rule (`ledger.refusals`), or verified a
+checkpoint the owner signed of more entries than are held (a pull that stopped midway): an
 answer that depends on what came after ("still in custody", "not imported", an entry past
-the end) is then LOG_HELD_IN_PART, naming the refused entry and its rule, never a clean end;
-the refused entry itself is ENTRY_REFUSED with its rule. Where goods do rest, the answer
-says as of which size of the log.
+the end) is then LOG_HELD_IN_PART, never a clean end, naming the refused entry and its rule,
+or else the entries held and the size signed; the refused entry itself is ENTRY_REFUSED with
+its rule. Where goods do rest, the answer says as of which size of the log.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ledger.custody_index import INDEX_DBS, Index, LmdbTables
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, RosterError
 from ledger.fields import certificate_problem
+from ledger.holding import Holding, holding
 from ledger.keys import Verifier
 from ledger.records import (
     Export,
@@ -42,7 +45,7 @@ from ledger.records import (
     Record,
     parse_record,
 )
-from ledger.refusals import Refusal, verified_refusal
+from ledger.refusals import Refusal
 from ledger.roster import Roster
 from ledger.roster_files import load_roster
 from ledger.store import Store, entry_key
@@ -87,6 +90,7 @@ class StoreTraceReader:
         self._entries = store.db("entries")
         self._ids: dict[str, bytes | None] = {}
         self._indexes: dict[str, Index | None] = {}
+        self._holdings: dict[str, Holding | None] = {}
         self._refused: dict[str, tuple[Refusal, Record | None] | None] = {}
 
     def log_id(self, origin: str) -> bytes | None:
@@ -112,19 +116,30 @@ class StoreTraceReader:
         log_id = self.log_id(origin)
         return 0 if log_id is None else self.store.head(self.txn, log_id).size
 
-    def refused(self, origin: str) -> tuple[Refusal, Record | None] | None:
-        """The entry a sync here refused where `origin`'s held log stops, with its record
-        (None when it does not parse), or None when the log is not held short of one: a
-        kept refusal counts only when it checks out against the roster key
-        (`ledger.refusals.verified_refusal`; with no roster, none does)."""
-        if origin not in self._refused:
+    def holding(self, origin: str) -> Holding | None:
+        """How much of `origin`'s log is held here (`ledger.holding`), or None when it is not
+        held at all: a refusal or a seen checkpoint counts only when it checks out against
+        the roster key (with no roster, none does)."""
+        if origin not in self._holdings:
             log_id = self.log_id(origin)
             key = self._key(origin)
-            found = None if log_id is None else verified_refusal(self.store, self.txn, log_id, key)
-            if found is not None:
-                self._refused[origin] = (found, _record(found.entry))
-            else:
-                self._refused[origin] = None
+            found = None if log_id is None else holding(self.store, self.txn, origin, log_id, key)
+            self._holdings[origin] = found
+        return self._holdings[origin]
+
+    def in_part(self, origin: str) -> bool:
+        """True when `origin`'s log is held here only in part: its owner's log goes on."""
+        held = self.holding(origin)
+        return held is not None and held.in_part
+
+    def refused(self, origin: str) -> tuple[Refusal, Record | None] | None:
+        """The entry a sync here refused where `origin`'s held log stops, with its record
+        (None when it does not parse), or None when the log is not held short of one (see
+        `holding`)."""
+        if origin not in self._refused:
+            held = self.holding(origin)
+            found = None if held is None else held.refusal
+            self._refused[origin] = None if found is None else (found, _record(found.entry))
         return self._refused[origin]
 
     def _key(self, origin: str) -> Verifier | None:
@@ -146,12 +161,16 @@ class StoreTraceReader:
         return f"as of {_code(origin)}'s log held here at size {head.size}, last entry {when}"
 
     def _held_in_part(self, origin: str, what: str, uses: Callable[[Record], str | None]) -> Absent:
-        """LOG_HELD_IN_PART for a log held short of a refused entry: what `what` may have
-        become after it, and what the refused entry itself does with it (`uses`)."""
-        found = self.refused(origin)
-        assert found is not None
-        r, record = found
+        """LOG_HELD_IN_PART for a log held only in part: what `what` may have become after
+        the last entry held; where a refused entry is why, what it does with it (`uses`)."""
         code = _code(origin)
+        found = self.refused(origin)
+        if found is None:
+            held = self.holding(origin)
+            assert held is not None
+            said = held.stopped_short(code)
+            return Absent(LOG_HELD_IN_PART, f"{said}, so {what} after that is not known here")
+        r, record = found
         use = None if record is None else uses(record)
         did = f" ({code} entry {r.index} {use})" if use else ""
         return Absent(
@@ -175,7 +194,7 @@ class StoreTraceReader:
             r = found[0]
             why = r.reason.partition("breaks a custody rule: ")[2] or r.reason
             return Absent(ENTRY_REFUSED, f"this node refused it for rule {r.rule}: {why[:400]}")
-        if found is not None and index > found[0].index:
+        if index >= self.size(origin) and self.in_part(origin):  # the owner's log goes on
             return self._held_in_part(origin, f"entry {index}", lambda _r: None)
         return Absent(ENTRY_NOT_HELD, f"{self.as_of(origin)}")
 
@@ -187,7 +206,7 @@ class StoreTraceReader:
         state = ix.parcel(parcel)
         if state is not None:
             return state.entry
-        if self.refused(origin) is not None:
+        if self.in_part(origin):
             return self._held_in_part(origin, f"parcel {parcel!r}", lambda r: _creates(r, parcel))
         return Absent(UNKNOWN_PARCEL)
 
@@ -201,15 +220,15 @@ class StoreTraceReader:
             return Absent(UNKNOWN_PARCEL)
         if state.consumed_by is not None:
             return state.consumed_by
-        if self.refused(origin) is not None:
+        if self.in_part(origin):
             what = "what became of the parcel"
             return self._held_in_part(origin, what, lambda r: _uses(r, parcel))
         return Absent(IN_CUSTODY, self.as_of(origin))
 
     def importer(self, origin: str, certificate: str) -> int | Absent:
         """The import of `certificate` on destination log `origin`; VOIDED, NOT_IMPORTED (as
-        of the destination's log held), LOG_HELD_IN_PART when that log stops at a refusal,
-        or, for a certificate not imported, when the issuer's log does (a void is written
+        of the destination's log held), LOG_HELD_IN_PART when that log is held only in part,
+        or, for a certificate not imported, when the issuer's log is (a void is written
         there)."""
         issuing = f"{self.network}/{certificate[:2]}"
         issuer = self.index(issuing)
@@ -221,10 +240,10 @@ class StoreTraceReader:
             return Absent(LOG_NOT_HELD)
         state = ix.certificate(certificate)
         if state is None or state.origin == origin or state.import_index is None:
-            if self.refused(origin) is not None:
+            if self.in_part(origin):
                 what = "an import of the goods"
                 return self._held_in_part(origin, what, lambda r: _imports(r, certificate))
-            if issued is not None and issued.origin == issuing and self.refused(issuing):
+            if issued is not None and issued.origin == issuing and self.in_part(issuing):
                 # a void is written on the issuer's log, which goes on past what is held here
                 what = f"a void of certificate {certificate}"
                 return self._held_in_part(issuing, what, lambda r: _voids(r, certificate))

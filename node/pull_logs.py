@@ -15,6 +15,13 @@ serve, all end the log's pull with that error, reported with the source. Falling
 would let another source's older or forked copy pass silently for the log the owner signed
 further. So within one sync the first verifying checkpoint is the one the log must reach.
 
+One exception, in the other direction: a source whose checkpoint is smaller than what this
+directory knows the log has signed (the entries held, or a larger checkpoint an earlier sync
+verified before it stopped) is pulled as usual (its checkpoint is still checked against the
+entries held, so a fork is still caught) and then passed over as behind, and the next source
+is tried for the rest. If none reaches that size the `LogPull` says how far short the log is
+held (`short_of`), so `kimberley sync` does not call a log pulled that it knows is not whole.
+
 Each log's `LogPull` says which source it came from, which were passed over and why, and
 whether the source was the owner's own node (a replica may lag behind the owner).
 
@@ -28,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, NoteError, PeerError
+from ledger.holding import Holding, holding
+from ledger.keys import Verifier
 from ledger.roster import Roster
 from ledger.store import Store
 from node.sources import TileSource
@@ -49,9 +58,12 @@ class Unserved:
 class LogPull:
     """What one log's pull came to.
 
-    `source` is the location whose verified checkpoint the pull followed (None when no
-    source served one); `owner` the owner's node URL on the roster; `skipped` the sources
-    passed over before it. Exactly one of `report` (pulled) and `error` (not) is set.
+    `source` is the location whose verified checkpoint the pull followed last (None when
+    no source served one); `owner` the owner's node URL on the roster; `skipped` the
+    sources passed over before it. Exactly one of `report` (pulled) and `error` (not) is
+    set. `short_of` is the size the log is known to have signed when the entries held
+    after the pull stop short of it (no source served the rest), else None; `refused`
+    then names the entry a sync here refused (index, rule) when that is where it stops.
     """
 
     origin: str
@@ -60,6 +72,8 @@ class LogPull:
     skipped: tuple[Unserved, ...]
     report: SyncReport | None = None
     error: LedgerError | None = None
+    short_of: int | None = None
+    refused: tuple[int, str] | None = None
 
     @property
     def from_owner(self) -> bool:
@@ -94,13 +108,16 @@ def pull_first(
     progress: Progress | None = None,
 ) -> LogPull:
     """Pull `origin` (custody rules included) from the first of `locations` that serves a
-    checkpoint verifying with its roster key, and only from that one (see the module
-    docstring). Failures are returned in the `LogPull`, not raised: when no location
-    served a checkpoint, `error` is one PeerError naming what each said."""
+    checkpoint verifying with its roster key, and only from that one, unless that checkpoint
+    is behind what the log is known to have signed (see the module docstring). Failures
+    are returned in the `LogPull`, not raised: when no location served a checkpoint,
+    `error` is one PeerError naming what each said."""
     key = roster.log_key(origin)
     owner = roster.by_origin(origin)
     owner_url = None if owner is None else owner.url
     skipped: list[Unserved] = []
+    signed = _known_size(store, key)
+    pulled: tuple[str, SyncReport] | None = None  # the last source pulled, behind `signed`
     for location in locations:
         source = open_source(location, origin)
         try:
@@ -117,14 +134,49 @@ def pull_first(
                 report = pull(store, key, source, progress=progress, roster=roster, note=note)
             except LedgerError as e:  # this source's checkpoint stands: no other source
                 return LogPull(origin, location, owner_url, passed, error=e)
-            return LogPull(origin, location, owner_url, passed, report=report)
+            if pulled is not None:  # the entries came in two or more pulls: all of them
+                report = SyncReport(origin, pulled[1].before, report.after, report.checkpoint_size)
+            if report.checkpoint_size >= signed:
+                return LogPull(origin, location, owner_url, passed, report=report)
+            signed = max(signed, report.after)
+            behind = (
+                f"{location}: its checkpoint of {report.checkpoint_size} entries is behind "
+                f"the {signed} the log has signed"
+            )
+            skipped.append(Unserved(location, behind))
+            pulled = (location, report)
         finally:
             source.close()
+    if pulled is not None:  # every source that served the log is behind
+        location, report = pulled
+        passed = tuple(u for u in skipped if u.location != location)
+        if report.after >= signed:
+            return LogPull(origin, location, owner_url, passed, report=report)
+        held = _holding(store, key)
+        stop = None if held is None or held.refusal is None else held.refusal
+        refused = None if stop is None else (stop.index, stop.rule)
+        return LogPull(
+            origin, location, owner_url, passed, report=report, short_of=signed, refused=refused
+        )
     if not skipped:
         why = PeerError(f"{origin}: no source to pull from")
     else:
         why = PeerError("; ".join(u.reason for u in skipped))
     return LogPull(origin, None, owner_url, tuple(skipped), error=why)
+
+
+def _known_size(store: Store, key: Verifier) -> int:
+    """The largest size `key.name`'s log is known here to have signed: the entries held, or
+    a larger checkpoint a sync here verified (`ledger.holding`)."""
+    held = _holding(store, key)
+    return 0 if held is None else max(held.size, held.signed_at_least or 0)
+
+
+def _holding(store: Store, key: Verifier) -> Holding | None:
+    """How `key.name`'s log stands here (None when none of it is held)."""
+    with store.read() as txn:
+        log_id = store.log_id(txn, key.name)
+        return None if log_id is None else holding(store, txn, key.name, log_id, key)
 
 
 def roster_origin(roster: Roster, name: str) -> str:

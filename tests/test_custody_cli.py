@@ -353,6 +353,8 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
             "before": 0,
             "after": 2,
             "checkpoint": 2,
+            "short_of": None,
+            "refused": None,
             "source": f"{tmp}/mirror",
             "from_owner": False,
             "skipped": [],

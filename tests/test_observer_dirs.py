@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ledger.datadir import DataDir
 from ledger.errors import ObserverDirError, StoreError
-from ledger.observer_dir import ObserverDir
+from ledger.observer_dir import ObserverDir, open_any
 from ledger.roster_files import load_roster
 from tests.test_cli import run
 from tests.test_custody_cli import cli
@@ -186,3 +188,44 @@ def test_a_first_install_says_what_is_wrong_at_once(
     code, _, err = run(capsys, "roster", "install", v1, "--v1-sha256", "b7d52a80", "--data", obs)
     assert code == 1 and "is not a SHA-256 (64 hex digits)" in one_error_line(err)
     assert not (Path(obs) / "roster").exists() or not any((Path(obs) / "roster").iterdir())
+
+
+def _killed_init(data: Path, kind: list[str]) -> None:
+    """Run `kimberley init` in a process that dies (no clean-up) just before the key file is
+    written, as a kill -9 at that instant would."""
+    script = (
+        "import os, sys\n"
+        "import ledger.datadir as d\n"
+        "d._write_key = lambda path, signer: os._exit(9)\n"
+        "from cli.main import app\n"
+        "app(sys.argv[1:])\n"
+    )
+    args = ["init", *kind, "--network", NET, "--data", str(data)]
+    command = [sys.executable, "-c", script, *args]
+    died = subprocess.run(command, check=False, capture_output=True, timeout=60)
+    assert died.returncode == 9
+
+
+@pytest.mark.parametrize("kind", [["--participant", "BW"], ["--observer", AUDITOR]])
+def test_an_init_killed_before_its_key_leaves_a_directory_init_can_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: list[str]
+) -> None:
+    """Killed after the store but before the key: commands say so (one line, exit 1), and
+    init run again clears that empty store and finishes; a keyless store holding a log is
+    never removed: init refuses it, naming the missing key."""
+    data = tmp_path / "d"
+    _killed_init(data, kind)
+    assert (data / "store" / "data.mdb").exists() and not (data / "log.key").exists()
+    code, _, err = run(capsys, "log", "show", "--data", str(data))
+    assert code == 1 and "holds a store but no key file" in one_error_line(err)
+    cli(capsys, "init", *kind, "--network", NET, "--data", str(data))
+    key = "log.key" if kind[0] == "--participant" else "observer.key"
+    assert (data / key).exists()
+    open_any(data).close()  # the directory opens: key and store agree
+    bw = Path(init_participants(tmp_path / "p", capsys, ["BW"])["BW"])
+    (bw / "log.key").unlink()
+    before = (bw / "store" / "data.mdb").read_bytes()
+    code, _, err = run(capsys, "init", *kind, "--network", NET, "--data", str(bw))
+    assert code == 1 and "holds 1 log(s) but" in one_error_line(err)
+    assert "restore the key file" in one_error_line(err)
+    assert (bw / "store" / "data.mdb").read_bytes() == before

@@ -175,6 +175,8 @@ def test_a_rule_refusal_is_not_replaced_by_another_source(
     done = pull(bad, good)
     assert isinstance(done.error, RuleViolation)
     assert (done.source, pull.tried, pull.held()) == (bad, [bad], 1)
+    after = pull(good)  # the mirror from before the entry: short, and the refusal is why
+    assert (after.error, after.short_of, after.refused) == (None, 2, (1, done.error.rule))
 
 
 def test_a_source_missing_a_hash_tile_cannot_serve_it_and_is_no_fork(
@@ -229,3 +231,54 @@ def test_from_owner_compares_the_source_with_the_owner_s_roster_url() -> None:
     assert LogPull(BW, owner + "/", owner, ()).from_owner
     assert not LogPull(BW, "http://127.0.0.1:8471", owner, ()).from_owner
     assert not LogPull(BW, None, owner, ()).from_owner
+
+
+def test_a_source_behind_what_the_log_signed_is_passed_over_for_the_next(
+    forked: dict[str, str], pull: Puller
+) -> None:
+    """Holding A at 3, the stale mirror A2 (size 2) is still checked, then passed over as
+    behind, and nothing is short; the next source is tried. After a pull from a copy of A
+    without its entry bundles stopped short (checkpoint 3 verified, nothing held), a later
+    pull from A2 alone leaves the log short of 3 and says so; A then brings the rest."""
+    stale = pull(forked["A2"])
+    assert (stale.report and stale.report.after, stale.short_of) == (2, None)
+    broken = _broken(forked["A"], "mA-broken", "entries")
+    stopped = pull(broken)
+    assert isinstance(stopped.error, PeerError) and pull.held() == 2
+    behind = pull(forked["A2"])
+    assert behind.error is None and behind.report is not None
+    assert (behind.report.after, behind.short_of, behind.source) == (2, 3, forked["A2"])
+    done = pull(forked["A2"], forked["A"])
+    assert pull.tried == [forked["A2"], forked["A"]]
+    assert done.report is not None and (done.report.after, done.short_of) == (3, None)
+    assert [u.location for u in done.skipped] == [forked["A2"]]
+    why = done.skipped[0].reason
+    assert "its checkpoint of 2 entries is behind the 3 the log has signed" in why
+    again = pull(forked["A2"], forked["B"])  # B forks at 1: it is still checked, and caught
+    assert isinstance(again.error, ProofError) and again.source == forked["B"]
+
+
+def test_sync_exits_1_for_a_log_held_short_of_a_checkpoint_it_verified(
+    forked: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sync` from a stale mirror after an interrupted pull: the log line, then one error line
+    naming both sizes, exit 1; in JSON `short_of`. From the stale mirror then A: exit 0."""
+    obs = forked["obs"]
+    broken = _broken(forked["A"], "mA-broken", "entries")
+    cli(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--data", obs)
+    code, _, _ = run(capsys, "sync", "--origin", "BW", "--peer", broken, "--data", obs)
+    assert code == 1
+    code, out, err = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--data", obs)
+    assert code == 1 and "2 -> 2 entries verified (checkpoint size 2)" in out
+    assert one_error_line(err) == (
+        f"error: {BW}: held here to 2 of the 3 entries the log has signed (a checkpoint a "
+        "sync here verified); no source served the rest"
+    )
+    code, out, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--json",
+                       "--data", obs)  # fmt: skip
+    (shown,) = json.loads(out)
+    assert (code, shown["after"], shown["short_of"]) == (1, 2, 3)
+    code, out, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--peer",
+                       forked["A"], "--data", obs)  # fmt: skip
+    assert code == 0 and "2 -> 3 entries verified (checkpoint size 3)" in out
+    assert f"passed over: {forked['A2']}: its checkpoint of 2 entries is behind" in out

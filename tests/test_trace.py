@@ -26,6 +26,7 @@ from ledger.checkpoint import Checkpoint, TlogProof, cosign
 from ledger.custody import Custody
 from ledger.datadir import DataDir
 from ledger.entry import encode_payload, parse_entry, sign_entry
+from ledger.errors import PeerError
 from ledger.evidence import Evidence, SameSize
 from ledger.keys import Signer
 from ledger.log import Log
@@ -69,6 +70,9 @@ from ledger.trace import (
     trace,
 )
 from ledger.trace_store import StoreTraceReader, open_reader
+from node.publish import publish
+from node.sources import DirectorySource
+from node.sync import pull
 from tests.conftest import NET, actor, export, mined, roster_for, shares
 from tests.test_cli import run
 
@@ -927,6 +931,63 @@ def test_the_nodes_own_log_is_never_held_in_part(
     assert result.complete and not result.breaks
     code, out, _ = run(capsys, "trace", "EU-2026-000003", "--forward", "--data", str(copy))
     assert code == 0, out
+
+
+def _stopped_midway(network: Network, copy: Path, code: str, held: int, tmp_path: Path) -> int:
+    """In data directory `copy`, hold `code`'s log to its first `held` entries, then pull it
+    from a mirror that serves its checkpoint but no entries: the pull verifies the checkpoint
+    and stops. The size that checkpoint signed."""
+    node = DataDir.open(network.dirs[code])
+    try:
+        log = node.own_log()
+        signed = log.size()
+        store = Store(copy / "store")
+        try:
+            replicate(log, store, network.roster, held)
+        finally:
+            store.close()
+    finally:
+        node.close()
+    mirror = tmp_path / f"mirror-{code}"
+    publish(network.dirs[code], mirror, at(code))
+    shutil.rmtree(mirror / NET / code / "tile" / "entries")
+    store = Store(copy / "store")
+    try:
+        source = DirectorySource(mirror, at(code))
+        with pytest.raises(PeerError):
+            pull(store, network.signers[code].verifier, source, roster=network.roster)
+        with store.read() as txn:
+            log_id = store.log_id(txn, at(code))
+            assert log_id is not None and store.head(txn, log_id).size == held
+    finally:
+        store.close()
+    return signed
+
+
+def test_a_forward_trace_into_a_log_a_pull_left_short_is_a_break_not_complete(
+    network: Network, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a copy of Botswana's node whose pull of India's log stopped after India's first 3
+    entries (its checkpoint, of more, verified), BW-2026-000002 is not "not imported": an
+    import may lie past what is held, so the trace breaks, naming both sizes, as the audit
+    calls India's log unverifiable (log.held-whole)."""
+    copy = _copy_of(network, "BW", tmp_path)
+    signed = _stopped_midway(network, copy, "IN", 3, tmp_path)
+    assert signed > 3
+    code, out, err = run(
+        capsys, "trace", "BW-P2", "--origin", "BW", "--forward", "--data", str(copy), "--json"
+    )
+    assert code == 1, err
+    doc = json.loads(out)
+    assert doc["complete"] is False
+    (broken,) = doc["breaks"]
+    assert (broken["reason"], broken["origin"]) == (LOG_HELD_IN_PART, at("IN"))
+    assert broken["detail"] == (
+        "certificate BW-2026-000002: "
+        f"IN's log is held here only to entry 2 (3 of the {signed} entries its owner signed: "
+        "a sync here stopped before the rest), so an import of the goods after that is not "
+        "known here"
+    )
 
 
 def test_a_certificate_not_imported_on_an_issuer_log_held_in_part_is_a_break(
