@@ -115,8 +115,9 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
                 else f"a sync here refused entry {p.refused[0]} ({p.refused[1]}; see the audit)"
             )
             errors.print(
-                f"error: {r.origin}: held here to {r.after} of the {p.short_of} entries the "
-                f"log has signed (a checkpoint a sync here verified); {why}",
+                f"error: {r.origin}: held here to {r.after:,} of the "
+                f"{counted(p.short_of, 'entry', 'entries')} the log has signed (a checkpoint a "
+                f"sync here verified); {why}",
                 markup=False,
                 soft_wrap=True,
             )
