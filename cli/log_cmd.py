@@ -23,6 +23,7 @@ from ledger.log import Log
 from ledger.note import b64decode_strict
 from ledger.records import parse_record
 from ledger.verify import verify_log
+from ledger.words import counted
 
 log_app = typer.Typer(
     help="The Participant's own log: append, show, checkpoint, verify (show and verify also "
@@ -204,8 +205,8 @@ def verify(
         console.print(f"no logs held in {data} yet (run `kimberley sync`)")
     for result in results:
         console.print(
-            f"{result['origin']}: {result['size']} entries and {result['checkpoints']} "
-            f"checkpoints verified, root {result['root']}"
+            f"{result['origin']}: {counted(result['size'], 'entry', 'entries')} and "
+            f"{counted(result['checkpoints'], 'checkpoint')} verified, root {result['root']}"
         )
 
 
