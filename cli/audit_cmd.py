@@ -18,12 +18,13 @@ from typing import IO, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_reading
 from cli.output import CommandFailed, console, os_error_text, progress_bar
 from ledger.audit import AuditError, AuditReport, Finding, audit
 from ledger.audit_scratch import ScratchError
 from ledger.errors import LedgerError
 from ledger.roster_files import load_roster
+from ledger.words import counted
 
 
 def audit_command(
@@ -36,7 +37,11 @@ def audit_command(
     ] = 30,
     as_of: Annotated[
         str | None,
-        typer.Option(help="Date (YYYY-MM-DD) for overdue exports (default: the latest entry's)."),
+        typer.Option(
+            callback=check_as_of,
+            help="Day (YYYY-MM-DD) at which exports not imported are counted overdue (default: "
+            "the latest entry's); every entry is replayed whatever its date.",
+        ),
     ] = None,
     html_file: Annotated[
         Path | None,
@@ -118,11 +123,11 @@ def _audit(
             )
         if html_file is not None:
             with open(html_file, "w", encoding="utf-8") as out:
-                write_html(out, report, _spooled(spool))
+                write_html(out, report, _spooled(spool), given=as_of is not None)
         if as_json:
             _emit_json(report, _spooled(spool))
         else:
-            _print_text(report, _spooled(spool), html_file)
+            _print_text(report, _spooled(spool), html_file, given=as_of is not None)
     return report.findings
 
 
@@ -167,13 +172,26 @@ def _where(f: dict[str, Any]) -> str:
     return f"{f['origin']} entry {f['index']}"
 
 
+def counted_at(report: AuditReport, *, given: bool) -> str:
+    """The day overdue exports are counted at, in words (the audit replays every entry
+    held whatever its date: the day is only that); `given`: chosen with --as-of, else the
+    day of the latest entry held."""
+    return report.as_of + ("" if given else " (the latest entry's day)")
+
+
 def _print_text(
-    report: AuditReport, findings: Iterator[dict[str, Any]], html_file: Path | None
+    report: AuditReport,
+    findings: Iterator[dict[str, Any]],
+    html_file: Path | None,
+    *,
+    given: bool,
 ) -> None:
     for f in findings:
         kind = "" if f["kind"] == "violation" else f"({f['kind']}) "
         console.print(f"{_where(f)}  {f['rule']}  {kind}{f['message']}", markup=False)
-    table = Table(title=f"audit as of {report.as_of}")
+    table = Table(
+        title=f"audit of every entry held; overdue counted at {counted_at(report, given=given)}"
+    )
     for column in ("log", "entries", "replayed", "findings", "intact"):
         table.add_column(column, justify="left" if column == "log" else "right")
     for log in report.logs:
@@ -184,7 +202,7 @@ def _print_text(
         console.print(f"HTML report written to {html_file}", markup=False)
     if report.findings:
         rules = ", ".join(f"{rule} {n}" for rule, n in report.by_rule)
-        console.print(f"{report.findings} findings: {rules}", markup=False)
+        console.print(f"{counted(report.findings, 'finding')}: {rules}", markup=False)
     else:
         console.print(
             "no findings: every byte, signature, hash, checkpoint and custody rule checks out"
@@ -203,17 +221,22 @@ code{font-size:.9em}
 """
 
 
-def write_html(out: IO[str], report: AuditReport, findings: Iterator[dict[str, Any]]) -> None:
-    """A self-contained, readable HTML report; every value from the logs is escaped."""
+def write_html(
+    out: IO[str], report: AuditReport, findings: Iterator[dict[str, Any]], *, given: bool = True
+) -> None:
+    """A self-contained, readable HTML report; every value from the logs is escaped.
+    `given`: the as-of day was chosen (--as-of), not the latest entry's."""
     e = html.escape
+    at = counted_at(report, given=given)
     out.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">')
-    out.write(f"<title>Kimberley audit as of {e(report.as_of)}</title>")
+    out.write(f"<title>Kimberley audit, overdue counted at {e(report.as_of)}</title>")
     out.write(f"<style>{_STYLE}</style></head><body>\n")
-    out.write(f"<h1>Kimberley Ledger audit as of {e(report.as_of)}</h1>\n")
-    verdict = f"{report.findings} findings" if report.findings else "No findings"
+    out.write("<h1>Kimberley Ledger audit of every entry held</h1>\n")
+    verdict = counted(report.findings, "finding") if report.findings else "No findings"
     out.write(
-        f"<p>{e(verdict)}. Exports not imported {report.overdue_days} days after issue "
-        "count as overdue.</p>\n"
+        f"<p>{e(verdict)}. Every entry held is replayed; exports not imported "
+        f"{counted(report.overdue_days, 'day')} after issue count as overdue, counted at "
+        f"{e(at)}.</p>\n"
     )
     out.write("<h2>Logs</h2>\n<table><tr><th>log</th><th>entries</th><th>replayed</th>")
     out.write("<th>findings</th><th>intact</th></tr>\n")

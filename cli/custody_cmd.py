@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_data
 from cli.output import console, emit_json, jsonable
 from ledger.checkpoint import TlogProof
 from ledger.custody import Custody, ParcelState
@@ -34,6 +34,7 @@ from ledger.records import (
 )
 from ledger.roster_files import load_roster
 from ledger.rules import UnknownParcel
+from ledger.words import counted
 
 actor_app = typer.Typer(help="Licensed mines, exporters, importers and traders.")
 parcel_app = typer.Typer(help="Parcels on this log.")
@@ -161,7 +162,7 @@ def split(
 ) -> None:
     """Split (sort) a parcel into outputs; carats must be conserved."""
     record = ParcelSplit(input=parcel, outputs=tuple(_share(o) for o in output))
-    _record(data, record, as_json, f"split {parcel} into {len(output)} parcels")
+    _record(data, record, as_json, f"split {parcel} into {counted(len(output), 'parcel')}")
 
 
 def merge(
@@ -183,7 +184,7 @@ def merge(
         emit_json({"kind": record.KIND, "index": done.index, "carats": carats})
     else:
         console.print(
-            f"merged {len(parcels)} parcels into {into}: {format_carats(carats)} ct "
+            f"merged {counted(len(parcels), 'parcel')} into {into}: {format_carats(carats)} ct "
             f"(entry {done.index})"
         )
 
@@ -361,7 +362,8 @@ def certificate_show(
         int, typer.Option(help="Days after issue an unconfirmed export is overdue.", min=1)
     ] = 30,
     as_of: Annotated[
-        str | None, typer.Option(help="Judge overdue as of this date (default today).")
+        str | None,
+        typer.Option(callback=check_as_of, help="Judge overdue as of this date (default today)."),
     ] = None,
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
@@ -401,7 +403,7 @@ def custody_now(data: DataOption = DEFAULT_DATA, as_json: JsonOption = False) ->
     if as_json:
         emit_json([asdict(p) for p in parcels])
         return
-    table = Table(title=f"in custody: {len(parcels)} parcels")
+    table = Table(title=f"in custody: {counted(len(parcels), 'parcel')}")
     for column in ("parcel", "carats", "US$", "origins", "entry"):
         table.add_column(column)
     for p in parcels:

@@ -54,6 +54,7 @@ from ledger.stats_source import held_records
 from ledger.store import Store
 from ledger.trace import BACKWARD, Start, Trace
 from ledger.trace_store import open_reader
+from ledger.words import counted
 from ledger.workload import DEFAULT_SEED, ExpectedFinding, Plants, WorkloadError, generate
 from ledger.workload_run import roster_for, run
 from node.auth import SignatureAuth
@@ -228,9 +229,9 @@ def _checkpoint_table(
             owner,
             f"{cp.size:,}",
             base64.b64encode(cp.root).decode()[:12] + "…",
-            f"{len(full)} of {len(codes) - 1} nodes",
+            f"{len(full)} of {counted(len(codes) - 1, 'node')}",
             ", ".join(f"entry {s}" for s in short) or "-",
-            f"{len(witnesses)} witnesses",
+            counted(len(witnesses), "witness", "witnesses"),
         )
     return table
 
@@ -317,8 +318,9 @@ def demo(
         roster = net["IN"].roster
         install_versions(observer.path, roster_chain(net["IN"].node.path), check_listed(observer))
         console.print(
-            f"[bold]1. network[/]  {len(codes)} Participants ({', '.join(codes)}) in {base}; "
-            "roster v1 signed by all and installed on each, with the auditor as observer"
+            f"[bold]1. network[/]  {counted(len(codes), 'Participant')} ({', '.join(codes)}) "
+            f"in {base}; roster v1 signed by all and installed on each, with the auditor as "
+            "observer"
         )
         nodes = stack.enter_context(
             LocalNodes(
@@ -329,7 +331,7 @@ def demo(
             )
         )
         console.print(
-            f"[bold]2. nodes[/]  {len(codes)} nodes on 127.0.0.1 ports "
+            f"[bold]2. nodes[/]  {counted(len(codes), 'node')} on 127.0.0.1 ports "
             f"{min(ports.values())}-{max(ports.values())}: reads only for signed roster members; "
             f"each syncs and witnesses the others every {ROUND_SECONDS:g} s"
         )
@@ -345,7 +347,8 @@ def demo(
             for kind, n in sorted(_by_kind(report.counts).items(), key=lambda x: -x[1])
         )
         console.print(
-            f"[bold]3. a year of trade[/]  {report.total():,} entries ({kinds}); {planted}"
+            f"[bold]3. a year of trade[/]  {counted(report.total(), 'entry', 'entries')} "
+            f"({kinds}); {planted}"
         )
 
         held = _settle(nodes, net, codes, auditor)
@@ -359,7 +362,11 @@ def demo(
                 f"   the auditor's copy is an observer's data directory: `kimberley audit "
                 f"--data {observer.path}` replays it again"
             )
-        console.print("[bold]7. statistics[/]")
+        console.print(
+            "[bold]7. statistics[/]  from the auditor's verbatim copy, so the figures count "
+            "every entry, the planted ones the audit flagged above included (`kimberley stats` "
+            "on a node counts only what the rules accepted)"
+        )
         for table in flow_tables(
             statistics.rows("participant", "year"), "participant", statistics, None
         ):
@@ -381,8 +388,8 @@ def _trace_step(base: Path, india: Custody) -> None:
     show_trace(result)
     verified = verify_bundle(made, rosters[0], witnesses=witnesses)
     console.print(
-        f"   proof bundle {base / 'trace.bundle'} ({len(made):,} bytes): verified offline "
-        f"against roster v1 alone; {len(verified.logs)} logs, policy: {verified.policy}"
+        f"   proof bundle {base / 'trace.bundle'} ({counted(len(made), 'byte')}): verified offline "
+        f"against roster v1 alone; {counted(len(verified.logs), 'log')}, policy: {verified.policy}"
     )
     if witnesses == 0:
         console.print(
@@ -413,8 +420,8 @@ def _audit_step(
     want = {(e.kind, e.rule, e.participant, e.index) for e in expected}
     console.print(
         f"[bold]6. audit[/]  the auditor pulled all {len(codes)} logs verbatim "
-        f"({sum(a.size for a in audited.logs):,} entries) and replayed every rule: "
-        f"{len(found)} findings"
+        f"({counted(sum(a.size for a in audited.logs), 'entry', 'entries')}) and replayed "
+        f"every rule: {counted(len(found), 'finding')}"
     )
     console.print(_findings_table(found))
     console.print(anomaly_table(list(statistics.anomalies), statistics))

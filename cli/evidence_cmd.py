@@ -20,8 +20,9 @@ from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
 from cli.output import console, emit_json, jsonable
 from ledger import freeze
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, LogError
 from ledger.evidence import MAX_EVIDENCE_SIZE, Evidence, EvidenceError, LeafFork, verify_evidence
+from ledger.held_logs import resolve_origin
 from ledger.log import wall_clock_ms
 
 evidence_app = typer.Typer(help="Equivocation evidence and the logs frozen on this node.")
@@ -147,12 +148,20 @@ def export(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Write one piece of evidence as a file anyone can check with the log's key."""
+    """Write one piece of evidence as a file anyone can check with the log's key (a new
+    file: one already there is not overwritten)."""
     node = open_reading(data)
     with node.store.read() as txn:
         record = freeze.find(node.store, txn, evidence_id)
     try:
-        file.write_bytes(record.data)
+        with file.open("xb") as out:  # never over a file already there (earlier evidence)
+            try:
+                out.write(record.data)
+            except OSError:
+                file.unlink(missing_ok=True)  # no half-written evidence file left behind
+                raise
+    except FileExistsError:
+        raise EvidenceError(f"{file} exists already; choose another file name") from None
     except OSError as e:
         raise EvidenceError(f"cannot write {file}: {e.strerror}") from None
     if as_json:
@@ -199,10 +208,17 @@ def unfreeze(
     data: DataOption = DEFAULT_DATA,
     as_json: JsonOption = False,
 ) -> None:
-    """Let sync and the witness take an origin again; the evidence is kept."""
+    """Let sync and the witness take an origin again; the evidence is kept. The origin may
+    be given as `kp.example/BW` or `BW`, as elsewhere."""
     node = open_reading(data)
     operator = by or _os_user()
     with node.store.write() as txn:
+        frozen = freeze.frozen_origins(node.store, txn)
+        try:
+            origin = resolve_origin(frozen, origin)
+        except LogError:
+            listed = ", ".join(frozen) or "none"
+            raise LogError(f"{origin} is not frozen on this node (frozen: {listed})") from None
         event = freeze.unfreeze(
             node.store, txn, origin, by=operator, reason=reason, now_ms=wall_clock_ms()
         )

@@ -16,13 +16,14 @@ from cli.output import console, emit_bytes, emit_json, jsonable, progress_bar
 from ledger import merkle
 from ledger.checkpoint import TlogProof, open_checkpoint
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, LogError, RosterError
+from ledger.errors import EncodingError, LogError, ProofError, RosterError
 from ledger.held_logs import held_logs
 from ledger.keys import Verifier
 from ledger.log import Log
 from ledger.note import b64decode_strict
 from ledger.records import parse_record
 from ledger.verify import verify_log
+from ledger.words import counted
 
 log_app = typer.Typer(
     help="The Participant's own log: append, show, checkpoint, verify (show and verify also "
@@ -204,8 +205,8 @@ def verify(
         console.print(f"no logs held in {data} yet (run `kimberley sync`)")
     for result in results:
         console.print(
-            f"{result['origin']}: {result['size']} entries and {result['checkpoints']} "
-            f"checkpoints verified, root {result['root']}"
+            f"{result['origin']}: {counted(result['size'], 'entry', 'entries')} and "
+            f"{counted(result['checkpoints'], 'checkpoint')} verified, root {result['root']}"
         )
 
 
@@ -248,7 +249,12 @@ def consistency(
     new: Annotated[int, typer.Argument(help="The newer tree size.")],
     data: DataOption = DEFAULT_DATA,
 ) -> None:
-    """Print an RFC 9162 consistency proof, one base64 hash per line."""
+    """Print an RFC 9162 consistency proof, one base64 hash per line (empty for equal sizes)."""
+    if old == 0 and new > 0:  # as `proof verify-consistency` and RFC 9162 would refuse it
+        raise ProofError(
+            f"consistency from size 0 to size {new}: the empty tree is a prefix of every tree, "
+            "so there is nothing to prove (give an older size of at least 1)"
+        )
     log = open_data(data).own_log()
     for digest in log.consistency_proof(old, new):
         console.out(base64.b64encode(digest).decode())

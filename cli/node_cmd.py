@@ -14,6 +14,7 @@ from cli.output import console, emit_json, errors, progress_bar
 from ledger.datadir import no_own_log
 from ledger.errors import LedgerError, ObserverDirError
 from ledger.observer_dir import is_observer_dir
+from ledger.words import counted
 from node.publish import publish
 from node.serve import listen_socket, make_app
 
@@ -132,8 +133,8 @@ def publish_tiles(
         return
     for log in report.logs:
         console.print(
-            f"{log.origin}: size {log.size}, {log.written} files written "
-            f"({log.bytes_written} bytes), {log.kept} already there"
+            f"{log.origin}: size {log.size}, {counted(log.written, 'file')} written "
+            f"({counted(log.bytes_written, 'byte')}), {log.kept} already there"
         )
     if not report.logs:
         console.print("no checkpointed logs to publish")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,35 @@ DataOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DEFAULT_DATA = Path(DEFAULT_DATA_DIR)
+
+#: The day the KPCS began: no KP certificate is older, so no earlier day is one to judge at.
+KPCS_START = date(2003, 1, 1)
+#: How far after today an --as-of day may be: further is a slip (2062 for 2026), not a plan.
+AS_OF_AHEAD = timedelta(days=366)
+
+
+def check_as_of(value: str | None) -> str | None:
+    """An --as-of day as given (YYYY-MM-DD), refused as a usage error (exit 2) when it is no
+    date, before the KPCS began or over a year after today; None stays None."""
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is None or day.isoformat() != value:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD")
+    if day < KPCS_START:
+        raise typer.BadParameter(
+            f"{value} is before {KPCS_START}, when the KPCS began: no KP certificate is older"
+        )
+    today = datetime.now(UTC).date()
+    if day > today + AS_OF_AHEAD:
+        raise typer.BadParameter(
+            f"{value} is more than a year after today ({today}); give a day no later than "
+            f"{today + AS_OF_AHEAD}"
+        )
+    return value
 
 
 _opened: list[AnyDataDir] = []

@@ -24,11 +24,36 @@ from ledger.roster_files import (
     sha256_hex,
 )
 from ledger.roster_membership import check_listed
+from ledger.words import counted
 
 #: What --v1-sha256 must look like: a SHA-256 in hex.
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 roster_app = typer.Typer(help="The signed roster of Participants, keys, nodes and embargoes.")
+
+
+def not_a_draft(path: Path, data: bytes) -> bytes:
+    """`data`, the bytes of roster file `path`, unless they are JSON (a roster draft given
+    where the signed roster file made from it belongs): RosterError saying how to make one,
+    where the decoder would only count "trailing bytes"."""
+    text = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    try:
+        json.loads(data.decode("utf-8-sig"))
+        is_json = True
+    except ValueError:  # UnicodeDecodeError too; a signed roster file is never UTF-8 text
+        is_json = text.startswith(b"{")
+    if is_json:
+        raise RosterError(
+            f"{path} looks like a JSON roster draft, not a signed roster file: make one with "
+            f"`kimberley roster init {path} --out FILE` and have every Participant sign FILE "
+            "with `kimberley roster sign FILE`"
+        )
+    return data
+
+
+def _roster_file(path: Path) -> bytes:
+    """The bytes of roster file `path` (not_a_draft)."""
+    return not_a_draft(path, path.read_bytes())
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -64,7 +89,7 @@ def sign(
 ) -> None:
     """Add this Participant's signature to a roster file."""
     node = open_data(data)
-    signed = SignedRoster.from_bytes(file.read_bytes())
+    signed = SignedRoster.from_bytes(_roster_file(file))
     mine = signed.roster.by_origin(node.origin)
     if mine is None or mine.key != node.signer.verifier:
         raise RosterError(
@@ -108,8 +133,9 @@ def install(
     if v1_sha256 is not None and not _SHA256_HEX.fullmatch(v1_sha256.strip()):
         raise RosterError(f"--v1-sha256 {v1_sha256!r} is not a SHA-256 (64 hex digits)")
     first = not roster_dir(data).is_dir() or not any(roster_dir(data).glob("v*.roster"))
-    if first and files:
-        version = SignedRoster.from_bytes(files[0].read_bytes()).roster.version
+    given = [_roster_file(f) for f in files]
+    if first and given:
+        version = SignedRoster.from_bytes(given[0]).roster.version
         if version != 1:
             raise RosterError(
                 f"roster v{version}: the first trusted roster must be v1; give v1 first "
@@ -122,7 +148,7 @@ def install(
             "tells a real v1 from one made up around its public key); compare with "
             "`sha256sum FILE`"
         )
-    done = install_versions(data, [f.read_bytes() for f in files], check_listed(node), v1_sha256)
+    done = install_versions(data, given, check_listed(node), v1_sha256)
     roster = done.roster
     for version in done.skipped:
         console.print(f"v{version} already installed")
@@ -136,28 +162,32 @@ def install(
         return
     console.print(
         f"installed roster v{roster.version} of {roster.network} "
-        f"({len(roster.participants)} participants){who}"
+        f"({counted(len(roster.participants), 'participant')}){who}"
     )
 
 
 def _show(roster: Roster, as_json: bool) -> None:
+    """The roster for a person: a table of who is who, then each key whole on a line of its
+    own (never cut to the terminal's width nor broken by a table's borders: keys are copied
+    from here), as `kimberley log key` prints them; its name says whose it is."""
     if as_json:
         emit_json(roster.to_body())
         return
     table = Table(title=f"{roster.network} roster v{roster.version}")
-    for column in ("code", "name", "status", "zones", "node", "key"):
+    for column in ("code", "name", "status", "zones"):
         table.add_column(column)
+    longest = max((len(p.url) for p in roster.participants), default=0)
+    table.add_column("node", overflow="fold", min_width=min(longest, 40))  # whole, if it fits
     for p in roster.participants:
         zones = "any" if p.zones is None else ", ".join(p.zones)
-        table.add_row(p.code, p.name, p.status, zones, p.url, p.key.to_text())
+        table.add_row(p.code, p.name, p.status, zones, p.url)
     console.print(table)
-    if roster.observers:
-        observers = Table(title="observers (read-only)")
-        for column in ("name", "key"):
-            observers.add_column(column)
-        for o in roster.observers:
-            observers.add_row(o.name, o.key.to_text())
-        console.print(observers)
+    console.print("log keys:")
+    for p in roster.participants:
+        console.print(p.key.to_text(), markup=False, soft_wrap=True)
+    for o in roster.observers:
+        console.print(f"observer (read-only) {o.name}, key:", markup=False, soft_wrap=True)
+        console.print(o.key.to_text(), markup=False, soft_wrap=True)
 
 
 @roster_app.command("show")
@@ -177,8 +207,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a roster chain from a trusted version 1, with no data directory."""
-    anchor = trusted.read_bytes()
-    roster = verify_chain(anchor, [p.read_bytes() for p in later or []])
+    anchor = _roster_file(trusted)
+    roster = verify_chain(anchor, [_roster_file(p) for p in later or []])
     _show(roster, as_json)
     if not as_json:
         console.print(f"roster v1 SHA-256: {sha256_hex(anchor)}", soft_wrap=True)

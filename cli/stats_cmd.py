@@ -26,7 +26,7 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
+from cli.options import DEFAULT_DATA, DataOption, JsonOption, check_as_of, open_reading
 from cli.output import console, emit_json, progress_bar
 from ledger.quantities import format_carats, format_usd
 from ledger.roster_files import load_roster
@@ -42,6 +42,7 @@ from ledger.stats import (
 )
 from ledger.stats_holding import HeldLog
 from ledger.stats_source import held_entries, held_logs, held_records
+from ledger.words import counted
 
 
 class GroupBy(StrEnum):
@@ -81,7 +82,10 @@ def stats(
         int, typer.Option(help="Days after issue an unconfirmed export is overdue.")
     ] = 30,
     as_of: Annotated[
-        str | None, typer.Option(help="Date for overdue imports (default: the latest entry).")
+        str | None,
+        typer.Option(
+            callback=check_as_of, help="Date for overdue imports (default: the latest entry)."
+        ),
     ] = None,
     anomalies: Annotated[
         bool, typer.Option("--anomalies", help="Print the anomalies instead of the table.")
@@ -322,14 +326,10 @@ def flow_tables(rows: list[Row], by: str, report: Report, year: int | None) -> l
     return tables
 
 
-def _many(n: int, one: str, many: str) -> str:
-    return f"{n:,} {one if n == 1 else many}"
-
-
 def anomaly_table(found: list[Anomaly], report: Report) -> Table:
     """The anomalies for a person: kind, log, entry, certificate and what is wrong."""
-    counted = _many(report.entries, "entry", "entries")
-    table = Table(title=f"{_many(len(found), 'anomaly', 'anomalies')} in {counted}")
+    read = counted(report.entries, "entry", "entries")
+    table = Table(title=f"{counted(len(found), 'anomaly', 'anomalies')} in {read}")
     table.add_column("kind", no_wrap=True)
     table.add_column("log", no_wrap=True)
     table.add_column("entry", justify="right")

@@ -20,6 +20,7 @@ from ledger.errors import DataDirError
 from ledger.keys import Signer
 from ledger.observer_dir import ObserverDir
 from ledger.roster_files import load_roster
+from ledger.words import counted
 from node.pull_logs import LogPull, logs_to_pull, pull_first, roster_origin, roster_sources
 from node.sources import DirectorySource, HttpSource, TileSource
 
@@ -121,11 +122,11 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
             continue
         r = p.report
         console.print(
-            f"{r.origin}: {r.before} -> {r.after} entries verified "
-            f"(checkpoint size {r.checkpoint_size}) from {p.source}"
+            f"{r.origin}: {r.before:,} -> {counted(r.after, 'entry', 'entries')} verified "
+            f"(checkpoint size {r.checkpoint_size:,}) from {p.source}"
             + ("" if p.from_owner else " [yellow](not the owner's node)[/]")
             + (
-                f" [yellow](behind the {r.before} entries held here)[/]"
+                f" [yellow](behind the {counted(r.before, 'entry', 'entries')} held here)[/]"
                 if r.checkpoint_size < r.before
                 else ""
             ),
@@ -138,8 +139,9 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
                 else f"a sync here refused entry {p.refused[0]} ({p.refused[1]}; see the audit)"
             )
             errors.print(
-                f"error: {r.origin}: held here to {r.after} of the {p.short_of} entries the "
-                f"log has signed (a checkpoint a sync here verified); {why}",
+                f"error: {r.origin}: held here to {r.after:,} of the "
+                f"{counted(p.short_of, 'entry', 'entries')} the log has signed (a checkpoint a "
+                f"sync here verified); {why}",
                 markup=False,
                 soft_wrap=True,
             )

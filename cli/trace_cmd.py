@@ -20,12 +20,14 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
-from cli.output import CommandFailed, console, emit_json
+from cli.output import CommandFailed, console, emit_json, errors
+from cli.roster_cmd import not_a_draft
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
+from ledger.fields import certificate_problem
 from ledger.observer_dir import ObserverDir
 from ledger.quantities import format_carats
-from ledger.roster import MAX_ROSTER_SIZE
+from ledger.roster import MAX_ROSTER_SIZE, Roster
 from ledger.roster_files import roster_chain
 from ledger.trace import (
     ABSENT_REASONS,
@@ -34,15 +36,20 @@ from ledger.trace import (
     ENDS,
     FORWARD,
     FROZEN_ORIGIN,
+    PARCEL,
+    UNKNOWN_PARCEL,
     VERIFIED,
+    Absent,
     Edge,
     Node,
     NodeKey,
+    Start,
     Trace,
     TraceError,
     trace,
 )
-from ledger.trace_store import open_reader
+from ledger.trace_store import StoreTraceReader, installed_roster, open_reader
+from ledger.words import counted
 
 #: Statuses, ends and break reasons that rest on a reader's answer that something is absent
 #: (or an origin frozen), not on an entry: in a verified bundle, the builder's declarations.
@@ -125,7 +132,7 @@ def _trace(
         )
     direction = FORWARD if forward else BACKWARD
     with open_reader(node.store, node.network) as reader:
-        start = reader.resolve(ident, origin)
+        start, notes = _start(reader, ident, origin, installed_roster(node.store))
         if bundle is None:
             result = trace(reader, start, direction)
         else:
@@ -133,17 +140,92 @@ def _trace(
                 reader, start, direction, roster_chain(data), witnesses=witnesses
             )
             _write(bundle, made)
-    if as_json and bundle is not None:
-        made_json = {"file": str(bundle), "bytes": len(made), "entries": len(result.entries)}
-        emit_json(trace_json(result) | {"bundle": made_json})
+    if as_json:
+        doc = trace_json(result) | {"notes": notes}
+        if bundle is not None:
+            doc["bundle"] = {
+                "file": str(bundle),
+                "bytes": len(made),
+                "entries": len(result.entries),
+            }
+        emit_json(doc)
         return result.complete
-    _show(result, as_json, dot)
+    if dot:
+        _print_dot(result)
+    else:
+        show_trace(result)
+    for note in notes:  # DOT keeps stdout a graph: its notes go to stderr
+        (errors if dot else console).print(f"note: {note}", markup=False, soft_wrap=True)
     if bundle is not None and not dot:
         console.print(
-            f"proof bundle: {bundle} ({len(made):,} bytes, {len(result.entries)} entries); "
+            f"proof bundle: {bundle} ({counted(len(made), 'byte')}, "
+            f"{counted(len(result.entries), 'entry', 'entries')}); "
             f"check it with `kimberley verify-bundle {bundle} --trust ROSTER_V1`"
         )
     return result.complete
+
+
+def _start(
+    reader: StoreTraceReader, ident: str, origin: str | None, roster: Roster | None
+) -> tuple[Start, list[str]]:
+    """What `ident` names (on the log `origin` names, if given), and notes for the user on
+    what else it names; a name that can only be a slip is refused."""
+    if origin is None:
+        start = reader.resolve(ident)
+        return start, other_readings(reader, start)
+    _check_origin(reader, origin, roster)
+    start = reader.resolve(ident, origin)
+    if start.kind == PARCEL and certificate_problem(ident) is None:
+        made = reader.creator(start.origin, ident)
+        if isinstance(made, Absent) and made.reason == UNKNOWN_PARCEL:
+            code = start.origin.rpartition("/")[2]
+            logs = [o.rpartition("/")[2] for o in reader.parcel_logs(ident)]
+            goods = f", or the parcel of that id with --origin {' or '.join(logs)}"
+            raise TraceError(
+                f"no parcel {ident!r} on {code}'s log; {ident} is a certificate number: "
+                f"trace the certificate without --origin{goods if logs else ''}"
+            )
+    return start, []
+
+
+def _check_origin(reader: StoreTraceReader, name: str, roster: Roster | None) -> None:
+    """Refuse an --origin that names no log held here and no Participant of the roster
+    installed here: it can only be a typing slip, and tracing it would call anything a
+    parcel that is not on that log."""
+    origin = reader.origin_of(name)
+    if origin in reader.origins() or (roster is not None and roster.by_origin(origin)):
+        return
+    code = origin.rpartition("/")[2]
+    listed = "none is installed"
+    if roster is not None:
+        listed = f"v{roster.version}: {', '.join(p.code for p in roster.participants)}"
+    raise TraceError(
+        f"--origin {name}: {code} is not a Participant on the roster here ({listed}), "
+        "and no log of it is held"
+    )
+
+
+def other_readings(reader: StoreTraceReader, start: Start) -> list[str]:
+    """What else the name traced from `start` names, and how to trace that instead: a
+    certificate number is also a parcel's id on every log that imported the goods (an
+    import names them after the certificate), and may be one on another log by chance."""
+    logs = reader.parcel_logs(start.name) if start.kind == CERTIFICATE else []
+    if not logs:
+        return []
+    readings = []
+    for origin in logs:
+        code = origin.rpartition("/")[2]
+        made = reader.creator(origin, start.name)  # an entry: the parcel is on that log
+        imported = made == reader.importer(origin, start.name)
+        readings.append(
+            f"on {code}'s log ({'imported under it, ' if imported else ''}{code} entry {made})"
+        )
+    options = " or ".join(f"--origin {o.rpartition('/')[2]}" for o in logs)
+    which = "that parcel" if len(logs) == 1 else "one of those parcels"
+    return [
+        f"{start.name} is also the id of a parcel {' and '.join(readings)}; this traces the "
+        f"certificate; to trace {which} instead, add {options}"
+    ]
 
 
 def verify_bundle_command(
@@ -161,7 +243,7 @@ def verify_bundle_command(
     try:
         _one_format(as_json, dot)
         data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
-        trusted = read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster")
+        trusted = not_a_draft(trust, read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster"))
         verified = verify_bundle(data, trusted, witnesses=witnesses)
     except LedgerError as e:
         raise CommandFailed(str(e), CANNOT_TRACE) from e
@@ -438,15 +520,6 @@ def _status(text: str) -> str:
     return f"[bold red]{escape(text)}[/]"
 
 
-def _show(result: Trace, as_json: bool, dot: bool) -> None:
-    if as_json:
-        emit_json(trace_json(result))
-    elif dot:
-        _print_dot(result)
-    else:
-        show_trace(result)
-
-
 def show_trace(result: Trace, *, declared: bool = False) -> None:
     """Print the trace as a tree, the origins or destinations, and every break; `declared`
     (a verified bundle's trace) labels what rests on the builder's word "builder says"."""
@@ -545,7 +618,7 @@ def _summary(result: Trace, declared: bool) -> None:
             f"{_says(declared, b.reason)}{escape(b.detail)}"
         )
     if result.complete:
-        console.print(f"complete: {len(result.edges)} hops, every one verified")
+        console.print(f"complete: {counted(len(result.edges), 'hop')}, every one verified")
 
 
 def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
@@ -557,9 +630,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         + (
             ""
             if verified.trace.complete
-            else f"; the trace it proves has {breaks} break"
-            + ("" if breaks == 1 else "s")
-            + " (below)"
+            else f"; the trace it proves has {counted(breaks, 'break')} (below)"
         )
     )
     console.print(f"witness policy: {verified.policy}")
@@ -567,7 +638,7 @@ def _show_verified(verified: VerifiedBundle, trusted: bytes) -> None:
         cosigned = ", ".join(log.witnesses) or "nobody"
         console.print(
             f"  {log.origin}: checkpoint size {log.size}, cosigned by {cosigned}; "
-            f"{log.entries} entries proved"
+            f"{counted(log.entries, 'entry', 'entries')} proved"
         )
     for d in verified.declared:
         console.print(

@@ -97,6 +97,7 @@ from ledger.records import Import
 from ledger.roster import Roster
 from ledger.store import Store, entry_key
 from ledger.verify import shared_workers
+from ledger.words import counted
 
 __all__ = [
     "COMMIT_EVERY",
@@ -233,7 +234,8 @@ def _held_short(
         behind.add(log.origin)
         why = (
             f"{log.origin} is held here only to entry {log.size - 1}: a sync here verified "
-            f"the log's checkpoint of {held.signed} entries and stopped before the rest"
+            f"the log's checkpoint of {counted(held.signed, 'entry', 'entries')} and stopped "
+            "before the rest"
         )
         values = (("held", log.size), ("signed", held.signed))
         tally(Finding(UNVERIFIABLE, LOG_HELD_WHOLE, log.origin, log.size, why, values))

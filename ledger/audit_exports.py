@@ -26,6 +26,7 @@ from ledger.errors import LedgerError
 from ledger.records import Export, ExportRef
 from ledger.roster import Roster
 from ledger.store import Store, entry_key
+from ledger.words import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,11 @@ class ExportReader:
         log_id, size = self._log(ref.origin)
         where = f"{ref.origin} entry {ref.index}"
         if log_id is None or ref.index >= size:
-            held = "is not held here" if log_id is None else f"holds only {size} entries here"
+            held = (
+                "is not held here"
+                if log_id is None
+                else f"holds only {counted(size, 'entry', 'entries')} here"
+            )
             return Unresolved(False, f"{ref.origin}'s log {held}: {where} cannot be checked")
         raw = self._txn.get(entry_key(log_id, ref.index), db=self._store.db("entries"))
         if raw is None or merkle.leaf_hash(bytes(raw)) != ref.leaf_hash:

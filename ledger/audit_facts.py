@@ -14,6 +14,7 @@ from datetime import date
 from ledger.audit_findings import EXPORT_OVERDUE, UNVERIFIABLE, VIOLATION, Finding
 from ledger.quick_init import quick_init
 from ledger.rules import CertificateAlreadyImported, CertificateVoided
+from ledger.words import counted
 
 
 @quick_init
@@ -154,8 +155,8 @@ def _overdue(e: ExportFact, as_of: str, overdue_days: int, short: str | None) ->
         e.origin,
         e.index,
         f"export: certificate {e.certificate!r} to {e.destination}, issued {e.issued}, is "
-        f"neither imported nor voided {days} days later (as of {as_of}; limit {overdue_days})"
-        + why,
+        f"neither imported nor voided {counted(days, 'day')} later (as of {as_of}; limit "
+        f"{overdue_days})" + why,
         (
             ("certificate", e.certificate),
             ("destination", e.destination),

@@ -74,6 +74,7 @@ from ledger.trace import (
     trace,
 )
 from ledger.trace_store import StoreTraceReader
+from ledger.words import counted
 
 #: The format id of a bundle none of whose declarations carries a `detail`.
 FORMAT_V1: Final = "kimberley/trace-bundle/v1"
@@ -154,8 +155,8 @@ def witness_policy(witnesses: int) -> str:
     if witnesses == 0:
         return "none: checkpoints signed by their log alone are accepted (--witnesses 0)"
     return (
-        f"every checkpoint cosigned by at least {witnesses} roster Participant(s) other than "
-        "the log's own"
+        f"every checkpoint cosigned by at least {counted(witnesses, 'roster Participant')} "
+        "other than the log's own"
     )
 
 
@@ -461,8 +462,8 @@ def _prove(
     if note is None:
         raise WitnessPolicyError(
             f"bundle: no checkpoint of {origin} covering entry {need - 1} is cosigned by "
-            f"{witnesses} other roster Participant(s); gather witness cosignatures first, or "
-            "pass --witnesses 0 to bundle checkpoints signed by the log alone"
+            f"{counted(witnesses, 'other roster Participant')}; gather witness cosignatures "
+            "first, or pass --witnesses 0 to bundle checkpoints signed by the log alone"
         )
     note_bytes = note.to_bytes()
     nodes = TileReader(txn, store.db("tiles"), log_id).node
@@ -593,8 +594,8 @@ def _check_checkpoint(
         raise BundleError(f"bundle: checkpoint of {origin}: {e}") from e
     if len(found) < witnesses:
         raise WitnessPolicyError(
-            f"bundle: checkpoint of {origin} at size {cp.size} is cosigned by {len(found)} other "
-            f"Participant(s); the witness policy asks for {witnesses}"
+            f"bundle: checkpoint of {origin} at size {cp.size} is cosigned by "
+            f"{counted(len(found), 'other Participant')}; the witness policy asks for {witnesses}"
         )
     return cp, key, tuple(sorted(found))
 

@@ -40,6 +40,7 @@ from ledger.rules import ForeignProofInvalid
 from ledger.store import Head, Store, checkpoint_key, entry_key
 from ledger.tiles import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileReader, TileWriter
 from ledger.verify import CHUNK, WorkerError
+from ledger.words import counted
 from ledger.worker_start import worker_pool
 from ledger.workers import (
     PULL_PREV_BREAK,
@@ -202,7 +203,8 @@ class Replica(Log):
                 )
             if end > cp.size:
                 raise LogError(
-                    f"{self.origin}: {end} entries offered for a checkpoint of {cp.size}"
+                    f"{self.origin}: {counted(end, 'entry', 'entries')} offered for a "
+                    f"checkpoint of {cp.size}"
                 )
             if checking.start != head.size:
                 raise LogError(

@@ -32,6 +32,7 @@ from ledger.errors import RuleViolation
 from ledger.quick_init import quick_init
 from ledger.records import Export, ExportVoid, Import, ParcelMerge, ParcelSplit
 from ledger.roster import Roster
+from ledger.words import counted
 
 IN_CUSTODY: Final = "in-custody"
 EXPORTED: Final = "exported"
@@ -386,7 +387,8 @@ def check_export(
     if export.carats != carats or export.parcel_count != len(parcels):
         raise ExportTotalsMismatch(
             f"{kind}: certificate {number!r} states {export.carats} hundredths of a carat in "
-            f"{export.parcel_count} parcels; its parcels weigh {carats} in {len(parcels)}"
+            f"{counted(export.parcel_count, 'parcel')}; its parcels weigh {carats} in "
+            f"{len(parcels)}"
         )
     origins = sorted({c for p in parcels for c in p.origins} - {UNKNOWN_ORIGIN})
     unknown = any(UNKNOWN_ORIGIN in p.origins for p in parcels)

@@ -76,6 +76,7 @@ from ledger.records import (
 )
 from ledger.roster import Roster
 from ledger.stats_holding import HeldLog, holding_notes
+from ledger.words import counted
 
 VALUE_PER_CARAT: Final = "value-per-carat"
 REVALUATION: Final = "hub-revaluation"
@@ -686,7 +687,8 @@ class _Analysis:
                 values: dict[str, Detail] = {"destination": s.destination, "issued": issued}
                 say = (
                     f"issued {issued} to {s.destination}, neither imported nor voided "
-                    f"{late} days later (as of {as_of}; threshold {limit} days)"
+                    f"{counted(late, 'day')} later (as of {as_of}; threshold "
+                    f"{counted(limit, 'day')})"
                 )
                 self.flag(OVERDUE, s.where, values | {"days": late, "as_of": as_of}, limit, say)
         return unjudged

@@ -65,6 +65,7 @@ from ledger.trace import (
     Start,
     TraceError,
 )
+from ledger.words import counted
 
 Frozen = Callable[[str], bool]
 """Whether an origin is frozen on this node."""
@@ -377,7 +378,7 @@ class StoreTraceReader:
             held = len(self.origins())
             refused = self._refused_mention(ident)
             raise TraceError(
-                f"no parcel or certificate {ident!r} on the {held} logs held here"
+                f"no parcel or certificate {ident!r} on the {counted(held, 'log')} held here"
                 + (f"; {refused}" if refused else "")
             )
         codes = ", ".join(o.rpartition("/")[2] for o in logs)

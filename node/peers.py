@@ -32,6 +32,7 @@ import httpx
 
 from ledger.checkpoint import Checkpoint, open_checkpoint, verify_cosignature
 from ledger.errors import LedgerError, NoteError, RosterError
+from ledger.freeze import FrozenOriginError
 from ledger.keys import Signer
 from ledger.log import Log
 from ledger.note import Note, NoteSignature
@@ -137,6 +138,9 @@ class Peers:
                     progress=self._between_batches,
                 )
             except _Stopped:
+                return None, faults
+            except FrozenOriginError as e:  # the same from every source: said once a round
+                faults.append(str(e))
                 return None, faults
             except LedgerError as e:
                 faults.append(f"{origin} from {url}: {e}")

@@ -39,6 +39,7 @@ from ledger.holding import Holding, holding
 from ledger.keys import Verifier
 from ledger.roster import Roster
 from ledger.store import Store
+from ledger.words import counted
 from node.sources import TileSource
 from node.sync import Progress, SyncReport, fetch_checkpoint, pull
 
@@ -140,8 +141,9 @@ def pull_first(
                 return LogPull(origin, location, owner_url, passed, report=report)
             signed = max(signed, report.after)
             behind = (
-                f"{location}: its checkpoint of {report.checkpoint_size} entries is behind "
-                f"the {signed} the log has signed"
+                f"{location}: its checkpoint of "
+                f"{counted(report.checkpoint_size, 'entry', 'entries')} is behind the {signed:,} "
+                "the log has signed"
             )
             skipped.append(Unserved(location, behind))
             pulled = (location, report)

@@ -41,6 +41,7 @@ from ledger.roster import Roster
 from ledger.seen_checkpoints import put_seen
 from ledger.store import Store, checkpoint_key
 from ledger.tiles import TILE_WIDTH
+from ledger.words import counted
 from ledger.worker_start import worker_pool
 from node.sources import RemoteTree, SyncLimits, TileSource, fetch_entry
 from node.sources import where as describe
@@ -129,7 +130,7 @@ def pull(
                 note,
                 ProofError(
                     f"{origin}: checkpoint of size {cp.size} is not proven consistent "
-                    f"with the {have} entries held here: {e}"
+                    f"with the {counted(have, 'entry', 'entries')} held here: {e}"
                 ),
             ) from None
     _check_refused_index(store, log_key, replica.log_id, have, note, source, tree)

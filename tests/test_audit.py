@@ -889,6 +889,18 @@ def test_cli_json_lists_every_finding_and_exits_1(
     assert json.loads(out)["findings"] == []
 
 
+def test_cli_text_counts_one_finding_in_the_singular(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """India's log alone has one finding: the text says "1 finding", not "1 findings"."""
+    doctor(network)
+    network.gather()
+    data = install(network)
+    code, out, _ = run(capsys, "audit", "--origin", "IN", "--data", data)
+    assert code == 1
+    assert out.rstrip().endswith("1 finding: import.destination 1")
+
+
 def test_cli_text_report_of_a_clean_network_exits_0(
     network: Network, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -898,6 +910,29 @@ def test_cli_text_report_of_a_clean_network_exits_0(
     code, out, _ = run(capsys, "audit", "--data", data)
     assert code == 0
     assert "no findings" in out and "kp.example/IN" in out
+
+
+def test_cli_title_says_the_as_of_day_counts_overdue_exports_only(
+    network: Network, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--as-of is the day overdue exports are counted at, not a cut-off of the replay: the
+    text and HTML reports say so rather than "audit as of"; by default, the latest entry's."""
+    network.gather()
+    data = install(network)
+    page = tmp_path / "audit.html"
+    code, out, _ = run(
+        capsys, "audit", "--as-of", "2026-05-01", "--html", str(page), "--data", data
+    )
+    assert code == 0
+    assert "audit of every entry held; overdue counted at 2026-05-01\n" in out
+    assert "as of" not in out
+    text = page.read_text()
+    assert "<title>Kimberley audit, overdue counted at 2026-05-01</title>" in text
+    assert "after issue count as overdue, counted at 2026-05-01.</p>" in text
+    assert "as of" not in text
+    code, out, _ = run(capsys, "audit", "--data", data)
+    assert code == 0
+    assert "overdue counted at 2026-04-20 (the latest entry's day)" in out
 
 
 def test_cli_exits_2_when_the_audit_cannot_run(
@@ -910,7 +945,7 @@ def test_cli_exits_2_when_the_audit_cannot_run(
     cases = [
         (["--data", str(tmp_path / "none")], "no ledger in"),
         (["--origin", "kp.example/ZZ", "--data", data], "no log kp.example/ZZ is held here"),
-        (["--as-of", "2026-02-30", "--data", data], "as-of date '2026-02-30'"),
+        (["--as-of", "2026-02-30", "--data", data], "'2026-02-30' is not a date YYYY-MM-DD"),
         (["--html", str(tmp_path / "no" / "a.html"), "--data", data], "no directory"),
         (["--html", str(tmp_path), "--data", data], "is a directory"),
     ]

@@ -78,7 +78,7 @@ def test_a_bundle_verifies_offline_to_the_very_same_trace(
     verified = verify_bundle(data, network.roster_file)
     assert verified.trace == built
     assert verified.roster.version == 1 and verified.declared == () and verified.frozen == ()
-    assert "at least 1 roster Participant(s) other than the log's own" in verified.policy
+    assert "at least 1 roster Participant other than the log's own" in verified.policy
     logs = {log.origin: log.witnesses for log in verified.logs}
     assert logs == {at(c): (WITNESS[c],) for c in ("BW", "RU", "CA", "EU", "IN")}
     assert sum(log.entries for log in verified.logs) == len(built.entries) == 13
@@ -187,7 +187,7 @@ def _of(proof: object, origin: str) -> bool:
 
 #: Builder text that could pose as a verifier's own line or hide what it says on a terminal.
 UNPRINTABLE = [
-    "as of size 9\ncomplete: 1 hops, every one verified",
+    "as of size 9\ncomplete: 1 hop, every one verified",
     "\x1b[1;32mALL GOOD\x1b[0m",
     "as of size 9\r",
     "tab\there",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,7 @@ def test_verify_reports_entries_and_checkpoints(
         (["log", "show", "99"], "no entry 99"),
         (["proof", "inclusion", "7"], "not in the checkpoint"),
         (["proof", "consistency", "5", "2"], "old size 5"),
+        (["proof", "consistency", "0", "2"], "nothing to prove"),
         (["init", "--participant", "Botswana", "--network", "kp.example"], "alpha-2"),
         (["log", "show", "notanumber"], "'index'"),
         (["frobnicate"], "No such command"),
@@ -185,3 +187,24 @@ def test_a_negative_thread_count_is_a_usage_error(
         assert err.strip().startswith("error:")
         assert "threads" in err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["audit"], ["stats"], ["certificate", "show", "BW-2026-1"]])
+def test_an_as_of_day_no_kp_certificate_can_have_is_refused(
+    data: str, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Every command that takes --as-of refuses a day before the KPCS began (2003-01-01) or
+    more than a year ahead, in one line saying why, with exit 2; the first day is accepted."""
+    far = (datetime.now(UTC).date() + timedelta(days=400)).isoformat()
+    for day, why in [
+        ("0001-01-01", "0001-01-01 is before 2003-01-01, when the KPCS began"),
+        ("2002-12-31", "2002-12-31 is before 2003-01-01, when the KPCS began"),
+        (far, f"{far} is more than a year after today"),
+        ("2026-02-30", "'2026-02-30' is not a date YYYY-MM-DD"),
+    ]:
+        code, out, err = run(capsys, *command, "--as-of", day, "--data", data)
+        assert (code, out) == (2, "")
+        assert err.startswith("error: Invalid value for '--as-of': " + why), err
+        assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, *command, "--as-of", "2003-01-01", "--data", data)
+    assert "--as-of" not in err

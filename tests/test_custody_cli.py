@@ -392,7 +392,7 @@ def test_sync_goes_on_past_a_log_it_cannot_pull(
     args = ["--origin", "kp.example/RU", "--origin", "kp.example/BW", "--data", eu]
     code, out, err = run(capsys, "sync", "--peer", f"{tmp}/mirror", *args)
     assert code == 1
-    assert "kp.example/BW: 0 -> 1 entries verified" in out
+    assert "kp.example/BW: 0 -> 1 entry verified" in out
     assert err.startswith("error: kp.example/RU: ") and len(err.strip().splitlines()) == 1
     code, out, _ = run(capsys, "sync", "--peer", f"{tmp}/mirror", *args, "--json")
     assert code == 1

@@ -492,15 +492,21 @@ def test_evidence_cli_list_show_export_verify_unfreeze(
     file = tmp_path / "bw.evidence"
     assert run(capsys, "evidence", "export", record.id[:10], str(file), *data)[0] == 0
     assert file.read_bytes() == record.data
+    earlier = tmp_path / "earlier.evidence"
+    earlier.write_bytes(b"an earlier export")
+    code, _, err = run(capsys, "evidence", "export", record.id[:10], str(earlier), *data)
+    assert code == 1 and "exists already" in err and earlier.read_bytes() == b"an earlier export"
     key = mirrors.signer.verifier.to_text()
     code, out, _ = run(capsys, "evidence", "verify", str(file), "--key", key)
     assert code == 0 and out.startswith("valid: kp.example/BW signed two histories")
     code, out, _ = run(capsys, "evidence", "verify", str(file), "--key", key, "--json")
     assert code == 0 and json.loads(out)["valid"] is True and json.loads(out)["index"] == 150
 
-    unfreeze = ("evidence", "unfreeze", ORIGIN, "--reason", "peer fixed", "--by", "ops")
-    code, out, _ = run(capsys, *unfreeze, *data, "--json")
-    assert code == 0 and json.loads(out)["by"] == "ops"
+    code, _, err = run(capsys, "evidence", "unfreeze", "RU", "--reason", "x", *data)
+    assert code == 1 and f"RU is not frozen on this node (frozen: {ORIGIN})" in err
+    unfreeze = ("evidence", "unfreeze", "bw", "--reason", "peer fixed", "--by", "ops")
+    code, out, _ = run(capsys, *unfreeze, *data, "--json")  # the code, as --origin takes it
+    assert code == 0 and json.loads(out)["by"] == "ops" and json.loads(out)["origin"] == ORIGIN
     code, out, _ = run(capsys, "evidence", "show", record.id, *data, "--json")
     actions = [(f["action"], f["by"], f["reason"]) for f in json.loads(out)["freezes"]]
     assert actions == [("frozen", "", ""), ("unfrozen", "ops", "peer fixed")]

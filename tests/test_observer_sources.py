@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from ledger.datadir import DataDir
 from ledger.errors import PeerError, ProofError, RuleViolation
 from ledger.freeze import frozen_by
 from ledger.observer_dir import ObserverDir
 from ledger.roster_files import load_roster
+from node.peers import Peers
 from node.pull_logs import LogPull, pull_first
 from node.sources import DirectorySource, TileSource
 from tests.test_cli import run
@@ -282,3 +284,23 @@ def test_sync_exits_1_for_a_log_held_short_of_a_checkpoint_it_verified(
                        forked["A"], "--data", obs)  # fmt: skip
     assert code == 0 and "2 -> 3 entries verified (checkpoint size 3)" in out
     assert f"passed over: {forked['A2']}: its checkpoint of 2 entries is behind" in out
+
+
+def test_a_running_node_reports_a_frozen_log_once_a_round(
+    forked: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EU's node, holding BW's A at size 2, meets the fork B: BW is frozen. Each later
+    background round says so once, not once per source it could have asked."""
+    data = Path(forked["tmp"]) / "eu"
+    cli(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--data", str(data))
+    code, _, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["B"], "--data", str(data))
+    assert code == 1
+    node = DataDir.open(data)
+    try:
+        extra = ("http://127.0.0.1:9", "http://127.0.0.1:19")  # more sources than the roster's
+        peers = Peers(data, node.store, node.signer, extra_peers=extra)
+        report = peers.round()
+    finally:
+        node.close()
+    about_bw = [f for f in report.faults if BW in f]
+    assert len(about_bw) == 1 and "is frozen on this node for equivocation" in about_bw[0]

@@ -519,7 +519,7 @@ def test_cli_for_people(scenario: Scenario, capsys: pytest.CaptureFixture[str]) 
     [
         (["--by", "continent"], "'continent' is not one of"),
         (["--vpc-threshold", "0"], "vpc threshold 0.0: must be above 0"),
-        (["--as-of", "30/06/2026"], "as-of '30/06/2026'"),
+        (["--as-of", "30/06/2026"], "'30/06/2026' is not a date YYYY-MM-DD"),
         (["--json", "--csv"], "--json and --csv"),
     ],
 )

@@ -768,6 +768,64 @@ def test_trace_errors_are_one_line(network: Network, capsys: pytest.CaptureFixtu
         assert len(err.strip().splitlines()) == 1
 
 
+def test_a_certificate_number_that_is_also_a_parcel_id_says_so(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """India's import names its goods EU-2026-000001, the certificate's number: the name
+    alone traces the certificate, and the text, JSON and DOT each say the other reading and
+    how to ask for it; with --origin IN there is nothing to note."""
+    data = str(network.dirs["IN"])
+    note = "EU-2026-000001 is also the id of a parcel on IN's log (imported under it, IN entry "
+    how = "this traces the certificate; to trace that parcel instead, add --origin IN"
+    code, out, err = run(capsys, "trace", "EU-2026-000001", "--data", data)
+    assert code == 0, err
+    assert out.startswith("certificate EU-2026-000001 (EU entry ")
+    (said,) = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert said.startswith("note: " + note) and said.endswith(how)
+    code, out, _ = run(capsys, "trace", "EU-2026-000001", "--data", data, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["root"].startswith("certificate:")
+    (said,) = doc["notes"]
+    assert said.startswith(note) and said.endswith(how)
+    code, out, err = run(capsys, "trace", "EU-2026-000001", "--data", data, "--dot")
+    assert code == 0 and out.startswith("digraph trace {") and "note:" not in out
+    assert err.startswith("note: " + note) and how in err
+    code, out, _ = run(capsys, "trace", "EU-2026-000001", "--origin", "IN", "--data", data)
+    assert code == 0 and out.startswith("EU-2026-000001 @ IN") and "note:" not in out
+    code, out, _ = run(capsys, "trace", "BW-P1", "--data", data, "--json")
+    assert code == 0 and json.loads(out)["notes"] == []
+
+
+def test_a_count_of_one_is_said_in_the_singular(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate of one mined parcel is one hop from its mine: "1 hop", not "1 hops"."""
+    code, out, _ = run(capsys, "trace", "BW-2026-000002", "--data", str(network.dirs["IN"]))
+    assert code == 0
+    assert "complete: 1 hop, every one verified" in out
+
+
+def test_an_origin_on_no_roster_or_without_the_parcel_is_refused(
+    network: Network, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--origin ZZ, on no roster and no log held, is a slip: one line naming ZZ, exit 2,
+    rather than a certificate called a parcel on ZZ's log; a certificate number on a log
+    with no parcel of that id says how to trace the certificate."""
+    data = str(network.dirs["IN"])
+    for origin in ("ZZ", "zz", "kp.example/ZZ"):
+        code, out, err = run(capsys, "trace", "EU-2026-000001", "--origin", origin, "--data", data)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert err.startswith(f"error: --origin {origin}: ZZ is not a Participant on the roster ")
+        assert "(v1: BW, RU, CA, AO, AE, CF, EU, IN), and no log of it is held" in err
+    code, out, err = run(capsys, "trace", "EU-2026-000001", "--origin", "BW", "--data", data)
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "error: no parcel 'EU-2026-000001' on BW's log; EU-2026-000001 is a certificate "
+        "number: trace the certificate without --origin, or the parcel of that id with "
+        "--origin IN"
+    )
+
+
 @given(st.lists(st.fractions(min_value=0, max_value=10**9), min_size=1, max_size=12))
 def test_rounded_parts_add_up_to_the_rounded_whole(parts: list[Fraction]) -> None:
     """The hundredths shown for each mine, country or resting place add up to the total
