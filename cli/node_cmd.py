@@ -16,7 +16,7 @@ from ledger.errors import LedgerError, ObserverDirError
 from ledger.observer_dir import is_observer_dir
 from ledger.words import counted
 from node.publish import publish
-from node.serve import listen_socket, make_app
+from node.serve import listen_sockets, make_app
 
 node_app = typer.Typer(
     help="The HTTP node: every log it holds, as C2SP tlog-tiles.", no_args_is_help=True
@@ -80,7 +80,8 @@ def serve(
             f"{no_own_log(data)} to serve, and an observer is no witness (pull logs with "
             "`kimberley sync`; mirror them with `kimberley tiles publish`)"
         )
-    with listen_socket(host, port) as sock:  # before the store opens and the sync starts
+    sockets = listen_sockets(host, port)  # before the store opens and the sync starts
+    try:
         app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
         who = "to anyone" if public else "to roster members' signed requests"
         errors.print(
@@ -90,7 +91,10 @@ def serve(
         # On Ctrl-C uvicorn shuts down, then raises the signal again: the node exits 0, as
         # it did under uvicorn.run.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+            server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @tiles_app.command("publish")

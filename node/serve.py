@@ -102,27 +102,37 @@ class ListenError(LedgerError):
     """The address to serve on cannot be listened on: in use, not this host's, not allowed."""
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to `host`:`port` and listening, for `uvicorn.Server.run(sockets=)`.
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to `host`:`port` and listening, for `uvicorn.Server.run(sockets=)`.
 
     The node binds before anything else starts: uvicorn binds only after the app's startup
     (which starts the peer sync), and on failure logs several lines and exits 3. Here an
     address in use is one ListenError (``cannot listen on 127.0.0.1:8470: address already in
-    use``) and nothing has run. SO_REUSEADDR as uvicorn sets it: a restarted node may bind
-    while old connections linger in TIME_WAIT, never beside a socket that listens.
+    use``) and nothing has run. The sockets are those uvicorn's asyncio would have made: one
+    per address `host` resolves to (``localhost`` may be 127.0.0.1 and ::1), SO_REUSEADDR
+    (a restarted node binds while old connections linger in TIME_WAIT, never beside a
+    socket that listens), IPv6 ones IPv6 only.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
     except OSError as e:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         why = e.strerror or str(e)
         raise ListenError(f"cannot listen on {shown}: {why[:1].lower()}{why[1:]}") from e
-    return sock
+    return sockets
 
 
 def make_app(
