@@ -16,7 +16,7 @@ from cli.evidence_cmd import evidence_app
 from cli.log_cmd import log_app, proof_app
 from cli.node_cmd import node_app, tiles_app
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, close_all
-from cli.output import CommandFailed, console, emit_json, errors, os_error_text
+from cli.output import USAGE, CommandFailed, console, emit_json, errors, os_error_text
 from cli.roster_cmd import roster_app
 from cli.stats_cmd import stats
 from cli.sync_cmd import sync
@@ -85,10 +85,6 @@ def init(
     else:
         console.print(f"initialised {node.origin} in {data}")
         console.print(f"log key: {key}")
-
-
-#: Exit status of a command line that cannot be run as given, as for typer's own usage errors.
-USAGE = 2
 
 
 def _init_observer(name: str, network: str, data: Path, as_json: bool) -> None:

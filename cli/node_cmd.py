@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from ledger.errors import LedgerError, ObserverDirError
 from ledger.observer_dir import is_observer_dir
 from ledger.words import counted
 from node.publish import publish
-from node.serve import make_app
+from node.serve import listen_sockets, make_app
 
 node_app = typer.Typer(
     help="The HTTP node: every log it holds, as C2SP tlog-tiles.", no_args_is_help=True
@@ -79,10 +80,21 @@ def serve(
             f"{no_own_log(data)} to serve, and an observer is no witness (pull logs with "
             "`kimberley sync`; mirror them with `kimberley tiles publish`)"
         )
-    app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
-    who = "to anyone" if public else "to roster members' signed requests"
-    errors.print(f"serving the logs in {data} on http://{listen}/ {who}", markup=False)
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    sockets = listen_sockets(host, port)  # before the store opens and the sync starts
+    try:
+        app = make_app(data, sync_interval=sync_every or None, peers=peer or (), public=public)
+        who = "to anyone" if public else "to roster members' signed requests"
+        errors.print(
+            f"serving the logs in {data} on http://{listen}/ {who}", markup=False, soft_wrap=True
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False))
+        # On Ctrl-C uvicorn shuts down, then raises the signal again: the node exits 0, as
+        # it did under uvicorn.run.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @tiles_app.command("publish")

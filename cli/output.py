@@ -16,6 +16,10 @@ console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False)
 
 
+#: Exit status of a command line that cannot be run as given, as for typer's own usage errors.
+USAGE = 2
+
+
 class CommandFailed(LedgerError):
     """A command that could not do its job, with the exit status it documents for that
     (the audit: 2, since 1 means findings); any other LedgerError exits 1."""

@@ -7,6 +7,7 @@ observer's, and every entry is verified, custody rules included, before it is st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 from rich.progress import TaskID
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
-from cli.output import console, emit_json, errors, progress_bar
+from cli.output import USAGE, CommandFailed, console, emit_json, errors, progress_bar
 from ledger.errors import DataDirError
 from ledger.keys import Signer
 from ledger.observer_dir import ObserverDir
@@ -51,6 +52,8 @@ def sync(
     then 1. So it is when a log stays held short of a checkpoint an earlier sync verified
     (a source behind that size is passed over for the next, which may hold the rest).
     """
+    for location in peer or ():  # a location of another URL scheme is no directory either
+        _url_scheme(location)
     node = open_reading(data)
     if isinstance(node, ObserverDir) and node.verbatim:
         raise DataDirError(
@@ -79,9 +82,30 @@ def sync(
         raise typer.Exit(1)
 
 
+#: A location that starts with a URL scheme (RFC 3986: a letter, then letters, digits, +-.).
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _url_scheme(location: str) -> str | None:
+    """The URL scheme `location` starts with, lowercased, or None for a directory; a usage
+    error (exit 2) naming the scheme for any but http and https, rather than a file path
+    (``ftp:/x/...``) that names no directory."""
+    found = _URL_SCHEME.match(location)
+    if found is None:
+        return None
+    scheme = found[1].lower()
+    if scheme not in ("http", "https"):
+        raise CommandFailed(
+            f"--peer {location!r}: {found[1]}:// is not a scheme sync can pull from "
+            "(give an http:// or https:// URL, or a directory of static tiles)",
+            USAGE,
+        )
+    return scheme
+
+
 def _source(location: str, origin: str, signer: Signer) -> TileSource:
     """A node or web server (requests signed by `signer`), or a directory of static tiles."""
-    if location.startswith(("http://", "https://")):
+    if _url_scheme(location) is not None:
         return HttpSource(location, origin, signer=signer)
     return DirectorySource(Path(location), origin)
 

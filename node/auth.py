@@ -12,11 +12,13 @@ What a signature must cover here (the subset of RFC 9421 we use)::
                      ;created=<unix s>;nonce="<random>";keyid="<key name>";alg="ed25519"
     Signature: sig=:<base64 Ed25519 signature over the signature base>:
 
-``@query`` is covered whenever the request has a query. The signature base, the
-Structured Field (RFC 8941) parsing and serialisation of both headers, and header-field
-components (needed for the RFC's Appendix B.2.6 example, which `tests/test_auth.py`
-reproduces byte for byte) follow the RFC; component parameters (``;sf``, ``;req``, ...),
-other algorithms and response signatures are refused or not implemented.
+``@query`` must be covered whenever the request has a query, and may be without one
+(its value is then ``?``); the 401's Accept-Signature hint always lists it. The signature
+base, the Structured Field (RFC 8941) parsing and serialisation of both headers, and
+header-field components (needed for the RFC's Appendix B.2.6 example, which
+`tests/test_auth.py` reproduces byte for byte) follow the RFC; component parameters
+(``;sf``, ``;req``, ...), other algorithms and response signatures are refused or not
+implemented.
 
 Replay: ``created`` must lie within `AccessLimits.window` seconds of the node's clock and
 the (keyid, nonce) pair must be new; `ReplayGuard` remembers pairs until they would be
@@ -67,6 +69,9 @@ ALG: Final = "ed25519"
 LABEL: Final = "sig"
 #: Components every request signature must cover (plus "@query" when there is a query).
 REQUIRED_COMPONENTS: Final = ("@method", "@authority", "@path")
+#: Components a 401's Accept-Signature asks for: "@query" always, as a request without a
+#: query may cover it too (its value is then "?", RFC 9421 §2.2.7), so one hint fits all.
+HINTED_COMPONENTS: Final = (*REQUIRED_COMPONENTS, "@query")
 #: Signature parameters this implementation knows, with their Structured Field type.
 _PARAM_TYPES: Final[Mapping[str, type]] = {
     "created": int,
@@ -506,8 +511,8 @@ class ReplayGuard:
         window = self.limits.window
         if abs(now - created) > window:
             raise StaleSignatureError(
-                f"signature by {keyid!r} created at {created}, {now - created} s from now "
-                f"(allowed: {window} s either way)"
+                f"signature by {keyid!r} created at {created}, {_skew(created, now)} "
+                f"by this node's clock (allowed: {window} s either way)"
             )
         with self._lock:
             while self._by_age and self._by_age[0][0] < now - window:
@@ -530,6 +535,11 @@ class ReplayGuard:
     def remembered(self) -> int:
         """How many (keyid, nonce) pairs are held now."""
         return len(self._seen)
+
+
+def _skew(created: int, now: int) -> str:
+    """How far `created` lies from `now`, in words: "400 s ago" or "400 s in the future"."""
+    return f"{now - created} s ago" if created <= now else f"{created - now} s in the future"
 
 
 def authenticate(
@@ -576,8 +586,12 @@ def authenticate(
 
 
 def accept_signature_header() -> str:
-    """The Accept-Signature value (RFC 9421 §5.1) a 401 sends: what to sign and how."""
-    components = " ".join(serialize_string(c) for c in REQUIRED_COMPONENTS)
+    """The Accept-Signature value (RFC 9421 §5.1) a 401 sends: what to sign and how.
+
+    It lists "@query" for every request, with a query or not: a client that signs what
+    it lists is accepted for any request to this node.
+    """
+    components = " ".join(serialize_string(c) for c in HINTED_COMPONENTS)
     return f'{LABEL}=({components});created;nonce;keyid;alg="{ALG}"'
 
 

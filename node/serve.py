@@ -5,7 +5,7 @@
     GET /<origin>/tile/entries/<N>[.p/<W>]   entry bundle, gzip when the client accepts it
     GET /health                              JSON: ok and the size of each log
     GET /metrics                             Prometheus text: entries per log, requests served
-    POST /add-checkpoint                     C2SP tlog-witness: cosign a roster log's checkpoint
+    POST /add-checkpoint                     tlog-witness: cosign another roster log's checkpoint
 
 Access (`MembersOnly`, `node.auth`): KP trade data is confidential, so every request but
 /health must carry an RFC 9421 Ed25519 signature by a roster Participant or observer (or
@@ -15,7 +15,10 @@ suspended Participant. A network configured public (`make_app(public=True)`, `no
 
 An origin holds a '/' (``kp.example/BW``), so a path is split where the rest is
 ``checkpoint`` or starts with ``tile/``, and the part before must be a log in the store;
-else 404. A known log with a tile path that is not the canonical spelling gets 400.
+else 404. A known log with a tile path that is not the canonical spelling gets 400. A
+method a route does not take gets 405 with Allow (`_Node.refused_by_router`). Every
+answer is counted for /metrics by endpoint and status, and every error is one text line
+marked no-store.
 
 Every request reads one LMDB snapshot, so a tile and the size it is checked against come
 from the same commit. The only write is the witness's: `POST /add-checkpoint` updates the
@@ -36,6 +39,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -46,13 +50,14 @@ from pathlib import Path
 import lmdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.errors import RosterError
+from ledger.errors import LedgerError, RosterError
 from ledger.keys import Signer, Verifier, load_signer
 from ledger.note import MAX_NOTE_SIZE
 from ledger.roster import Roster
@@ -87,6 +92,47 @@ MAX_KEY_SIZE = 511
 GZIP_LEVEL = 6
 #: Largest add-checkpoint body: the old line, 63 proof lines, the blank line and a note.
 MAX_WITNESS_BODY = 32 + MAX_PROOF_LINES * 45 + 1 + MAX_NOTE_SIZE
+#: The /metrics endpoint labels of the paths that are not a log's resource.
+_FIXED_ENDPOINTS = {"/health": "health", "/metrics": "metrics", "/add-checkpoint": "witness"}
+#: Connections waiting to be accepted (uvicorn's default).
+BACKLOG = 2048
+
+
+class ListenError(LedgerError):
+    """The address to serve on cannot be listened on: in use, not this host's, not allowed."""
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to `host`:`port` and listening, for `uvicorn.Server.run(sockets=)`.
+
+    The node binds before anything else starts: uvicorn binds only after the app's startup
+    (which starts the peer sync), and on failure logs several lines and exits 3. Here an
+    address in use is one ListenError (``cannot listen on 127.0.0.1:8470: address already in
+    use``) and nothing has run. The sockets are those uvicorn's asyncio would have made: one
+    per address `host` resolves to (``localhost`` may be 127.0.0.1 and ::1), SO_REUSEADDR
+    (a restarted node binds while old connections linger in TIME_WAIT, never beside a
+    socket that listens), IPv6 ones IPv6 only.
+    """
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sockets: list[socket.socket] = []
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        why = e.strerror or str(e)
+        raise ListenError(f"cannot listen on {shown}: {why[:1].lower()}{why[1:]}") from e
+    return sockets
 
 
 def make_app(
@@ -134,7 +180,12 @@ def make_app(
     ]
     own = signer.verifier if signer is not None else None
     access = Middleware(MembersOnly, data_dir=data_dir, own=own, public=public, count=node.count)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[access])
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[access],
+        exception_handlers={HTTPException: node.refused_by_router},
+    )
 
 
 class _Node:
@@ -152,6 +203,32 @@ class _Node:
         with self._lock:
             self._served[kind, response.status_code] += 1
         return response
+
+    def refused_by_router(self, request: Request, error: Exception) -> Response:
+        """What Starlette's router answers itself (405 for a method a route does not take),
+        in the node's shape: one text line, no-store, counted under the path's endpoint."""
+        assert isinstance(error, HTTPException)
+        response = _error(error.status_code, error.detail)
+        response.headers.update(error.headers or {})
+        if error.status_code == 405 and "Allow" in response.headers:
+            # Starlette lists a route's methods from a set, in no fixed order.
+            allow = ", ".join(sorted(m.strip() for m in response.headers["Allow"].split(",")))
+            response = _error(405, f"{request.method} is not allowed here: {allow} only")
+            response.headers["Allow"] = allow
+        return self.count(self._endpoint(request.url.path), response)
+
+    def _endpoint(self, path: str) -> str:
+        """The /metrics endpoint label of a request for `path`, as a GET of it is counted."""
+        fixed = _FIXED_ENDPOINTS.get(path)
+        if fixed is not None:
+            return fixed
+        with self.store.read() as txn:
+            found = self._find_log(txn, path.removeprefix("/"))
+        if found is None:
+            return "unknown"
+        if found[1] == "checkpoint":
+            return "checkpoint"
+        return "entries" if found[1].startswith("tile/entries/") else "tile"
 
     # -- tlog-tiles --------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 A request body is ``old <size>``, up to 63 base64 consistency-proof hashes, a blank line,
 then the checkpoint note. The witness trusts exactly the log keys of the roster's active
-Participants, keeps the latest checkpoint it cosigned per origin (size, root and the note)
-in the `witnessed` database, and cosigns with the node's key as a tlog-cosignature/v1 (type
-0x04):
+Participants but the node's own (a log's own key cosigning it would witness nothing: the
+own origin gets the 404 of a log not witnessed here), keeps the latest checkpoint it
+cosigned per origin (size, root and the note) in the `witnessed` database, and cosigns
+with the node's key as a tlog-cosignature/v1 (type 0x04):
 
     witnessed    origin (utf-8)                         -> size (8) || root (32) || note
 
@@ -71,6 +72,11 @@ class UnknownLogError(WitnessError):
     """A checkpoint whose origin is not a log of the roster (or no roster is installed)."""
 
     status = 404
+
+
+class OwnLogError(UnknownLogError):
+    """A checkpoint of the node's own log: a node never witnesses itself, so to its witness
+    its own origin is not a log it witnesses (404, as the spec answers for those)."""
 
 
 class UntrustedCheckpointError(WitnessError):
@@ -257,11 +263,17 @@ class Witness:
             )
 
     def _verified(self, note_bytes: bytes) -> Checkpoint:
-        """The checkpoint, once well formed (400), on the roster (404) and validly signed (403)."""
+        """The checkpoint, once well formed (400), of another log on the roster (404) and
+        validly signed (403)."""
         try:
             cp = Checkpoint.parse(Note.from_bytes(note_bytes).text)
         except NoteError as e:
             raise MalformedRequestError(f"malformed checkpoint: {e}") from e
+        if cp.origin == self.signer.name:
+            raise OwnLogError(
+                f"{cp.origin} is this node's own log, and a node does not witness its own "
+                "log: ask the other Participants' nodes to cosign it"
+            )
         participant = None if self.roster is None else self.roster.by_origin(cp.origin)
         if participant is None:
             raise UnknownLogError(f"no log with origin {cp.origin!r} on this node's roster")

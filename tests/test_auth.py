@@ -436,10 +436,32 @@ def test_signature_auth_signs_each_request_afresh() -> None:
 
 
 def test_the_401_hint_names_what_to_sign() -> None:
-    """Accept-Signature lists the required components and parameters and parses as SF."""
+    """Accept-Signature lists the components (@query too) and parameters and parses as SF."""
     hint = accept_signature_header()
-    assert hint == 'sig=("@method" "@authority" "@path");created;nonce;keyid;alg="ed25519"'
+    assert hint == (
+        'sig=("@method" "@authority" "@path" "@query");created;nonce;keyid;alg="ed25519"'
+    )
     assert parse_dictionary(hint, "Accept-Signature")["sig"][1][-1] == ("alg", "ed25519")
+
+
+@pytest.mark.parametrize("target", ["/kp.example/BW/checkpoint", "/x?a=1"])
+def test_a_signature_covering_what_the_hint_lists_passes_with_or_without_a_query(
+    target: str,
+) -> None:
+    """Covering exactly the hinted components is accepted, whether the request has a query."""
+    [(inner, _)] = parse_dictionary(accept_signature_header(), "Accept-Signature").values()
+    assert isinstance(inner, tuple)
+    parts = RequestParts.of("GET", "http", "node.test", target, [])
+    params = SignatureParams.make((str(c) for c, _ in inner), created=NOW, nonce="n", keyid=ZA.name)
+    assert authenticate(_with(parts, sign_parts(parts, params, ZA)), MEMBERS, ReplayGuard(), NOW)
+
+
+def test_a_stale_signature_says_which_way_the_clocks_differ() -> None:
+    """Created 400 s before the node's clock reads "400 s ago", 400 s after "in the future"."""
+    with pytest.raises(StaleSignatureError, match=r", 400 s ago by this node's clock \("):
+        check(signed(ZA, now=NOW - 400))
+    with pytest.raises(StaleSignatureError, match=r", 400 s in the future by this node's clock"):
+        check(signed(ZA, now=NOW + 400))
 
 
 def test_verifier_of_the_rfc_key_is_an_ordinary_ledger_key() -> None:

@@ -362,6 +362,25 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
     ]
 
 
+@pytest.mark.parametrize("scheme", ["ftp", "FILE", "s3"])
+def test_sync_refuses_a_peer_url_of_another_scheme_up_front(
+    network: dict[str, str], capsys: pytest.CaptureFixture[str], scheme: str
+) -> None:
+    """A --peer URL that is neither http nor https is a usage error naming its scheme
+    (exit 2), before anything is pulled, not a directory path that does not exist."""
+    eu, tmp = network["EU"], network["tmp"]
+    cli(capsys, "tiles", "publish", f"{tmp}/mirror", "--data", network["BW"])
+    peers = ["--peer", f"{tmp}/mirror", "--peer", f"{scheme}://x"]
+    code, out, err = run(capsys, "sync", *peers, "--origin", "BW", "--data", eu)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: --peer '{scheme}://x': {scheme}:// is not a scheme sync can pull from "
+        "(give an http:// or https:// URL, or a directory of static tiles)\n"
+    )
+    code, _, err = run(capsys, "log", "show", "--origin", "BW", "--data", eu)
+    assert (code, err) == (1, "error: no log BW is held here (held: kp.example/EU)\n")
+
+
 def test_sync_goes_on_past_a_log_it_cannot_pull(
     network: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

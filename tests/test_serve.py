@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import re
+import secrets
+import socket
 import string
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +30,14 @@ from ledger.keys import Signer, Verifier
 from ledger.log import Log
 from ledger.roster import Observer, Participant, Roster, SignedRoster
 from ledger.roster_files import install_roster
-from node.auth import SignatureAuth, sign_request
+from node.auth import (
+    RequestParts,
+    SignatureAuth,
+    SignatureParams,
+    parse_dictionary,
+    sign_parts,
+    sign_request,
+)
 from node.local import LocalNodes, free_port
 from node.serve import accepts_gzip
 from node.tlog_tiles import ENTRIES, TileRef, decode_bundle, tiles_for_size
@@ -300,7 +311,27 @@ def test_nothing_can_be_written(served: Served, method: str, path: str) -> None:
     response = served.client.request(method, path, content=b"tile/0/000")
     assert response.status_code == 405
     assert "GET" in response.headers["allow"]
+    assert response.headers["cache-control"] == "no-store"
     assert get_ok(served.client, f"/{BW}/checkpoint").content == before
+
+
+def test_a_refused_method_is_an_error_like_any_other_and_counted(served: Served) -> None:
+    """A signed POST, PUT, DELETE or OPTIONS of a checkpoint gets a 405 saying what is
+    allowed, not to be stored by any cache, and /metrics counts it under the checkpoint."""
+    counter = r'kimberley_http_requests_total\{endpoint="checkpoint",code="405"\} (\d+)'
+
+    def counted() -> int:
+        found = re.search(counter, get_ok(served.client, "/metrics").text)
+        return 0 if found is None else int(found[1])
+
+    before = counted()
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        response = served.client.request(method, f"/{BW}/checkpoint")
+        assert response.status_code == 405
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["allow"] == "GET, HEAD"
+        assert response.text == f"{method} is not allowed here: GET, HEAD only\n"
+    assert counted() == before + 4
 
 
 def test_head_answers_like_get_without_a_body(served: Served) -> None:
@@ -362,6 +393,31 @@ def test_listen_addresses_parse_or_fail_with_a_ledger_error() -> None:
     for bad in ["8470", "127.0.0.1:", ":80", "host:0", "host:65536", "host:\uff18\uff10"]:
         with pytest.raises(LedgerError, match="HOST:PORT"):
             parse_listen(bad)
+
+
+NODE_SERVE = (sys.executable, "-c", "from cli.main import main; main()", "node", "serve")
+
+
+def test_serving_on_an_address_in_use_is_one_error_line_and_nothing_starts(
+    tmp_path: Path,
+) -> None:
+    """`node serve` on a port another socket listens on exits 1 with one error line naming
+    the address, before the app (and its peer sync) starts; uvicorn logs nothing."""
+    DataDir.init(tmp_path / "bw", "BW", "kp.example").close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [*NODE_SERVE, "--data", str(tmp_path / "bw"), "--listen", listen, "--sync-every", "1"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"error: cannot listen on {listen}: address already in use\n"
 
 
 # -- who may read: RFC 9421 signatures checked against the roster ----------------------------
@@ -428,6 +484,49 @@ def test_a_replayed_or_stale_signature_is_401(served: Served) -> None:
     for skew in (-600, 600):
         old = signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=int(time.time()) + skew)
         assert send(old).status_code == 401
+
+
+def test_a_stale_signature_is_401_saying_which_way_the_clocks_differ(served: Served) -> None:
+    """A request created 400 s ago hears "400 s ago"; one 400 s ahead, "in the future"."""
+    now = int(time.time())
+    behind = send(signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=now - 400))
+    assert behind.status_code == 401
+    assert re.search(
+        r", 40\d s ago by this node's clock \(allowed: 300 s either way\)", behind.text
+    )
+    ahead = send(signed_get(served, served.keys[ZA], f"/{BW}/checkpoint", now=now + 400))
+    assert ahead.status_code == 401
+    assert re.search(r", (39\d|400) s in the future by this node's clock", ahead.text)
+
+
+def signed_as_hinted(hint: str, signer: Signer, url: str) -> httpx.Request:
+    """A GET of `url` signed as an RFC 9421 client reads a 401's Accept-Signature `hint`:
+    covering exactly the components it lists, with the parameters it names."""
+    [(inner, params)] = parse_dictionary(hint, "Accept-Signature").values()
+    assert isinstance(inner, tuple)
+    assert [k for k, _ in params] == ["created", "nonce", "keyid", "alg"]
+    request = httpx.Request("GET", url)
+    parts = RequestParts.from_httpx(request)
+    signature = SignatureParams.make(
+        (str(c) for c, _ in inner),
+        created=int(time.time()),
+        nonce=secrets.token_urlsafe(16),
+        keyid=signer.name,
+    )
+    request.headers.update(sign_parts(parts, signature, signer))
+    return request
+
+
+@pytest.mark.parametrize("path", [f"/{BW}/checkpoint", f"/{BW}/checkpoint?fresh=1"])
+def test_a_request_signed_as_the_401_hint_says_is_served(served: Served, path: str) -> None:
+    """Following the Accept-Signature of a 401 gets the same request in, query or not."""
+    with httpx.Client(trust_env=False) as anonymous:
+        refused = anonymous.get(served.base + path)
+    assert refused.status_code == 401
+    hint = refused.headers["accept-signature"]
+    response = send(signed_as_hinted(hint, served.keys[ZA], served.base + path))
+    assert response.status_code == 200, response.text
+    assert open_checkpoint(response.content, served.bw)[0].size == SIZE
 
 
 def test_a_signature_over_another_path_is_401(served: Served) -> None:

@@ -27,6 +27,7 @@ from node.witness import (
     AddCheckpoint,
     InconsistentCheckpointError,
     MalformedRequestError,
+    OwnLogError,
     SizeConflictError,
     UnknownLogError,
     UntrustedCheckpointError,
@@ -242,6 +243,17 @@ def test_unknown_origin_is_404(setup: Setup) -> None:
         no_roster.add_checkpoint(request(0, [], setup.log.checkpoint()))
 
 
+def test_a_node_does_not_witness_its_own_log(setup: Setup) -> None:
+    """ZA's witness refuses ZA's own checkpoint as a log it does not witness (404)."""
+    own = setup.za.own_log()
+    grow(own, 2)
+    for old in (0, 2):
+        with pytest.raises(OwnLogError, match="own log") as caught:
+            setup.witness.add_checkpoint(request(old, [], own.checkpoint()))
+        assert caught.value.status == 404
+    assert setup.witness.held(setup.za.origin) is None
+
+
 H = base64.b64encode(bytes(32)).decode()
 
 
@@ -324,6 +336,30 @@ def test_witness_over_real_http(setup: Setup, tmp_path: Path) -> None:
         assert client.post("/add-checkpoint", content=b"old 0\n").status_code == 400
         wrong_method = client.get("/add-checkpoint")
         assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+
+
+def test_a_node_refuses_over_http_to_cosign_its_own_log(setup: Setup, tmp_path: Path) -> None:
+    """A roster member posting ZA's own checkpoint to ZA's node gets a 404 saying why, and no
+    cosignature, whatever the old size; BW's checkpoint is still cosigned there."""
+    signed = SignedRoster(setup.roster).sign(setup.za.signer).sign(setup.bw.signer)
+    install_roster(setup.za.path, signed.to_bytes(), setup.za.signer.verifier)
+    own = setup.za.own_log()
+    note = grow(own, 2)
+    setup.za.close()
+    with (
+        running_node(setup.za.path, tmp_path) as base,
+        httpx.Client(base_url=base, trust_env=False, auth=SignatureAuth(setup.bw.signer)) as client,
+    ):
+        for old in (0, 2):
+            refused = client.post("/add-checkpoint", content=request(old, [], note))
+            assert refused.status_code == 404, refused.text
+            assert refused.text == (
+                "kp.example/ZA is this node's own log, and a node does not witness its own "
+                "log: ask the other Participants' nodes to cosign it\n"
+            )
+            assert refused.headers["cache-control"] == "no-store"
+        other = client.post("/add-checkpoint", content=request(0, [], setup.log.checkpoint()))
+        assert other.status_code == 200, other.text
 
 
 def test_node_without_a_roster_answers_404_for_every_origin(setup: Setup, tmp_path: Path) -> None:
