@@ -13,9 +13,9 @@ from rich.table import Table
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
 from cli.output import console, emit_json
-from ledger.errors import RosterError
+from ledger.errors import LedgerError, RosterError
 from ledger.observer_dir import ObserverDir
-from ledger.roster import Roster, SignedRoster, verify_chain
+from ledger.roster import MAX_ROSTER_SIZE, Roster, SignedRoster, verify_chain
 from ledger.roster_files import (
     install_versions,
     load_roster,
@@ -52,8 +52,22 @@ def not_a_draft(path: Path, data: bytes) -> bytes:
 
 
 def _roster_file(path: Path) -> bytes:
-    """The bytes of roster file `path` (not_a_draft)."""
-    return not_a_draft(path, path.read_bytes())
+    """The bytes of roster file `path`: read only up to MAX_ROSTER_SIZE (a device or a huge
+    file is refused, not loaded), not a JSON draft, and a roster file, or RosterError
+    naming `path` and what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_ROSTER_SIZE + 1)
+    except OSError as e:
+        raise RosterError(f"cannot read roster file {path}: {e.strerror or e}") from None
+    if len(data) > MAX_ROSTER_SIZE:
+        raise RosterError(f"{path} is over the {MAX_ROSTER_SIZE:,}-byte limit of a roster file")
+    not_a_draft(path, data)
+    try:
+        SignedRoster.from_bytes(data)
+    except LedgerError as e:  # say which of several files it is
+        raise RosterError(f"{path}: {e}") from None
+    return data
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

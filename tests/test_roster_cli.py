@@ -70,3 +70,21 @@ def test_roster_show_prints_every_key_and_node_whole(
     for url in URLS.values():
         assert url in shown
     assert "…" not in shown
+
+
+def test_a_roster_file_that_is_huge_or_broken_is_named_in_one_line(
+    network: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file over the roster size limit is refused without being read whole, and among
+    several files given, the one that is not a roster file is the one the error names."""
+    huge = tmp_path / "huge.roster"
+    with huge.open("wb") as f:
+        f.truncate((1 << 20) + 1)  # sparse: over the limit without writing it
+    code, out, err = run(capsys, "roster", "verify", str(huge))
+    assert (code, out) == (1, "")
+    assert err == f"error: {huge} is over the 1,048,576-byte limit of a roster file\n"
+    broken = tmp_path / "broken.roster"
+    broken.write_bytes(b"\x92\xc4\x01x")
+    v1 = str(tmp_path / "roster-v1.roster")  # the network's, installed already
+    code, _, err = run(capsys, "roster", "install", v1, str(broken), "--data", network["BW"])
+    assert code == 1 and err.startswith(f"error: {broken}: ") and err.count("\n") == 1
