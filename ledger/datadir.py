@@ -15,9 +15,12 @@ the directory can be initialised again once the cause is fixed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ledger.errors import (
@@ -63,7 +66,8 @@ def make_origin(network: str, participant: str) -> str:
 
 def holds_ledger(path: Path) -> bool:
     """True when `path` already holds a data directory of either kind (or a stray store)."""
-    return any((path / name).exists() for name in (LOG_KEY, OBSERVER_KEY, "store/data.mdb"))
+    names = (LOG_KEY, OBSERVER_KEY, "store/data.mdb")
+    return any(os.path.lexists(path / name) for name in names)  # a dangling key link counts
 
 
 def not_initialised(path: Path) -> NotInitialisedError:
@@ -86,31 +90,47 @@ def create_store(path: Path, meta: dict[str, str], key_file: str, signer: Signer
     """Make a data directory's store with its `meta`, then its key file, last: the key marks
     a finished init (`holds_ledger`). On any failure, what this call created is removed
     again, so the directory can be initialised once the cause is fixed."""
-    _clear_unfinished_init(path)
-    if holds_ledger(path):
+    if holds_ledger(path) and not _keyless_store(path):
         raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
     made_dir = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    made_store = not (path / "store").exists()
-    store: Store | None = None
-    try:
-        store = Store(path / "store", create=True)
-        with store.write() as txn:
-            for name, value in meta.items():
-                store.put_meta(txn, name, value)
-        _write_key(path / key_file, signer)
-    except BaseException:
-        if store is not None:
-            store.close()
-        _undo(path, made_dir, made_store)
-        raise
+    with _init_lock(path):  # another init of `path` waits here, then finds this one's key
+        _clear_unfinished_init(path)
+        if holds_ledger(path):
+            raise AlreadyInitialisedError(f"{path} already holds a ledger; refusing to overwrite")
+        made_store = not (path / "store").exists()
+        store: Store | None = None
+        try:
+            store = Store(path / "store", create=True)
+            with store.write() as txn:
+                for name, value in meta.items():
+                    store.put_meta(txn, name, value)
+            _write_key(path / key_file, signer)
+        except BaseException:
+            if store is not None:
+                store.close()
+            _undo(path, made_dir, made_store)
+            raise
     return store
+
+
+@contextmanager
+def _init_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory `path` (flock, released when the process
+    ends however it ends), so two inits of one directory run one after the other: the
+    second would otherwise take the first's half-made store for a killed init's."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _keyless_store(path: Path) -> bool:
     """True when `path` holds a store but neither key file: an init stopped (killed) before
     it wrote its key, or a key that was removed."""
-    keys = ((path / name).exists() for name in (LOG_KEY, OBSERVER_KEY))
+    keys = (os.path.lexists(path / name) for name in (LOG_KEY, OBSERVER_KEY))  # a link too
     return (path / "store" / "data.mdb").exists() and not any(keys)
 
 

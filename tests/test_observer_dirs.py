@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,57 @@ def test_an_init_killed_before_its_key_leaves_a_directory_init_can_finish(
     assert code == 1 and "holds 1 log(s) but" in one_error_line(err)
     assert "restore the key file" in one_error_line(err)
     assert (bw / "store" / "data.mdb").read_bytes() == before
+
+
+def test_two_inits_of_one_directory_at_once_leave_one_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second init while the first is between its store and its key waits for the first,
+    then refuses: the directory keeps the first's key and its checkpoint verifies (before,
+    the second took the first's store for a killed init's and both exited 0)."""
+    data = tmp_path / "d"
+    script = (
+        "import sys, time\n"
+        "import ledger.datadir as d\n"
+        "write = d._write_key\n"
+        "def slow(path, signer):\n"
+        "    time.sleep(2)\n"
+        "    write(path, signer)\n"
+        "d._write_key = slow\n"
+        "from cli.main import main\n"
+        "sys.argv = ['kimberley', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    args = ["init", "--participant", "BW", "--network", NET, "--data", str(data)]
+    first = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "store" / "data.mdb").exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.02)
+        code, _, err = run(capsys, *args)
+        assert code == 1 and "already holds a ledger" in one_error_line(err)
+        out, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0
+    key = cli(capsys, "log", "key", "--data", str(data)).strip()
+    assert key in out.decode()  # the first init's key is the directory's
+    cli(capsys, "log", "verify", "--data", str(data))  # its checkpoint verifies with it
+
+
+def test_a_key_link_whose_target_is_missing_is_no_unfinished_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An observer's key kept as a link to a volume not mounted: init refuses the directory
+    instead of taking it for a killed init's and replacing the store and the key."""
+    obs, _ = init_observer(tmp_path, capsys)
+    key = Path(obs) / "observer.key"
+    key.unlink()
+    key.symlink_to(tmp_path / "not-mounted" / "observer.key")
+    store = (Path(obs) / "store" / "data.mdb").read_bytes()
+    code, _, err = run(capsys, "init", "--observer", AUDITOR, "--network", NET, "--data", obs)
+    assert code == 1 and "already holds a ledger" in one_error_line(err)
+    assert key.is_symlink() and (Path(obs) / "store" / "data.mdb").read_bytes() == store
