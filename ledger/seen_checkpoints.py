@@ -21,32 +21,50 @@ from ledger.store import Store
 SEEN = "seen_checkpoints"
 
 
-def put_seen(store: Store, txn: lmdb.Transaction, origin: str, note: bytes, size: int) -> None:
+def put_seen(
+    store: Store, txn: lmdb.Transaction, origin: str, note: bytes, size: int, key: Verifier
+) -> None:
     """Keep `note` (a verified checkpoint of `size` entries) as `origin`'s largest seen, unless
-    a larger one is kept already."""
-    key = origin.encode()
+    a larger one that verifies with the log's `key` is kept already (a damaged row, whatever
+    size it claims, is replaced)."""
     db = store.db(SEEN)
-    held = txn.get(key, db=db)
-    if held is not None and int.from_bytes(bytes(held)[:8], "big") >= size:
+    held = txn.get(origin.encode(), db=db)
+    if held is not None and _verified_size(bytes(held), origin, key) >= size:
         return
-    txn.put(key, size.to_bytes(8, "big") + note, db=db)
+    txn.put(origin.encode(), size.to_bytes(8, "big") + note, db=db)
 
 
 def seen_size(
     store: Store, txn: lmdb.Transaction, origin: str, key: Verifier | None, beyond: int = 0
 ) -> int:
     """The size of the largest checkpoint of `origin` a sync here verified, checked again
-    with the log's roster `key`; 0 when none is kept, or it does not check out, or it is
-    kept as no larger than `beyond` (its signature is then not checked: the entries held
-    tell as much)."""
+    with the log's roster `key`; 0 when none is kept, or it does not check out, or its note
+    says no more than `beyond` entries (its signature is then not checked: the entries held
+    tell as much, and a note that lies about its size would not verify anyway)."""
     db = store.dbs.get(SEEN)
     if db is None or key is None:
         return 0
     row = txn.get(origin.encode(), db=db)
-    if row is None or int.from_bytes(bytes(row)[:8], "big") <= beyond:
+    if row is None or _stated_size(bytes(row)[8:]) <= beyond:
         return 0
+    return _verified_size(bytes(row), origin, key)
+
+
+def _stated_size(note: bytes) -> int:
+    """The size a checkpoint note's text states (its second line), unverified; 0 when the
+    text has none."""
+    lines = note.split(b"\n", 2)
     try:
-        checkpoint, _ = open_checkpoint(bytes(row)[8:], key)
+        return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else 0
+    except ValueError:
+        return 0
+
+
+def _verified_size(row: bytes, origin: str, key: Verifier) -> int:
+    """The size of the checkpoint kept in `row` (after its 8-byte size) when it verifies with
+    `key` as `origin`'s, else 0: a damaged or forged row proves nothing."""
+    try:
+        checkpoint, _ = open_checkpoint(row[8:], key)
     except LedgerError:
-        return 0  # a damaged or forged row proves nothing
+        return 0
     return checkpoint.size if checkpoint.origin == origin else 0

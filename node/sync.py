@@ -135,7 +135,7 @@ def pull(
             ) from None
     _check_refused_index(store, log_key, replica.log_id, have, note, source, tree)
     with store.write() as txn:  # the log signed this size: an audit of a pull cut short says so
-        put_seen(store, txn, origin, note, cp.size)
+        put_seen(store, txn, origin, note, cp.size, log_key)
     batches = _batches(source, tree, cp.size, have, limits.batch_entries)
     workers = limits.workers or os.cpu_count() or 1
     in_processes = cp.size - have >= limits.processes_from

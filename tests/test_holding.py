@@ -168,7 +168,7 @@ def test_a_seen_checkpoint_counts_only_with_the_key_and_never_for_the_own_log(
         larger = node.own_log().size() + 10
         note = sign_checkpoint(Checkpoint(f"{NET}/BW", larger, bytes(32)), node.signer)
         with node.store.write() as txn:
-            put_seen(node.store, txn, f"{NET}/BW", note, larger)
+            put_seen(node.store, txn, f"{NET}/BW", note, larger, node.signer.verifier)
     finally:
         node.close()
     assert not _holding_of(short, f"{NET}/BW").in_part
@@ -189,3 +189,40 @@ def test_the_words_for_a_log_held_short_name_both_sizes() -> None:
     assert refused.in_part and refused.signed_at_least == 9
     with pytest.raises(ValueError, match="not held short"):
         Holding(f"{NET}/IN", 4).stopped_short("IN")
+
+
+@pytest.mark.parametrize("claimed", [0, 1 << 63])
+def test_a_seen_row_is_judged_by_its_signed_note_not_the_size_kept_beside_it(
+    short: Short, claimed: int
+) -> None:
+    """A row whose kept size is damaged (0, or 2^63) before India's signed checkpoint of 3
+    still makes India's log held in part here; a row whose note is broken proves nothing,
+    whatever size it claims, and the next verified checkpoint replaces it."""
+    key = load_roster(short.bw).log_key(f"{NET}/IN")
+    origin, db_name = f"{NET}/IN", "seen_checkpoints"
+    node = DataDir.open(short.bw)
+    try:
+        db = node.store.db(db_name)
+        with node.store.write() as txn:
+            note = bytes(txn.get(origin.encode(), db=db))[8:]
+            txn.put(origin.encode(), claimed.to_bytes(8, "big") + note, db=db)
+    finally:
+        node.close()
+    assert _holding_of(short, origin) == Holding(origin, 1, 3)
+    node = DataDir.open(short.bw)
+    try:
+        with node.store.write() as txn:
+            broken = note.replace(b"\n3\n", b"\n4\n", 1)  # its signature no longer holds
+            txn.put(
+                origin.encode(), (1 << 63).to_bytes(8, "big") + broken, db=node.store.db(db_name)
+            )
+    finally:
+        node.close()
+    assert _holding_of(short, origin) == Holding(origin, 1)
+    node = DataDir.open(short.bw)
+    try:
+        with node.store.write() as txn:
+            put_seen(node.store, txn, origin, note, 3, key)  # as the next pull would
+    finally:
+        node.close()
+    assert _holding_of(short, origin) == Holding(origin, 1, 3)
