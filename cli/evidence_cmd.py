@@ -154,15 +154,16 @@ def export(
     with node.store.read() as txn:
         record = freeze.find(node.store, txn, evidence_id)
     try:
-        with file.open("xb") as out:  # never over a file already there (earlier evidence)
-            try:
-                out.write(record.data)
-            except OSError:
-                file.unlink(missing_ok=True)  # no half-written evidence file left behind
-                raise
+        out = file.open("xb")  # never over a file already there (earlier evidence)
     except FileExistsError:
         raise EvidenceError(f"{file} exists already; choose another file name") from None
     except OSError as e:
+        raise EvidenceError(f"cannot write {file}: {e.strerror}") from None
+    try:
+        with out:  # a full disk may only show when the file is closed
+            out.write(record.data)
+    except OSError as e:
+        file.unlink(missing_ok=True)  # this call made it: no half-written evidence left
         raise EvidenceError(f"cannot write {file}: {e.strerror}") from None
     if as_json:
         emit_json({"id": record.id, "file": str(file), "bytes": len(record.data)})

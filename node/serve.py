@@ -111,7 +111,8 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
     use``) and nothing has run. The sockets are those uvicorn's asyncio would have made: one
     per address `host` resolves to (``localhost`` may be 127.0.0.1 and ::1), SO_REUSEADDR
     (a restarted node binds while old connections linger in TIME_WAIT, never beside a
-    socket that listens), IPv6 ones IPv6 only.
+    socket that listens), IPv6 ones IPv6 only; an address family this host cannot make a
+    socket of is skipped, as asyncio does, so long as another is left.
     """
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sockets: list[socket.socket] = []
@@ -120,7 +121,10 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         for family, kind, proto, _, address in dict.fromkeys(found):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this host lacks (no IPv6): skipped, as asyncio does
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -132,6 +136,8 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock.close()
         why = e.strerror or str(e)
         raise ListenError(f"cannot listen on {shown}: {why[:1].lower()}{why[1:]}") from e
+    if not sockets:
+        raise ListenError(f"cannot listen on {shown}: no address of it can be used on this host")
     return sockets
 
 

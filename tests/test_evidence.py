@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import resource
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -496,6 +500,14 @@ def test_evidence_cli_list_show_export_verify_unfreeze(
     earlier.write_bytes(b"an earlier export")
     code, _, err = run(capsys, "evidence", "export", record.id[:10], str(earlier), *data)
     assert code == 1 and "exists already" in err and earlier.read_bytes() == b"an earlier export"
+    assert len(record.data) > 1024
+    cut = tmp_path / "cut.evidence"  # a disk that fills up: written only to 1 KiB, then refused
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", "evidence", "export",
+         record.id[:10], str(cut), *data],
+        preexec_fn=_small_files, capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and b"cannot write" in done.stderr and not cut.exists()
     key = mirrors.signer.verifier.to_text()
     code, out, _ = run(capsys, "evidence", "verify", str(file), "--key", key)
     assert code == 0 and out.startswith("valid: kp.example/BW signed two histories")
@@ -511,6 +523,12 @@ def test_evidence_cli_list_show_export_verify_unfreeze(
     actions = [(f["action"], f["by"], f["reason"]) for f in json.loads(out)["freezes"]]
     assert actions == [("frozen", "", ""), ("unfrozen", "ops", "peer fixed")]
     assert json.loads(run(capsys, "evidence", "list", *data, "--json")[1])["frozen"] == []
+
+
+def _small_files() -> None:
+    """In the child: files stop at 1 KiB, a write past that fails (no SIGXFSZ kill)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
 
 def test_evidence_cli_errors_are_one_line(

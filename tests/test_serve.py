@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -39,7 +40,7 @@ from node.auth import (
     sign_request,
 )
 from node.local import LocalNodes, free_port
-from node.serve import accepts_gzip
+from node.serve import ListenError, accepts_gzip, listen_sockets
 from node.tlog_tiles import ENTRIES, TileRef, decode_bundle, tiles_for_size
 from tests.conftest import mine_body
 
@@ -666,3 +667,26 @@ def test_nothing_any_caller_sent_changed_a_log(served: Served) -> None:
     assert health["logs"] == {BW: SIZE, ZA: 3}
     checkpoint = get_ok(served.client, f"/{BW}/checkpoint").content
     assert open_checkpoint(checkpoint, served.bw)[0].size == SIZE
+
+
+def test_an_address_family_this_host_lacks_is_skipped_when_another_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name that also resolves to a family the host cannot make sockets of (IPv6 switched
+    off) is served on the other, as uvicorn's asyncio did; with none left, one ListenError."""
+    real = socket.getaddrinfo
+    lacking = (9999, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0))  # no such family here
+
+    def resolve(host: str | None, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        return [lacking, *real("127.0.0.1", port, *args, **kwargs)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    sockets = listen_sockets("localhost", 0)
+    try:
+        assert [s.family for s in sockets] == [socket.AF_INET]
+    finally:
+        for s in sockets:
+            s.close()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [lacking])
+    with pytest.raises(ListenError, match="no address of it can be used on this host"):
+        listen_sockets("localhost", 0)
