@@ -121,10 +121,14 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
         if p.report is None:
             continue
         r = p.report
+        came = (  # a failed pull's entries came from the sources behind, listed below
+            f" from {p.source}" + ("" if p.from_owner else " [yellow](not the owner's node)[/]")
+            if p.error is None
+            else ", from the sources behind below"
+        )
         console.print(
             f"{r.origin}: {r.before:,} -> {counted(r.after, 'entry', 'entries')} verified "
-            f"(checkpoint size {r.checkpoint_size:,}) from {p.source}"
-            + ("" if p.from_owner else " [yellow](not the owner's node)[/]")
+            f"(checkpoint size {r.checkpoint_size:,}){came}"
             + (
                 f" [yellow](behind the {counted(r.before, 'entry', 'entries')} held here)[/]"
                 if r.checkpoint_size < r.before
@@ -145,6 +149,8 @@ def _print(pulls: list[LogPull], as_json: bool) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+        for u in p.behind:
+            console.print(f"  pulled, but behind: {u.reason}", markup=False, soft_wrap=True)
         for u in p.skipped:
             console.print(f"  passed over: {u.reason}", markup=False, soft_wrap=True)
     for p in pulls:
@@ -161,10 +167,11 @@ def _json(p: LogPull) -> dict[str, object]:
         shown |= {"before": r.before, "after": r.after, "checkpoint": r.checkpoint_size}
         shown["short_of"] = p.short_of
         shown["refused"] = None if p.refused is None else list(p.refused)
-    else:
+    if p.error is not None:
         shown["error"] = str(p.error)
     return shown | {
         "source": p.source,
         "from_owner": p.from_owner,
+        "behind": [{"source": u.location, "note": u.reason} for u in p.behind],
         "skipped": [{"source": u.location, "error": u.reason} for u in p.skipped],
     }

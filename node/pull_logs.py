@@ -61,10 +61,13 @@ class LogPull:
 
     `source` is the location whose verified checkpoint the pull followed last (None when
     no source served one); `owner` the owner's node URL on the roster; `skipped` the
-    sources passed over before it. Exactly one of `report` (pulled) and `error` (not) is
-    set. `short_of` is the size the log is known to have signed when the entries held
-    after the pull stop short of it (no source served the rest), else None; `refused`
-    then names the entry a sync here refused (index, rule) when that is where it stops.
+    sources passed over without taking anything from them; `behind` the sources pulled
+    from (their entries kept) whose checkpoint was behind what the log had signed. `error`
+    is set when the log's pull failed, `report` when entries were verified: both when
+    sources behind brought some before `source` failed. `short_of` is the size the log is
+    known to have signed when the entries held after the pull stop short of it (no source
+    served the rest), else None; `refused` then names the entry a sync here refused
+    (index, rule) when that is where it stops.
     """
 
     origin: str
@@ -75,6 +78,7 @@ class LogPull:
     error: LedgerError | None = None
     short_of: int | None = None
     refused: tuple[int, str] | None = None
+    behind: tuple[Unserved, ...] = ()
 
     @property
     def from_owner(self) -> bool:
@@ -118,7 +122,7 @@ def pull_first(
     owner_url = None if owner is None else owner.url
     skipped: list[Unserved] = []
     signed = _known_size(store, key)
-    pulled: tuple[str, SyncReport] | None = None  # the last source pulled, behind `signed`
+    behind: list[tuple[Unserved, SyncReport]] = []  # sources pulled, behind `signed`
     for location in locations:
         source = open_source(location, origin)
         try:
@@ -130,35 +134,42 @@ def pull_first(
             except NoteError as e:
                 skipped.append(Unserved(location, f"{location}: checkpoint refused: {e}"))
                 continue
-            passed = tuple(skipped)
+            passed, earlier = tuple(skipped), tuple(u for u, _ in behind)
+            so_far = behind[-1][1] if behind else None
             try:
                 report = pull(store, key, source, progress=progress, roster=roster, note=note)
             except LedgerError as e:  # this source's checkpoint stands: no other source
-                return LogPull(origin, location, owner_url, passed, error=e)
-            if pulled is not None:  # the entries came in two or more pulls: all of them
-                report = SyncReport(origin, pulled[1].before, report.after, report.checkpoint_size)
+                return LogPull(origin, location, owner_url, passed, so_far, e, behind=earlier)
+            if so_far is not None:  # the entries came in two or more pulls: all of them
+                report = SyncReport(origin, so_far.before, report.after, report.checkpoint_size)
             if report.checkpoint_size >= signed:
-                return LogPull(origin, location, owner_url, passed, report=report)
+                return LogPull(origin, location, owner_url, passed, report, behind=earlier)
             signed = max(signed, report.after)
-            behind = (
+            lag = (
                 f"{location}: its checkpoint of "
                 f"{counted(report.checkpoint_size, 'entry', 'entries')} is behind the {signed:,} "
                 "the log has signed"
             )
-            skipped.append(Unserved(location, behind))
-            pulled = (location, report)
+            behind.append((Unserved(location, lag), report))
         finally:
             source.close()
-    if pulled is not None:  # every source that served the log is behind
-        location, report = pulled
-        passed = tuple(u for u in skipped if u.location != location)
+    if behind:  # every source that served the log is behind: the last one pulled stands
+        last, report = behind[-1]
+        earlier = tuple(u for u, _ in behind[:-1])
         if report.after >= signed:
-            return LogPull(origin, location, owner_url, passed, report=report)
+            return LogPull(origin, last.location, owner_url, tuple(skipped), report, behind=earlier)
         held = _holding(store, key)
         stop = None if held is None or held.refusal is None else held.refusal
         refused = None if stop is None else (stop.index, stop.rule)
         return LogPull(
-            origin, location, owner_url, passed, report=report, short_of=signed, refused=refused
+            origin,
+            last.location,
+            owner_url,
+            tuple(skipped),
+            report,
+            short_of=signed,
+            refused=refused,
+            behind=earlier,
         )
     if not skipped:
         why = PeerError(f"{origin}: no source to pull from")

@@ -357,6 +357,7 @@ def test_sync_pulls_a_partners_log_from_a_static_mirror(
             "refused": None,
             "source": f"{tmp}/mirror",
             "from_owner": False,
+            "behind": [],
             "skipped": [],
         }
     ]

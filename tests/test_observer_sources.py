@@ -253,9 +253,8 @@ def test_a_source_behind_what_the_log_signed_is_passed_over_for_the_next(
     done = pull(forked["A2"], forked["A"])
     assert pull.tried == [forked["A2"], forked["A"]]
     assert done.report is not None and (done.report.after, done.short_of) == (3, None)
-    assert [u.location for u in done.skipped] == [forked["A2"]]
-    why = done.skipped[0].reason
-    assert "its checkpoint of 2 entries is behind the 3 the log has signed" in why
+    assert done.skipped == () and [u.location for u in done.behind] == [forked["A2"]]
+    assert "its checkpoint of 2 entries is behind the 3 the log has signed" in done.behind[0].reason
     again = pull(forked["A2"], forked["B"])  # B forks at 1: it is still checked, and caught
     assert isinstance(again.error, ProofError) and again.source == forked["B"]
 
@@ -283,7 +282,28 @@ def test_sync_exits_1_for_a_log_held_short_of_a_checkpoint_it_verified(
     code, out, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--peer",
                        forked["A"], "--data", obs)  # fmt: skip
     assert code == 0 and "2 -> 3 entries verified (checkpoint size 3)" in out
-    assert f"passed over: {forked['A2']}: its checkpoint of 2 entries is behind" in out
+    assert f"pulled, but behind: {forked['A2']}: its checkpoint of 2 entries is behind" in out
+
+
+def test_entries_a_source_behind_brought_are_reported_when_the_next_source_fails(
+    forked: dict[str, str], capsys: pytest.CaptureFixture[str], pull: Puller
+) -> None:
+    """After an interrupted pull (3 signed, none held), the stale mirror A2 brings 2 entries
+    and the next source fails: the pull reports both the 2 entries and the failure, in the
+    text and the JSON (before, only the failure, with A2 'passed over')."""
+    broken = _broken(forked["A"], "mA-broken", "entries")
+    assert isinstance(pull(broken).error, PeerError) and pull.held() == 0
+    done = pull(forked["A2"], broken)
+    assert isinstance(done.error, PeerError) and done.source == broken and pull.held() == 2
+    assert done.report is not None and (done.report.before, done.report.after) == (0, 2)
+    assert [u.location for u in done.behind] == [forked["A2"]] and done.skipped == ()
+    pull.node.close()
+    obs = forked["obs"]
+    code, out, _ = run(capsys, "sync", "--origin", "BW", "--peer", forked["A2"], "--peer",
+                         broken, "--json", "--data", obs)  # fmt: skip
+    (shown,) = json.loads(out)
+    assert code == 1 and (shown["before"], shown["after"]) == (2, 2) and "error" in shown
+    assert [b["source"] for b in shown["behind"]] == [forked["A2"]]
 
 
 def test_a_running_node_reports_a_frozen_log_once_a_round(
