@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -68,3 +69,17 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Progr
         disable=not enabled or not errors.is_terminal,  # else rich ends with a bare newline
         transient=True,
     )
+
+
+def read_bounded(path: Path, limit: int, what: str, error: Callable[[str], LedgerError]) -> bytes:
+    """The bytes of the file at `path`, read only up to `limit` (a device or a huge file is
+    refused, not loaded); `error(message)` for a file that cannot be read or is too large,
+    the message naming `path` as the user gave it and `what` it should be."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"{what} {path}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise error(f"{what} {path} is over the {limit:,}-byte limit: not a Kimberley {what} file")
+    return data

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_data, open_reading
-from cli.output import console, emit_json
+from cli.output import console, emit_json, read_bounded
 from ledger.errors import LedgerError, RosterError
 from ledger.observer_dir import ObserverDir
 from ledger.roster import MAX_ROSTER_SIZE, Roster, SignedRoster, verify_chain
@@ -55,13 +55,7 @@ def _roster_file(path: Path) -> bytes:
     """The bytes of roster file `path`: read only up to MAX_ROSTER_SIZE (a device or a huge
     file is refused, not loaded), not a JSON draft, and a roster file, or RosterError
     naming `path` and what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_ROSTER_SIZE + 1)
-    except OSError as e:
-        raise RosterError(f"cannot read roster file {path}: {e.strerror or e}") from None
-    if len(data) > MAX_ROSTER_SIZE:
-        raise RosterError(f"{path} is over the {MAX_ROSTER_SIZE:,}-byte limit of a roster file")
+    data = read_bounded(path, MAX_ROSTER_SIZE, "roster", RosterError)
     not_a_draft(path, data)
     try:
         SignedRoster.from_bytes(data)

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from cli.options import DEFAULT_DATA, DataOption, JsonOption, open_reading
-from cli.output import CommandFailed, console, emit_json, errors
+from cli.output import CommandFailed, console, emit_json, errors, read_bounded
 from cli.roster_cmd import not_a_draft
 from ledger.bundle import MAX_BUNDLE_SIZE, BundleError, VerifiedBundle, build_bundle, verify_bundle
 from ledger.errors import LedgerError
@@ -242,8 +242,10 @@ def verify_bundle_command(
     """
     try:
         _one_format(as_json, dot)
-        data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle")
-        trusted = not_a_draft(trust, read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster"))
+        data = read_bounded(file, MAX_BUNDLE_SIZE, "bundle", BundleFileError)
+        trusted = not_a_draft(
+            trust, read_bounded(trust, MAX_ROSTER_SIZE, "trusted roster", BundleFileError)
+        )
         verified = verify_bundle(data, trusted, witnesses=witnesses)
     except LedgerError as e:
         raise CommandFailed(str(e), CANNOT_TRACE) from e
@@ -264,21 +266,6 @@ def _one_format(as_json: bool, dot: bool) -> None:
 
 class BundleFileError(BundleError):
     """A bundle or roster file that cannot be read or written, named by the user's path."""
-
-
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """The file's bytes, read only up to `limit` (a device or huge file is refused, not
-    loaded); errors name `path` as the user gave it."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise BundleFileError(f"{what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise BundleFileError(
-            f"{what} {path} is over the {limit:,}-byte limit: not a Kimberley {what} file"
-        )
-    return data
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -82,7 +82,9 @@ def test_a_roster_file_that_is_huge_or_broken_is_named_in_one_line(
         f.truncate((1 << 20) + 1)  # sparse: over the limit without writing it
     code, out, err = run(capsys, "roster", "verify", str(huge))
     assert (code, out) == (1, "")
-    assert err == f"error: {huge} is over the 1,048,576-byte limit of a roster file\n"
+    assert err == (
+        f"error: roster {huge} is over the 1,048,576-byte limit: not a Kimberley roster file\n"
+    )
     broken = tmp_path / "broken.roster"
     broken.write_bytes(b"\x92\xc4\x01x")
     v1 = str(tmp_path / "roster-v1.roster")  # the network's, installed already
