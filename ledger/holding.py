@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import lmdb
 
 from ledger.checkpoint import open_checkpoint
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, RosterError
 from ledger.keys import Verifier
 from ledger.refusals import Refusal, verified_refusal
+from ledger.roster import Roster
 from ledger.seen_checkpoints import seen_size
 from ledger.store import Store
 
@@ -89,3 +90,22 @@ def holding(
         except LedgerError:
             served = None  # a note that does not verify tells nothing
     return Holding(origin, size, seen if seen > size else None, refused, served)
+
+
+def held_log(
+    store: Store, txn: lmdb.Transaction, origin: str, key: Verifier | None
+) -> Holding | None:
+    """`holding` of `origin`'s log, looked up in snapshot `txn`; None when none of it is held."""
+    log_id = store.log_id(txn, origin)
+    return None if log_id is None else holding(store, txn, origin, log_id, key)
+
+
+def roster_key(roster: Roster | None, origin: str) -> Verifier | None:
+    """The key `roster` gives `origin`'s log, the one a Holding is judged with; None with no
+    roster or for an origin not on it (then nothing kept is trusted)."""
+    if roster is None:
+        return None
+    try:
+        return roster.log_key(origin)
+    except RosterError:
+        return None

@@ -29,8 +29,8 @@ import lmdb
 
 from ledger.custody_index import decode_value
 from ledger.entry import parse_entry
-from ledger.errors import EncodingError, IntegrityError, RecordError, RosterError
-from ledger.holding import Holding, holding
+from ledger.errors import EncodingError, IntegrityError, RecordError
+from ledger.holding import holding, roster_key
 from ledger.records import (
     ActorRegister,
     ActorRevoke,
@@ -71,23 +71,13 @@ def _judged(store: Store, txn: lmdb.Transaction, log_id: bytes) -> bool:
     return False
 
 
-def _holding(
-    store: Store, txn: lmdb.Transaction, origin: str, log_id: bytes, roster: Roster | None
-) -> Holding:
-    """How much of the log is held here (`ledger.holding`: a refusal or a seen checkpoint
-    counts only when it checks out against the roster key; with no roster, or for an
-    origin not on it, nothing kept is trusted)."""
-    try:
-        key = None if roster is None else roster.log_key(origin)
-    except RosterError:
-        key = None
-    return holding(store, txn, origin, log_id, key)
-
-
 def held_logs(store: Store, txn: lmdb.Transaction, roster: Roster) -> tuple[HeldLog, ...]:
     """How much of each log the snapshot holds, whether judged, and what shows it goes on."""
     return tuple(
-        HeldLog(_holding(store, txn, origin, log_id, roster), _judged(store, txn, log_id))
+        HeldLog(
+            holding(store, txn, origin, log_id, roster_key(roster, origin)),
+            _judged(store, txn, log_id),
+        )
         for origin, log_id, _ in _logs(store, txn)
     )
 
@@ -158,7 +148,7 @@ def log_records(
         if judged and r is not None and not _indexed(store, txn, log_id, index, r):
             item = LoggedRecord(origin, index, item.time_ms, r, refused="")
         yield item
-    cut = _holding(store, txn, origin, log_id, roster).refusal
+    cut = holding(store, txn, origin, log_id, roster_key(roster, origin)).refusal
     if cut is not None:
         try:
             yield _record(origin, size, cut.entry, cut.rule, held=False)

@@ -33,8 +33,7 @@ from ledger.custody_index import INDEX_DBS, Index, LmdbTables
 from ledger.entry import parse_entry
 from ledger.errors import EncodingError, RosterError
 from ledger.fields import certificate_problem
-from ledger.holding import Holding, holding
-from ledger.keys import Verifier
+from ledger.holding import Holding, holding, roster_key
 from ledger.records import (
     Export,
     ExportVoid,
@@ -122,7 +121,7 @@ class StoreTraceReader:
         the roster key (with no roster, none does)."""
         if origin not in self._holdings:
             log_id = self.log_id(origin)
-            key = self._key(origin)
+            key = roster_key(self._roster, origin)
             found = None if log_id is None else holding(self.store, self.txn, origin, log_id, key)
             self._holdings[origin] = found
         return self._holdings[origin]
@@ -141,15 +140,6 @@ class StoreTraceReader:
             found = None if held is None else held.refusal
             self._refused[origin] = None if found is None else (found, _record(found.entry))
         return self._refused[origin]
-
-    def _key(self, origin: str) -> Verifier | None:
-        """The roster key of `origin`'s log, or None (no roster, or not on it)."""
-        if self._roster is None:
-            return None
-        try:
-            return self._roster.log_key(origin)
-        except RosterError:
-            return None
 
     def as_of(self, origin: str) -> str:
         """How much of `origin`'s log the answers come from: its size and last entry's time."""

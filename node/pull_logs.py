@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import LedgerError, NoteError, PeerError
-from ledger.holding import Holding, holding
+from ledger.holding import Holding, held_log
 from ledger.keys import Verifier
 from ledger.roster import Roster
 from ledger.store import Store
@@ -188,8 +188,7 @@ def _known_size(store: Store, key: Verifier) -> int:
 def _holding(store: Store, key: Verifier) -> Holding | None:
     """How `key.name`'s log stands here (None when none of it is held)."""
     with store.read() as txn:
-        log_id = store.log_id(txn, key.name)
-        return None if log_id is None else holding(store, txn, key.name, log_id, key)
+        return held_log(store, txn, key.name, key)
 
 
 def roster_origin(roster: Roster, name: str) -> str:
