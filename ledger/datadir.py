@@ -19,7 +19,7 @@ import fcntl
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -127,6 +127,28 @@ def _init_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+#: A store's meta values by name (None for a name it does not record).
+Meta = dict[str, str | None]
+
+
+def open_keyed(
+    path: Path, key_file: str, names: Sequence[str], check: Callable[[Signer, Meta], None]
+) -> tuple[Signer, Store, Meta]:
+    """Open the data directory `path` of either kind: its key from `key_file`, its store and
+    the meta values `names`, which `check` judges against the key (raising to refuse); the
+    store is closed again when anything fails."""
+    signer = load_signer(path / key_file)
+    store = Store(path / "store")
+    try:
+        with store.read() as txn:
+            meta = {name: store.get_meta(txn, name) for name in names}
+        check(signer, meta)
+    except BaseException:
+        store.close()
+        raise
+    return signer, store, meta
+
+
 def _keyless_store(path: Path) -> bool:
     """True when `path` holds a store but neither key file: an init stopped (killed) before
     it wrote its key, or a key that was removed."""
@@ -201,19 +223,16 @@ class DataDir:
             if (path / OBSERVER_KEY).exists():
                 raise no_own_log(path)
             raise not_initialised(path)
-        signer = load_signer(path / LOG_KEY)
-        store = Store(path / "store")
-        try:
-            with store.read() as txn:
-                origin = store.get_meta(txn, "origin")
-                observer = store.get_meta(txn, "observer")
-            if observer is not None:
+
+        def check(signer: Signer, meta: Meta) -> None:
+            if meta["observer"] is not None:
                 raise no_own_log(path)
-            if origin != signer.name:
-                raise DataDirError(f"{path}: key is for {signer.name} but the store is {origin}")
-        except BaseException:
-            store.close()
-            raise
+            if meta["origin"] != signer.name:
+                raise DataDirError(
+                    f"{path}: key is for {signer.name} but the store is {meta['origin']}"
+                )
+
+        signer, store, _ = open_keyed(path, LOG_KEY, ("origin", "observer"), check)
         return cls(path, store, signer)
 
     def own_log(self, *, hook: EntryHook | None = None, clock: Clock = wall_clock_ms) -> Log:

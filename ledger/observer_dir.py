@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 from typing import TypeAlias
 
-from ledger.datadir import OBSERVER_KEY, DataDir, check_network, create_store
+from ledger.datadir import OBSERVER_KEY, DataDir, Meta, check_network, create_store, open_keyed
 from ledger.errors import DataDirError, InvalidNameError, NotInitialisedError
-from ledger.keys import Signer, load_signer
+from ledger.keys import Signer
 from ledger.store import Store
 
 #: An observer's name is its key's name and the keyid of its signed requests: no '/', so it
@@ -81,22 +81,20 @@ class ObserverDir:
         (DataDirError if not)."""
         if not (path / OBSERVER_KEY).exists():
             raise NotInitialisedError(f"no observer's data directory in {path}")
-        signer = load_signer(path / OBSERVER_KEY)
-        store = Store(path / "store")
-        try:
-            with store.read() as txn:
-                name = store.get_meta(txn, "observer")
-                network = store.get_meta(txn, "network")
-                verbatim = store.get_meta(txn, VERBATIM) is not None
+
+        def check(signer: Signer, meta: Meta) -> None:
+            name, network = meta["observer"], meta["network"]
             if name != signer.name or network is None:
                 raise DataDirError(
                     f"{path}: the key is {signer.name!r}'s but the store records observer "
                     f"{name!r} of network {network!r}"
                 )
-        except BaseException:
-            store.close()
-            raise
-        return cls(path, store, signer, network, verbatim)
+
+        names = ("observer", "network", VERBATIM)
+        signer, store, meta = open_keyed(path, OBSERVER_KEY, names, check)
+        network = meta["network"]
+        assert network is not None  # `check` refused a store without one
+        return cls(path, store, signer, network, meta[VERBATIM] is not None)
 
     def mark_verbatim(self) -> None:
         """Record that this directory's logs are pulled verbatim, custody rules unchecked."""
