@@ -54,10 +54,7 @@ def _stated_size(note: bytes) -> int:
     """The size a checkpoint note's text states (its second line), unverified; 0 when the
     text has none."""
     lines = note.split(b"\n", 2)
-    try:
-        return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else 0
-    except ValueError:
-        return 0
+    return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else 0  # ASCII digits only
 
 
 def _verified_size(row: bytes, origin: str, key: Verifier) -> int:

@@ -144,8 +144,7 @@ def pull_first(
                 report = SyncReport(origin, so_far.before, report.after, report.checkpoint_size)
             if report.checkpoint_size >= signed:
                 return LogPull(origin, location, owner_url, passed, report, behind=earlier)
-            signed = max(signed, report.after)
-            lag = (
+            lag = (  # `signed` stands: a checkpoint below it brings no entry past it
                 f"{location}: its checkpoint of "
                 f"{counted(report.checkpoint_size, 'entry', 'entries')} is behind the {signed:,} "
                 "the log has signed"
@@ -159,7 +158,7 @@ def pull_first(
         if report.after >= signed:
             return LogPull(origin, last.location, owner_url, tuple(skipped), report, behind=earlier)
         held = _holding(store, key)
-        stop = None if held is None or held.refusal is None else held.refusal
+        stop = None if held is None else held.refusal
         refused = None if stop is None else (stop.index, stop.rule)
         return LogPull(
             origin,
